@@ -1,0 +1,16 @@
+"""A tiny config for tests: real Fashion-MNIST, a small MLP, a few dozen steps."""
+
+from experiments.configs import default
+
+
+def get_config():
+    config = default.get_config()
+    config.model.hidden = (32,)
+    config.model.latent_dim = 4
+    config.train.batch_size = 32
+    config.train.num_steps = 20
+    config.train.steps_per_call = 5
+    config.train.checkpoint_every_steps = 10
+    config.train.eval_every_steps = 10
+    config.eval.batch_size = 1000
+    return config

@@ -1,0 +1,31 @@
+"""Launcher: flags plus one call.
+
+python -m experiments.main --config=experiments/configs/default.py --workdir=runs/default \
+    [--config.train.num_epochs=5] [--mode=train|eval]
+"""
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from vae_jax import train
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and images go.")
+flags.DEFINE_enum("mode", "train", ["train", "eval"], "Train (resuming) or evaluate a checkpoint.")
+flags.DEFINE_integer("step", None, "Checkpoint step for --mode=eval (default: the latest).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    del argv
+    if not FLAGS["verbosity"].present:  # orbax logs every checkpoint at INFO
+        logging.set_verbosity(logging.WARNING)
+    if FLAGS.mode == "train":
+        train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    else:
+        train.evaluate_checkpoint(FLAGS.config, FLAGS.workdir, FLAGS.step)
+
+
+if __name__ == "__main__":
+    app.run(main)

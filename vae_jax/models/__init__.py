@@ -1,0 +1,68 @@
+"""Model registry: ``get(name, **kwargs)`` builds a model from its config section.
+
+A new model family is a builder function decorated with ``@register("name")`` taking
+keyword arguments (``image_shape`` always, the rest from ``config.model``).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import flax.linen as nn
+
+from vae_jax import distributions as dist
+from vae_jax.models.conv import ConvDecoder, ConvEncoder
+from vae_jax.models.mlp import MLPDecoder, MLPEncoder
+from vae_jax.models.vae import VAE
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register(name: str):
+    def wrap(fn):
+        if name in _REGISTRY:
+            raise ValueError(f"Model {name!r} is registered twice.")
+        _REGISTRY[name] = fn
+        return fn
+    return wrap
+
+
+def names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get(name: str, **kwargs) -> nn.Module:
+    """Build the registered model ``name`` with keyword arguments from ``config.model``."""
+    if name not in _REGISTRY:
+        raise ValueError(f"Unknown model {name!r}; valid: {names()}. "
+                         "Set config.model.name to one of them.")
+    return _REGISTRY[name](**kwargs)
+
+
+@register("mlp")
+def mlp_vae(*, image_shape: Sequence[int], latent_dim: int = 20,
+            hidden: Sequence[int] = (500,), activation: str = "relu",
+            likelihood: str = "bernoulli") -> VAE:
+    """The classic MLP VAE; decoder hidden sizes mirror the encoder's."""
+    n = dist.likelihood_num_params(likelihood)
+    hidden = tuple(hidden)
+    return VAE(
+        encoder=MLPEncoder(latent_dim, hidden, activation),
+        decoder=MLPDecoder(tuple(image_shape), n, hidden[::-1], activation),
+        latent_dim=latent_dim, likelihood=likelihood)
+
+
+@register("conv")
+def conv_vae(*, image_shape: Sequence[int], latent_dim: int = 20,
+             channels: Sequence[int] = (32, 64), hidden: int = 256,
+             activation: str = "relu", likelihood: str = "bernoulli") -> VAE:
+    n = dist.likelihood_num_params(likelihood)
+    channels = tuple(channels)
+    return VAE(
+        encoder=ConvEncoder(latent_dim, channels, hidden, activation),
+        decoder=ConvDecoder(tuple(image_shape), n, channels, hidden, activation),
+        latent_dim=latent_dim, likelihood=likelihood)
+
+
+__all__ = ["VAE", "MLPEncoder", "MLPDecoder", "ConvEncoder", "ConvDecoder",
+           "register", "get", "names"]

@@ -1,0 +1,60 @@
+"""Convolutional encoder and decoder for small images (28x28, 32x32: sides divisible by 4)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from vae_jax.models.mlp import activation
+
+
+class ConvEncoder(nn.Module):
+    """x: [B, H, W, C] -> (mean, log_std), each [B, latent_dim]. Two stride-2 convolutions."""
+
+    latent_dim: int
+    channels: Sequence[int] = (32, 64)
+    hidden: int = 256
+    activation: str = "relu"
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        act = activation(self.activation)
+        h = x
+        for i, ch in enumerate(self.channels):
+            h = act(nn.Conv(ch, (3, 3), strides=(2, 2), padding="SAME", name=f"conv_{i}")(h))
+        h = h.reshape(h.shape[0], -1)
+        h = act(nn.Dense(self.hidden, name="hidden")(h))
+        out = nn.Dense(2 * self.latent_dim, name="out")(h)
+        mean, log_std = jnp.split(out, 2, axis=-1)
+        return mean, log_std
+
+
+class ConvDecoder(nn.Module):
+    """z: [N, latent_dim] -> [N, H, W, C * num_params]; mirrors ``ConvEncoder``."""
+
+    image_shape: Sequence[int]
+    num_params: int = 1
+    channels: Sequence[int] = (32, 64)
+    hidden: int = 256
+    activation: str = "relu"
+
+    @nn.compact
+    def __call__(self, z: jax.Array) -> jax.Array:
+        act = activation(self.activation)
+        height, width, out_ch = self.image_shape
+        scale = 2 ** len(self.channels)
+        if height % scale or width % scale:
+            raise ValueError(
+                f"ConvDecoder needs image sides divisible by {scale}; got {height}x{width}. "
+                "Use fewer conv channels (model.channels) or the 'mlp' model.")
+        h0, w0 = height // scale, width // scale
+        h = act(nn.Dense(self.hidden, name="hidden")(z))
+        h = act(nn.Dense(h0 * w0 * self.channels[-1], name="project")(h))
+        h = h.reshape(z.shape[0], h0, w0, self.channels[-1])
+        for i, ch in enumerate(reversed(self.channels)):
+            h = act(nn.ConvTranspose(ch, (3, 3), strides=(2, 2), padding="SAME",
+                                     name=f"deconv_{i}")(h))
+        return nn.Conv(out_ch * self.num_params, (3, 3), padding="SAME", name="out")(h)

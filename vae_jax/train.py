@@ -1,0 +1,379 @@
+"""Training: TrainState, a jit-compiled data-parallel train step, and the host loop.
+
+Randomness: ``config.seed`` gives one root key, split once by purpose (init, train, data
+order, eval). Step s uses ``fold_in(train_key, s)`` and epoch e's order uses
+``fold_in(order_key, e)``, so a resumed run repeats exactly what an uninterrupted run does.
+
+Speed: ``config.train.steps_per_call`` steps run inside one ``lax.scan`` per dispatch; the
+training set lives on the device(s) and batches are gathered there, so the host only sees
+the averaged metrics once per call.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import time
+from typing import Any, Callable, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from flax import struct
+
+from vae_jax import checkpoint, data, evaluate, losses, models, parallel, sampling
+
+
+@struct.dataclass
+class TrainState:
+    """step: int32 []; params / ema_params: the model's variables; opt_state: optax state."""
+
+    step: jax.Array
+    params: Any
+    opt_state: Any
+    ema_params: Any
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN/Inf; the message names the step and the metric."""
+
+
+# ------------------------------------------------------------------------------ building
+
+def model_kwargs(config: ml_collections.ConfigDict) -> dict:
+    kwargs = config.model.to_dict()
+    kwargs.pop("name")
+    return kwargs
+
+
+def build_model(config: ml_collections.ConfigDict, image_shape) -> nn.Module:
+    return models.get(config.model.name, image_shape=tuple(image_shape), **model_kwargs(config))
+
+
+def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """Adam (or AdamW) at ``config.optim.learning_rate``, optionally with global-norm clipping."""
+    opt = config.optim
+    lr = opt.learning_rate
+    if opt.get("schedule", "constant") == "cosine":
+        lr = optax.cosine_decay_schedule(opt.learning_rate, opt.decay_steps)
+    if opt.name == "adam":
+        tx = optax.adam(lr, b1=opt.b1, b2=opt.b2, eps=opt.eps)
+    elif opt.name == "adamw":
+        tx = optax.adamw(lr, b1=opt.b1, b2=opt.b2, eps=opt.eps, weight_decay=opt.weight_decay)
+    else:
+        raise ValueError(f"Unknown optimizer {opt.name!r}; valid: ['adam', 'adamw'].")
+    if opt.get("grad_clip_norm", 0.0) > 0:
+        tx = optax.chain(optax.clip_by_global_norm(opt.grad_clip_norm), tx)
+    return tx
+
+
+def create_train_state(key: jax.Array, model: nn.Module, optimizer: optax.GradientTransformation,
+                       image_shape) -> TrainState:
+    """Initialise parameters from ``key`` with a dummy batch [1, *image_shape]."""
+    x = jnp.zeros((1, *image_shape), jnp.float32)
+    params = model.init(key, x, jax.random.fold_in(key, 1))
+    ema_params = jax.tree.map(jnp.copy, params)  # own buffers: the state is donated
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      opt_state=optimizer.init(params), ema_params=ema_params)
+
+
+# ------------------------------------------------------------------------------- the step
+
+def train_step(state: TrainState, batch: jax.Array, train_key: jax.Array, *,
+               loss_fn: Callable, optimizer: optax.GradientTransformation,
+               binarization: str, beta_fn: Callable, ema_decay: float):
+    """One update on a uint8 batch [B, H, W, C]. Returns (new state, metrics of scalars).
+
+    ``loss_fn(params, x, key, beta=...) -> (loss, metrics)`` with the model already bound.
+    """
+    key = jax.random.fold_in(train_key, state.step)
+    k_data, k_z = jax.random.split(key)
+    x = data.preprocess(batch, k_data, binarization=binarization)
+    beta = beta_fn(state.step)
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    (_, metrics), grads = grad_fn(state.params, x, k_z, beta=beta)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p,
+                       state.ema_params, params)
+    metrics = dict(metrics, grad_norm=optax.global_norm(grads), beta=beta)
+    return TrainState(state.step + 1, params, opt_state, ema), metrics
+
+
+def train_steps(state: TrainState, images: jax.Array, perm: jax.Array, train_key: jax.Array, *,
+                step_fn: Callable, num_steps: int, batch_size: int, steps_per_epoch: int,
+                batch_sharding) -> tuple[TrainState, dict]:
+    """``num_steps`` steps of one epoch in a ``lax.scan``; metrics stacked [num_steps].
+
+    images: uint8 [N, H, W, C] on device; perm: int32 [N], this epoch's order.
+    """
+    def body(state, _):
+        index = state.step % steps_per_epoch
+        batch = data.gather_batch(images, perm, index, batch_size)
+        batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
+        return step_fn(state, batch, train_key)
+
+    return jax.lax.scan(body, state, None, length=num_steps)
+
+
+class Trainer:
+    """Holds the compiled functions for one config: build once, call many times."""
+
+    def __init__(self, config: ml_collections.ConfigDict, model: nn.Module, mesh,
+                 steps_per_epoch: int):
+        self.config, self.model, self.mesh = config, model, mesh
+        self.optimizer = make_optimizer(config)
+        loss_kwargs = {"num_samples": config.loss.num_samples}
+        if config.loss.name == "elbo":
+            loss_kwargs["free_bits"] = config.loss.free_bits
+        loss_fn = functools.partial(losses.get(config.loss.name), model=model, **loss_kwargs)
+        beta_fn = functools.partial(losses.beta_schedule, beta=config.loss.beta,
+                                    warmup_steps=config.loss.warmup_steps)
+        self.step_fn = functools.partial(
+            train_step, loss_fn=loss_fn, optimizer=self.optimizer,
+            binarization=config.data.binarization, beta_fn=beta_fn,
+            ema_decay=config.train.ema_decay)
+        self.steps_per_epoch = steps_per_epoch
+        self.replicated = parallel.replicated(mesh)
+        self.batch_sharding = parallel.batch_sharded(mesh)
+        self._calls: dict[int, Callable] = {}
+        self.permutation = jax.jit(data.epoch_permutation, static_argnums=2,
+                                   out_shardings=self.replicated)
+
+    def call(self, num_steps: int) -> Callable:
+        """jit(state, images, perm, key) -> (state, metrics [num_steps]); state donated."""
+        if num_steps not in self._calls:
+            fn = functools.partial(
+                train_steps, step_fn=self.step_fn, num_steps=num_steps,
+                batch_size=self.config.train.batch_size, steps_per_epoch=self.steps_per_epoch,
+                batch_sharding=self.batch_sharding)
+            self._calls[num_steps] = jax.jit(fn, donate_argnums=0)
+        return self._calls[num_steps]
+
+
+# --------------------------------------------------------------------------- validation
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Fail fast, before any data is loaded or compiled, naming the field and the fix."""
+    def positive(path: str, value) -> None:
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+            raise ValueError(f"{path}={value!r} must be a positive number.")
+
+    if config.model.name not in models.names():
+        raise ValueError(f"Unknown model {config.model.name!r} (config.model.name); valid: "
+                         f"{models.names()}.")
+    if config.loss.name not in losses.names():
+        raise ValueError(f"Unknown loss {config.loss.name!r} (config.loss.name); valid: "
+                         f"{losses.names()}.")
+    if config.data.binarization not in data.BINARIZATIONS:
+        raise ValueError(f"Unknown binarization {config.data.binarization!r} "
+                         f"(config.data.binarization); valid: {list(data.BINARIZATIONS)}.")
+    for path in ("train.batch_size", "model.latent_dim", "optim.learning_rate",
+                 "loss.num_samples", "train.steps_per_call", "eval.batch_size"):
+        section, name = path.split(".")
+        positive(f"config.{path}", config[section][name])
+    if config.train.num_steps <= 0 and config.train.num_epochs <= 0:
+        raise ValueError("Set config.train.num_epochs or config.train.num_steps to a positive "
+                         f"number (got {config.train.num_epochs} and {config.train.num_steps}).")
+    if not 0.0 <= config.train.ema_decay < 1.0:
+        raise ValueError(f"config.train.ema_decay={config.train.ema_decay} must be in [0, 1).")
+    if config.loss.name == "iwae" and (config.loss.beta != 1.0 or config.loss.warmup_steps
+                                       or config.loss.free_bits):
+        raise ValueError("The IWAE bound takes no beta, warm-up or free bits: set "
+                         "config.loss.beta=1, warmup_steps=0, free_bits=0, or use loss 'elbo'.")
+
+
+# ------------------------------------------------------------------------------ the loop
+
+def _keys(seed: int) -> dict[str, jax.Array]:
+    init, train, order, evaluation = jax.random.split(jax.random.key(seed), 4)
+    return {"init": init, "train": train, "order": order, "eval": evaluation}
+
+
+def _next_boundary(step: int, every: int) -> int:
+    return (step // every + 1) * every
+
+
+class Progress:
+    """A one-line progress report: step, epoch, loss, steps/s, ETA."""
+
+    def __init__(self, total_steps: int, stream=None):
+        self.total, self.stream = total_steps, stream or sys.stdout
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+
+    def update(self, step: int, epoch: float, loss: float, steps_per_s: float) -> None:
+        eta = (self.total - step) / max(steps_per_s, 1e-9)
+        line = (f"step {step}/{self.total} epoch {epoch:.2f} loss {loss:.3f} "
+                f"{steps_per_s:.1f} steps/s ETA {_hms(eta)}")
+        if self.tty:
+            self.stream.write("\r" + line.ljust(90))
+            if step >= self.total:
+                self.stream.write("\n")
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def newline(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+
+
+def _hms(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def _write_json(path: str, obj) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def write_images(workdir: str, step: int, params, test_images: np.ndarray, key: jax.Array, *,
+                 model: nn.Module, binarization: str, num: int = 64) -> dict[str, str]:
+    """PNG grids of prior samples and of test reconstructions beside their originals."""
+    k_sample, k_bin = jax.random.split(key)
+    samples = sampling.prior_samples(params, k_sample, model=model, num=num)
+    x = data.preprocess(jnp.asarray(test_images[:32]), k_bin, binarization=binarization)
+    recons = sampling.reconstructions(params, x, model=model)
+    folder = os.path.join(workdir, "images")
+    return {
+        "samples": sampling.save_png(os.path.join(folder, f"samples_{step:08d}.png"),
+                                     sampling.image_grid(np.asarray(samples), ncols=8)),
+        "reconstructions": sampling.save_png(
+            os.path.join(folder, f"reconstructions_{step:08d}.png"),
+            sampling.reconstruction_grid(np.asarray(x), np.asarray(recons), ncols=8)),
+    }
+
+
+def _setup(config: ml_collections.ConfigDict, workdir: str):
+    validate_config(config)
+    mesh = parallel.data_mesh()
+    parallel.check_batch_size(config.train.batch_size, mesh)
+    parallel.check_batch_size(config.eval.batch_size, mesh, "config.eval.batch_size")
+    ds = data.load(config.data.name, data_dir=config.data.get("dir") or None,
+                   download=config.data.get("download", False))
+    if config.train.batch_size > len(ds.train_images):
+        raise ValueError(f"config.train.batch_size={config.train.batch_size} exceeds the "
+                         f"{len(ds.train_images)} training images of {ds.name!r}.")
+    model = build_model(config, ds.image_shape)
+    return mesh, ds, model
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+    """Train ``config`` in ``workdir`` (resuming from its latest checkpoint) and evaluate.
+
+    Writes checkpoints (``workdir/checkpoints``), TensorBoard event files, PNG grids
+    (``workdir/images``) and ``config.json``. Returns the final TrainState.
+    """
+    from clu import metric_writers  # imports TensorFlow; keep it out of library imports
+
+    mesh, ds, model = _setup(config, workdir)
+    os.makedirs(workdir, exist_ok=True)
+    keys = _keys(config.seed)
+    steps_per_epoch = len(ds.train_images) // config.train.batch_size
+    total_steps = (config.train.num_steps if config.train.num_steps > 0
+                   else config.train.num_epochs * steps_per_epoch)
+    trainer = Trainer(config, model, mesh, steps_per_epoch)
+    is_main = jax.process_index() == 0
+
+    state = create_train_state(keys["init"], model, trainer.optimizer, ds.image_shape)
+    state = jax.device_put(state, trainer.replicated)
+    mngr = checkpoint.manager(os.path.join(workdir, "checkpoints"),
+                              max_to_keep=config.train.checkpoints_to_keep)
+    if checkpoint.latest_step(mngr) is not None:
+        state = checkpoint.restore(mngr, state)
+        logging.info("Resumed from step %d in %s", int(state.step), workdir)
+    if is_main:
+        _write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
+
+    train_images = parallel.put_global(ds.train_images, mesh, trainer.replicated)
+    elbo_fn = evaluate.make_elbo_fn(model, binarization=config.data.binarization,
+                                    num_samples=config.eval.num_samples)
+    writer = metric_writers.create_default_writer(workdir, just_logging=not is_main,
+                                                  asynchronous=False)
+    progress = Progress(total_steps)
+    ckpt_every = config.train.checkpoint_every_steps or steps_per_epoch
+    eval_every = config.train.eval_every_steps or steps_per_epoch
+    step = int(state.step)
+    perm, perm_epoch = None, -1
+    while step < total_steps:
+        epoch = step // steps_per_epoch
+        if epoch != perm_epoch:
+            perm, perm_epoch = trainer.permutation(keys["order"], epoch, len(ds.train_images)), epoch
+        stop = min(total_steps, (epoch + 1) * steps_per_epoch, _next_boundary(step, ckpt_every),
+                   _next_boundary(step, eval_every),
+                   _next_boundary(step, config.train.steps_per_call))
+        t0 = time.perf_counter()
+        state, metrics = trainer.call(stop - step)(state, train_images, perm, keys["train"])
+        metrics = {k: float(np.mean(v)) for k, v in jax.device_get(metrics).items()}
+        rate = (stop - step) / (time.perf_counter() - t0)
+        step = stop
+        bad = [k for k, v in metrics.items() if not np.isfinite(v)]
+        if bad:
+            raise NonFiniteLossError(
+                f"Non-finite {bad} at step {step} (averaged over the last call). The last good "
+                f"checkpoint in {mngr.directory} is kept. Lower config.optim.learning_rate or set "
+                "config.optim.grad_clip_norm.")
+        writer.write_scalars(step, {f"train_{k}": v for k, v in metrics.items()}
+                             | {"steps_per_s": rate})
+        progress.update(step, step / steps_per_epoch, metrics["loss"], rate)
+        if step % eval_every == 0 or step == total_steps:
+            params = state.ema_params if config.eval.use_ema else state.params
+            test = evaluate.per_example(elbo_fn, params, ds.test_images, keys["eval"],
+                                        batch_size=config.eval.batch_size, mesh=mesh)
+            summary = evaluate.summarize(test, prefix="test_")
+            writer.write_scalars(step, summary)
+            progress.newline()
+            logging.info("step %d: %s", step, " ".join(f"{k}={v:.3f}" for k, v in summary.items()))
+            print(f"eval step {step}: " + " ".join(f"{k} {v:.3f}" for k, v in summary.items()),
+                  flush=True)
+            if is_main:
+                write_images(workdir, step, params, ds.test_images, keys["eval"], model=model,
+                             binarization=config.data.binarization)
+        if step % ckpt_every == 0 or step == total_steps:
+            checkpoint.save(mngr, step, state)
+    writer.flush()
+    writer.close()
+    mngr.close()
+    return state
+
+
+def restore_state(config: ml_collections.ConfigDict, workdir: str, model: nn.Module,
+                  image_shape, step: Optional[int] = None) -> TrainState:
+    """The TrainState saved in ``workdir`` at ``step`` (default: the latest)."""
+    keys = _keys(config.seed)
+    state = create_train_state(keys["init"], model, make_optimizer(config), image_shape)
+    mngr = checkpoint.manager(os.path.join(workdir, "checkpoints"),
+                              max_to_keep=config.train.checkpoints_to_keep)
+    try:
+        return checkpoint.restore(mngr, state, step)
+    finally:
+        mngr.close()
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
+                        step: Optional[int] = None) -> dict:
+    """``--mode=eval``: test ELBO of a checkpoint, printed and written to workdir/eval.json."""
+    mesh, ds, model = _setup(config, workdir)
+    state = restore_state(config, workdir, model, ds.image_shape, step)
+    params = state.ema_params if config.eval.use_ema else state.params
+    elbo_fn = evaluate.make_elbo_fn(model, binarization=config.data.binarization,
+                                    num_samples=config.eval.num_samples)
+    keys = _keys(config.seed)
+    test = evaluate.per_example(elbo_fn, params, ds.test_images, keys["eval"],
+                                batch_size=config.eval.batch_size, mesh=mesh)
+    result = evaluate.summarize(test, prefix="test_") | {
+        "step": int(state.step), "dataset": ds.name, "seed": config.seed,
+        "num_test_images": len(ds.test_images), "use_ema": bool(config.eval.use_ema)}
+    print(json.dumps(result, indent=2, sort_keys=True))
+    if jax.process_index() == 0:
+        _write_json(os.path.join(workdir, "eval.json"), result)
+    return result
