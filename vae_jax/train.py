@@ -28,6 +28,7 @@ from absl import logging
 from flax import struct
 
 from vae_jax import checkpoint, data, evaluate, losses, models, parallel, sampling
+from vae_jax import distributions as dist
 
 
 @struct.dataclass
@@ -56,12 +57,35 @@ def build_model(config: ml_collections.ConfigDict, image_shape) -> nn.Module:
     return models.get(config.model.name, image_shape=tuple(image_shape), **model_kwargs(config))
 
 
-def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """Adam (or AdamW) at ``config.optim.learning_rate``, optionally with global-norm clipping."""
+def burda_schedule(learning_rate: float, scale: float, steps_per_epoch: int,
+                   num_stages: int = 8) -> optax.Schedule:
+    """Burda et al. (2015)'s schedule: stage i = 0..7 runs 3^i · ``scale`` epochs at
+    learning_rate · 10^(−i/7) (scale = 1: 3280 epochs in all), then stays at the last rate."""
+    boundaries, total = [], 0.0
+    for i in range(num_stages - 1):
+        total += 3 ** i * scale
+        boundaries.append(max(1, int(round(total * steps_per_epoch))))
+    values = [learning_rate * 10 ** (-i / 7) for i in range(num_stages)]
+    return lambda count: jnp.asarray(values)[jnp.searchsorted(
+        jnp.asarray(boundaries), count, side="right")]
+
+
+def make_optimizer(config: ml_collections.ConfigDict,
+                   steps_per_epoch: Optional[int] = None) -> optax.GradientTransformation:
+    """Adam (or AdamW) at ``config.optim.learning_rate``, optionally with global-norm clipping.
+
+    ``config.optim.schedule``: "constant", "cosine" (over decay_steps) or "burda" (needs
+    ``steps_per_epoch``; scaled by config.optim.burda_schedule_scale).
+    """
     opt = config.optim
     lr = opt.learning_rate
     if opt.get("schedule", "constant") == "cosine":
         lr = optax.cosine_decay_schedule(opt.learning_rate, opt.decay_steps)
+    elif opt.get("schedule", "constant") == "burda":
+        # Restoring only needs the optimizer state's structure, which the boundaries do not
+        # change; training always passes the real steps_per_epoch.
+        lr = burda_schedule(opt.learning_rate, opt.get("burda_schedule_scale", 1.0),
+                            steps_per_epoch or 1)
     if opt.name == "adam":
         tx = optax.adam(lr, b1=opt.b1, b2=opt.b2, eps=opt.eps)
     elif opt.name == "adamw":
@@ -128,7 +152,7 @@ class Trainer:
     def __init__(self, config: ml_collections.ConfigDict, model: nn.Module, mesh,
                  steps_per_epoch: int):
         self.config, self.model, self.mesh = config, model, mesh
-        self.optimizer = make_optimizer(config)
+        self.optimizer = make_optimizer(config, steps_per_epoch)
         loss_kwargs = {"num_samples": config.loss.num_samples}
         if config.loss.name == "elbo":
             loss_kwargs["free_bits"] = config.loss.free_bits
@@ -347,10 +371,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
 
 def restore_state(config: ml_collections.ConfigDict, workdir: str, model: nn.Module,
-                  image_shape, step: Optional[int] = None) -> TrainState:
+                  image_shape, step: Optional[int] = None,
+                  steps_per_epoch: Optional[int] = None) -> TrainState:
     """The TrainState saved in ``workdir`` at ``step`` (default: the latest)."""
     keys = _keys(config.seed)
-    state = create_train_state(keys["init"], model, make_optimizer(config), image_shape)
+    state = create_train_state(keys["init"], model, make_optimizer(config, steps_per_epoch),
+                               image_shape)
     mngr = checkpoint.manager(os.path.join(workdir, "checkpoints"),
                               max_to_keep=config.train.checkpoints_to_keep)
     try:
@@ -361,18 +387,55 @@ def restore_state(config: ml_collections.ConfigDict, workdir: str, model: nn.Mod
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
                         step: Optional[int] = None) -> dict:
-    """``--mode=eval``: test ELBO of a checkpoint, printed and written to workdir/eval.json."""
+    """``--mode=eval``: test ELBO, IWAE-k and importance-sampled log p(x) of a checkpoint.
+
+    k for log p(x) is ``config.eval.num_importance_samples`` (5000 in the literature) and
+    for the IWAE bound ``config.eval.iwae_k`` (0 skips either); samples stream
+    ``config.eval.chunk`` at a time over batches of ``config.eval.ll_batch_size`` images.
+    Every figure uses the same binarization of the test set. Printed and written to
+    workdir/eval.json with the step, k, data set and seed; bits/dim too for 8-bit
+    likelihoods (distributions.DISCRETE_8BIT).
+    """
     mesh, ds, model = _setup(config, workdir)
-    state = restore_state(config, workdir, model, ds.image_shape, step)
+    steps_per_epoch = len(ds.train_images) // config.train.batch_size
+    state = restore_state(config, workdir, model, ds.image_shape, step, steps_per_epoch)
     params = state.ema_params if config.eval.use_ema else state.params
-    elbo_fn = evaluate.make_elbo_fn(model, binarization=config.data.binarization,
+    binarization = config.data.binarization
+    elbo_fn = evaluate.make_elbo_fn(model, binarization=binarization,
                                     num_samples=config.eval.num_samples)
     keys = _keys(config.seed)
+    t0 = time.perf_counter()
     test = evaluate.per_example(elbo_fn, params, ds.test_images, keys["eval"],
                                 batch_size=config.eval.batch_size, mesh=mesh)
     result = evaluate.summarize(test, prefix="test_") | {
         "step": int(state.step), "dataset": ds.name, "seed": config.seed,
-        "num_test_images": len(ds.test_images), "use_ema": bool(config.eval.use_ema)}
+        "num_test_images": len(ds.test_images), "use_ema": bool(config.eval.use_ema),
+        "binarization": binarization, "likelihood": config.model.get("likelihood", ""),
+        "test_elbo_stderr": evaluate.mean_and_stderr(test["elbo"])[1],
+        "elbo_seconds": time.perf_counter() - t0}
+    ll_batch = config.eval.get("ll_batch_size", config.eval.batch_size)
+    parallel.check_batch_size(ll_batch, mesh, "config.eval.ll_batch_size")
+    for name, k in (("iwae", config.eval.get("iwae_k", 0)),
+                    ("log_px", config.eval.get("num_importance_samples", 0))):
+        if k <= 0:
+            continue
+        t0 = time.perf_counter()
+        # The ELBO's batch size fixes which binarization each image gets; a different
+        # batching here would binarize the test set differently.
+        if binarization == "dynamic" and ll_batch != config.eval.batch_size:
+            raise ValueError("With dynamic binarization config.eval.ll_batch_size must equal "
+                             "config.eval.batch_size so every figure sees the same binarized "
+                             "test set.")
+        ll = evaluate.log_likelihood(params, ds.test_images, keys["eval"], model=model,
+                                     num_samples=k, chunk=config.eval.get("chunk", 100),
+                                     batch_size=ll_batch, binarization=binarization, mesh=mesh)
+        result |= {f"test_{name}": ll["mean"], f"test_{name}_stderr": ll["stderr"],
+                   f"{name}_k": k, f"{name}_seconds": time.perf_counter() - t0}
+        if config.model.get("likelihood", "") in dist.DISCRETE_8BIT:
+            result |= {f"test_{name}_bpd": ll["bpd"], f"test_{name}_bpd_stderr": ll["bpd_stderr"]}
+    if config.model.get("likelihood", "") in dist.DISCRETE_8BIT:
+        result["test_elbo_bpd"] = float(dist.bits_per_dim(result["test_elbo"],
+                                                          int(np.prod(ds.image_shape))))
     print(json.dumps(result, indent=2, sort_keys=True))
     if jax.process_index() == 0:
         _write_json(os.path.join(workdir, "eval.json"), result)

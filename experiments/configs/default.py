@@ -56,4 +56,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.eval.batch_size = 1000
     config.eval.num_samples = 1         # L for the test ELBO
     config.eval.use_ema = False
+    # --mode=eval: importance-sampled log p(x) with k samples (Burda et al.: 5000) and the
+    # IWAE-k bound; 0 skips. Samples stream `chunk` at a time over `ll_batch_size` images.
+    config.eval.num_importance_samples = 5000
+    config.eval.iwae_k = 50
+    config.eval.chunk = 100
+    config.eval.ll_batch_size = 1000
     return config
