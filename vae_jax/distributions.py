@@ -248,7 +248,8 @@ class Categorical256:
 
     def log_prob(self, x: jax.Array) -> jax.Array:
         log_p = jax.nn.log_softmax(self.logits, axis=-1)
-        lp = jnp.take_along_axis(log_p, pixel_index(x)[..., None], axis=-1)[..., 0]
+        idx = jnp.broadcast_to(pixel_index(x), log_p.shape[:-1])  # x may lack batch axes
+        lp = jnp.take_along_axis(log_p, idx[..., None], axis=-1)[..., 0]
         return _sum_event(lp, self.event_ndim)
 
     def mean(self) -> jax.Array:

@@ -62,4 +62,5 @@ def get_config() -> ml_collections.ConfigDict:
     config.eval.iwae_k = 50
     config.eval.chunk = 100
     config.eval.ll_batch_size = 1000
+    config.eval.num_test_images = 0     # > 0: evaluate only the first n test images
     return config
