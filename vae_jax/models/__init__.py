@@ -13,6 +13,7 @@ import flax.linen as nn
 from vae_jax import distributions as dist
 from vae_jax.models.conv import ConvDecoder, ConvEncoder
 from vae_jax.models.mlp import MLPDecoder, MLPEncoder
+from vae_jax.models.resnet import ResNetDecoder, ResNetEncoder
 from vae_jax.models.vae import VAE
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
@@ -64,5 +65,18 @@ def conv_vae(*, image_shape: Sequence[int], latent_dim: int = 20,
         latent_dim=latent_dim, likelihood=likelihood)
 
 
+@register("resnet")
+def resnet_vae(*, image_shape: Sequence[int], latent_dim: int = 32,
+               channels: Sequence[int] = (32, 64), blocks: int = 1,
+               activation: str = "swish", likelihood: str = "discretized_logistic_mix5") -> VAE:
+    """ResNet-style conv VAE; by default a discretized logistic mixture for 8-bit pixels."""
+    n = dist.likelihood_num_params(likelihood)
+    channels = tuple(channels)
+    return VAE(
+        encoder=ResNetEncoder(latent_dim, channels, blocks, activation),
+        decoder=ResNetDecoder(tuple(image_shape), n, channels, blocks, activation),
+        latent_dim=latent_dim, likelihood=likelihood)
+
+
 __all__ = ["VAE", "MLPEncoder", "MLPDecoder", "ConvEncoder", "ConvDecoder",
-           "register", "get", "names"]
+           "ResNetEncoder", "ResNetDecoder", "register", "get", "names"]

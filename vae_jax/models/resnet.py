@@ -1,0 +1,89 @@
+"""ResNet-style convolutional encoder and decoder for 8-bit images (28x28, 32x32, ...).
+
+A stride-2 stem halves the resolution first (cheap on CPUs); then each stage is ``blocks``
+pre-activation residual blocks (act-conv3x3-act-conv3x3 + skip) at one resolution, stages
+joined by stride-2 convolutions (encoder) or stride-2 transposed convolutions (decoder).
+Image sides must be divisible by 2^len(channels).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from vae_jax.models.mlp import activation
+
+
+class ResBlock(nn.Module):
+    """x + conv(act(conv(act(x)))), channels preserved: [N, H, W, C] -> [N, H, W, C]."""
+
+    activation: str = "swish"
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        act = activation(self.activation)
+        ch = x.shape[-1]
+        h = nn.Conv(ch, (3, 3), padding="SAME", name="conv_0")(act(x))
+        # Zero-initialised last conv: every block starts as the identity (stable deep nets).
+        h = nn.Conv(ch, (3, 3), padding="SAME", kernel_init=nn.initializers.zeros,
+                    name="conv_1")(act(h))
+        return x + h
+
+
+class ResNetEncoder(nn.Module):
+    """x: [B, H, W, C] -> (mean, log_std), each [B, latent_dim]."""
+
+    latent_dim: int
+    channels: Sequence[int] = (32, 64)
+    blocks: int = 1
+    activation: str = "swish"
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        act = activation(self.activation)
+        h = nn.Conv(self.channels[0], (3, 3), strides=(2, 2), padding="SAME",
+                    name="stem")(2.0 * x - 1.0)
+        for s, ch in enumerate(self.channels):
+            if s > 0:
+                h = nn.Conv(ch, (3, 3), strides=(2, 2), padding="SAME", name=f"down_{s}")(h)
+            for i in range(self.blocks):
+                h = ResBlock(self.activation, name=f"stage_{s}_block_{i}")(h)
+        h = act(h).reshape(x.shape[0], -1)
+        out = nn.Dense(2 * self.latent_dim, name="out")(h)
+        mean, log_std = jnp.split(out, 2, axis=-1)
+        return mean, log_std
+
+
+class ResNetDecoder(nn.Module):
+    """z: [N, latent_dim] -> [N, H, W, C * num_params]; mirrors ``ResNetEncoder``."""
+
+    image_shape: Sequence[int]
+    num_params: int = 2
+    channels: Sequence[int] = (32, 64)
+    blocks: int = 1
+    activation: str = "swish"
+
+    @nn.compact
+    def __call__(self, z: jax.Array) -> jax.Array:
+        act = activation(self.activation)
+        height, width, out_ch = self.image_shape
+        scale = 2 ** len(self.channels)
+        if height % scale or width % scale:
+            raise ValueError(
+                f"ResNetDecoder needs image sides divisible by {scale}; got {height}x{width}. "
+                "Use fewer stages (model.channels).")
+        h0, w0 = height // scale, width // scale
+        chans = tuple(reversed(self.channels))
+        h = nn.Dense(h0 * w0 * chans[0], name="project")(z).reshape(z.shape[0], h0, w0, chans[0])
+        for s, ch in enumerate(chans):
+            if s > 0:
+                h = nn.ConvTranspose(ch, (3, 3), strides=(2, 2), padding="SAME",
+                                     name=f"up_{s}")(h)
+            for i in range(self.blocks):
+                h = ResBlock(self.activation, name=f"stage_{s}_block_{i}")(h)
+        h = nn.ConvTranspose(chans[-1], (3, 3), strides=(2, 2), padding="SAME",
+                             name="up_out")(act(h))
+        return nn.Conv(out_ch * self.num_params, (3, 3), padding="SAME", name="out")(act(h))
