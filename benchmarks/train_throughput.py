@@ -33,6 +33,9 @@ def _parse():
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--epochs_memory", default="", help="e.g. 1,3: run whole epochs and print "
                    "peak host memory after each count (growth check)")
+    p.add_argument("--compare_devices", type=int, default=0,
+                   help="N: also time the MLP on N forced host devices vs 1 (overhead)")
+    p.add_argument("--memory_child", type=int, default=0, help=argparse.SUPPRESS)
     return p.parse_args()
 
 
@@ -167,26 +170,69 @@ def bench_model(name: str, args) -> None:
           f" MB); device memory: {device_memory_mb()}")
 
 
-def memory_growth(args) -> None:
-    """Peak host memory after whole epochs of the real loop: it must not grow with epochs."""
+def memory_child(epochs: int) -> None:
+    """Run in a fresh process: peak host memory before and after ``epochs`` of the real loop."""
     import tempfile
 
+    from clu import metric_writers  # noqa: F401  (import TensorFlow before the baseline)
+
+    base = peak_host_mb()
+    config = default_config.get_config()
+    config.train.num_epochs = epochs
+    with tempfile.TemporaryDirectory() as wd:
+        t0 = time.perf_counter()
+        state = train.train_and_evaluate(config, wd)
+        secs = time.perf_counter() - t0
+    peak = peak_host_mb()
+    ds = data.load(config.data.name)
+    data_mb = (ds.train_images.nbytes + ds.test_images.nbytes) / 2**20
+    state_mb = sum(x.nbytes for x in jax.tree.leaves(state)) / 2**20
+    grown = peak - base
+    print(f"  {epochs} epoch(s): peak host memory {peak:.0f} MB, of which "
+          f"{grown:.0f} MB above the process after imports; data {data_mb:.0f} MB + state "
+          f"{state_mb:.0f} MB -> limit 2x = {2 * (data_mb + state_mb):.0f} MB "
+          f"({'within' if grown < 2 * (data_mb + state_mb) else 'OVER'}); {secs:.0f} s", flush=True)
+
+
+def memory_growth(args) -> None:
+    """Peak host memory after whole epochs, each count in a fresh process: no growth."""
+    import subprocess
+
+    print("\n== host memory of train_and_evaluate (default config)")
     for epochs in [int(e) for e in args.epochs_memory.split(",")]:
-        config = default_config.get_config()
-        config.train.num_epochs = epochs
-        with tempfile.TemporaryDirectory() as wd:
-            t0 = time.perf_counter()
-            train.train_and_evaluate(config, wd)
-            print(f"  after {epochs} epoch(s) of train_and_evaluate: peak host memory "
-                  f"{peak_host_mb():.0f} MB ({time.perf_counter() - t0:.1f} s)")
+        subprocess.run([sys.executable, os.path.abspath(__file__), "--memory_child",
+                        str(epochs), "--models="], check=True)
+
+
+def compare_devices(args) -> None:
+    """The data-parallel path on N forced host devices vs 1, in two fresh processes."""
+    import re
+    import subprocess
+
+    rates = {}
+    for n in (1, args.compare_devices):
+        out = subprocess.run([sys.executable, os.path.abspath(__file__), "--models=mlp",
+                              f"--devices={n}", f"--steps={args.steps}",
+                              f"--repeats={args.repeats}", "--steps_per_call=100"],
+                             check=True, capture_output=True, text=True).stdout
+        rates[n] = float(re.search(r"\| ([0-9.]+) steps/s", out).group(1))
+        print(f"  {n} device(s): {rates[n]:.1f} steps/s")
+    n = args.compare_devices
+    print(f"  data-parallel overhead on {n} forced host devices (same 2 cores, same global "
+          f"batch): {rates[1] / rates[n]:.2f}x the 1-device step time")
 
 
 def main() -> None:
     args = ARGS
+    if args.memory_child:
+        return memory_child(args.memory_child)
     print(f"jax {jax.__version__}, backend {jax.default_backend()}, devices {jax.device_count()}, "
           f"host cores {os.cpu_count()}")
-    for name in args.models.split(","):
+    for name in filter(None, args.models.split(",")):
         bench_model(name.strip(), args)
+    if args.compare_devices:
+        print(f"\n== data parallel: 1 vs {args.compare_devices} devices")
+        compare_devices(args)
     if args.epochs_memory:
         memory_growth(args)
 
