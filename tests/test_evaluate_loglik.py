@@ -3,8 +3,6 @@
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 
 import flax.linen as nn
@@ -15,9 +13,9 @@ import pytest
 
 from vae_jax import distributions as dist
 from vae_jax import evaluate, models
-from vae_jax.models.vae import VAE
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import requires_fashion_mnist, run_python
+
 DX, DZ, SIGMA = 6, 2, 0.5
 
 
@@ -155,6 +153,7 @@ def test_chunked_equals_unchunked_and_summary():
     assert whole["bpd"] == pytest.approx(-v.mean() / (64 * np.log(2)))
 
 
+@pytest.mark.slow
 def test_eight_devices_agree_with_one():
     code = textwrap.dedent("""
         import json, jax, jax.numpy as jnp, numpy as np
@@ -172,11 +171,33 @@ def test_eight_devices_agree_with_one():
             out[n] = r["log_px"].tolist()
         print(json.dumps(out))
     """)
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
-               PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
-    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         timeout=300, cwd=ROOT)
-    assert res.returncode == 0, res.stderr[-3000:]
-    out = json.loads(res.stdout.strip().splitlines()[-1])
+    out = json.loads(run_python(code, devices=8).strip().splitlines()[-1])
     np.testing.assert_allclose(out["8"], out["1"], rtol=1e-5, atol=1e-3)
     assert len(out["1"]) == 40 and np.all(np.isfinite(out["1"]))
+
+
+@requires_fashion_mnist
+@pytest.mark.slow
+def test_iwae_training_then_eval_mode_writes_eval_json(tmp_path):
+    """config.loss.name = "iwae" trains; --mode=eval's function restores the checkpoint and
+    writes ELBO, IWAE-k and log p(x) with their k, step, data set and seed."""
+    from experiments.configs import smoke
+    from vae_jax import train
+
+    config = smoke.get_config()
+    config.loss.name, config.loss.num_samples = "iwae", 5
+    config.train.num_steps, config.train.eval_every_steps = 10, 10
+    config.eval.batch_size = config.eval.ll_batch_size = 100
+    config.eval.num_test_images, config.eval.iwae_k = 200, 5
+    config.eval.num_importance_samples, config.eval.chunk = 40, 16
+    workdir = str(tmp_path / "run")
+    train.train_and_evaluate(config, workdir)
+    result = train.evaluate_checkpoint(config, workdir)
+    with open(os.path.join(workdir, "eval.json")) as f:
+        saved = json.load(f)
+    assert saved == pytest.approx(result)
+    assert (saved["step"], saved["log_px_k"], saved["iwae_k"]) == (10, 40, 5)
+    assert (saved["dataset"], saved["seed"], saved["num_test_images"]) == ("fashion_mnist", 0, 200)
+    # Same binarized images for all three: the bounds are ordered (up to Monte Carlo noise).
+    assert saved["test_elbo"] - 1.0 < saved["test_iwae"] < saved["test_log_px"] + 1.0
+    assert saved["test_log_px"] > saved["test_elbo"]
