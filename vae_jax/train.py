@@ -207,6 +207,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                          f"number (got {config.train.num_epochs} and {config.train.num_steps}).")
     if not 0.0 <= config.train.ema_decay < 1.0:
         raise ValueError(f"config.train.ema_decay={config.train.ema_decay} must be in [0, 1).")
+    if (config.model.get("likelihood", "") in dist.DISCRETE_8BIT
+            and config.data.binarization != "none"):
+        raise ValueError(f"Likelihood {config.model.likelihood!r} models 8-bit pixels: set "
+                         "config.data.binarization='none' (binarized pixels would use only "
+                         "two of its 256 values).")
     if config.loss.name == "iwae" and (config.loss.beta != 1.0 or config.loss.warmup_steps
                                        or config.loss.free_bits):
         raise ValueError("The IWAE bound takes no beta, warm-up or free bits: set "
