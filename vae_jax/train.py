@@ -404,6 +404,13 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
     workdir/eval.json with the step, k, data set and seed; bits/dim too for 8-bit
     likelihoods (distributions.DISCRETE_8BIT).
     """
+    ll_batch = config.eval.get("ll_batch_size", config.eval.batch_size)
+    # The ELBO's batch size fixes which binarization each image gets; a different batching
+    # for log p(x) would binarize the test set differently.
+    if config.data.binarization == "dynamic" and ll_batch != config.eval.batch_size:
+        raise ValueError("With dynamic binarization config.eval.ll_batch_size must equal "
+                         "config.eval.batch_size so every figure sees the same binarized "
+                         "test set.")
     mesh, ds, model = _setup(config, workdir)
     steps_per_epoch = len(ds.train_images) // config.train.batch_size
     state = restore_state(config, workdir, model, ds.image_shape, step, steps_per_epoch)
@@ -424,24 +431,18 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
         "binarization": binarization, "likelihood": config.model.get("likelihood", ""),
         "test_elbo_stderr": evaluate.mean_and_stderr(test["elbo"])[1],
         "elbo_seconds": time.perf_counter() - t0}
-    ll_batch = config.eval.get("ll_batch_size", config.eval.batch_size)
     parallel.check_batch_size(ll_batch, mesh, "config.eval.ll_batch_size")
     for name, k in (("iwae", config.eval.get("iwae_k", 0)),
                     ("log_px", config.eval.get("num_importance_samples", 0))):
         if k <= 0:
             continue
         t0 = time.perf_counter()
-        # The ELBO's batch size fixes which binarization each image gets; a different
-        # batching here would binarize the test set differently.
-        if binarization == "dynamic" and ll_batch != config.eval.batch_size:
-            raise ValueError("With dynamic binarization config.eval.ll_batch_size must equal "
-                             "config.eval.batch_size so every figure sees the same binarized "
-                             "test set.")
         ll = evaluate.log_likelihood(params, test_images, keys["eval"], model=model,
                                      num_samples=k, chunk=config.eval.get("chunk", 100),
                                      batch_size=ll_batch, binarization=binarization, mesh=mesh)
         result |= {f"test_{name}": ll["mean"], f"test_{name}_stderr": ll["stderr"],
-                   f"{name}_k": k, f"{name}_seconds": time.perf_counter() - t0}
+                   f"{name}_k": k, f"{name}_chunk": config.eval.get("chunk", 100),
+                   f"{name}_seconds": time.perf_counter() - t0}
         if config.model.get("likelihood", "") in dist.DISCRETE_8BIT:
             result |= {f"test_{name}_bpd": ll["bpd"], f"test_{name}_bpd_stderr": ll["bpd_stderr"]}
     if config.model.get("likelihood", "") in dist.DISCRETE_8BIT:
