@@ -40,7 +40,16 @@ def per_example(fn: Callable, params, images: np.ndarray, key: jax.Array, *,
     for i in range(len(padded) // batch_size):
         batch = parallel.put_global(padded[i * batch_size:(i + 1) * batch_size], mesh, sharding)
         outs.append(fn(params, batch, jax.random.fold_in(key, i)))
-    return jax.tree.map(lambda *xs: np.concatenate([np.asarray(x) for x in xs])[:n], *outs)
+    return jax.tree.map(lambda *xs: np.concatenate([_to_host(x) for x in xs])[:n], *outs)
+
+
+def _to_host(x: jax.Array) -> np.ndarray:
+    """A batch-sharded result as one host array; multi-process, gathered from every process."""
+    if x.is_fully_addressable:
+        return np.asarray(x)
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
 def _elbo_batch(params, x, key, *, model, binarization, num_samples):

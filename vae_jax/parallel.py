@@ -53,9 +53,22 @@ def put_global(array: np.ndarray, mesh: Mesh, sharding: NamedSharding) -> jax.Ar
 
 def initialize_distributed(coordinator_address: Optional[str] = None,
                            num_processes: Optional[int] = None,
-                           process_id: Optional[int] = None) -> None:
-    """Join a multi-process run (no-op for a single process with nothing configured)."""
-    if coordinator_address is None and num_processes is None and process_id is None:
+                           process_id: Optional[int] = None, *, auto: bool = False) -> None:
+    """Join a multi-process run through ``jax.distributed.initialize()``.
+
+    No-op for a single process with nothing configured. ``auto=True`` with no arguments uses
+    JAX's cluster auto-detection (Slurm, Open MPI, TPU pods, ...). Must run before any
+    other JAX call. On CPU, cross-process collectives use gloo (JAX's default).
+    """
+    given = [v is not None for v in (coordinator_address, num_processes, process_id)]
+    if not any(given) and not auto:
         return
+    if any(given) and not all(given):
+        raise ValueError("Multi-process runs need all of --coordinator_address (host:port of "
+                         "process 0), --num_processes and --process_id, or none of them "
+                         "with --distributed for auto-detection.")
+    if all(given) and not 0 <= process_id < num_processes:
+        raise ValueError(f"--process_id={process_id} must be in [0, --num_processes="
+                         f"{num_processes}).")
     jax.distributed.initialize(coordinator_address=coordinator_address,
                                num_processes=num_processes, process_id=process_id)

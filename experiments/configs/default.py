@@ -51,6 +51,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.checkpoint_every_steps = 0   # 0 = every epoch
     config.train.checkpoints_to_keep = 3
     config.train.eval_every_steps = 0         # 0 = every epoch
+    config.train.on_nonfinite = "raise"       # NaN/Inf loss or grads: "raise" or "skip"
 
     config.eval = ml_collections.ConfigDict()
     config.eval.batch_size = 1000
