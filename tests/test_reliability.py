@@ -297,4 +297,5 @@ def test_grad_clip_scales_by_the_global_norm():
     for x, y in zip(jax.tree.leaves(u_c), jax.tree.leaves(u)):
         np.testing.assert_allclose(x, y, rtol=1e-6)
     u_unclipped, _ = tx.update(g, tx.init(params), params)
-    assert not np.allclose(jax.tree.leaves(u_unclipped)[0], jax.tree.leaves(u_c)[0])
+    assert not np.allclose(jax.tree.leaves(u_unclipped)[0], jax.tree.leaves(u_c)[0], rtol=1e-3,
+                           atol=0)
