@@ -218,7 +218,9 @@ def _not_found_message(name: str, data_dir: Optional[str], err: Exception | None
     else:
         lines.append(f"Looked for a prepared tfds data set {name!r}"
                      + (f" under {data_dir!r}" if data_dir else " in tfds' default data dir")
-                     + (f" ({type(err).__name__}: {err})" if err else "") + ".")
+                     # first line only: tfds appends its whole catalogue of names
+                     + (f" ({type(err).__name__}: {str(err).strip().splitlines()[0]})"
+                        if err and str(err).strip() else "") + ".")
     lines.append(f"With internet, prepare it once with `tfds build {name}` (needs "
                  "`pip install 'vae_jax[tfds]'`) or run with --config.data.download=True. "
                  "Your own images: --config.data.name=npz --config.data.dir=FILE.npz holding "
