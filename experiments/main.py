@@ -21,6 +21,8 @@ flags.DEFINE_integer("num_processes", None, "Multi-process: how many processes i
 flags.DEFINE_integer("process_id", None, "Multi-process: this process's index, 0-based.")
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() with JAX's "
                   "auto-detection (Slurm, Open MPI, TPU pods, ...) when no address is given.")
+flags.DEFINE_integer("distributed_timeout", 300, "Multi-process: seconds to wait for every "
+                     "process to join before aborting.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -29,7 +31,8 @@ def main(argv):
     if not FLAGS["verbosity"].present:  # orbax logs every checkpoint at INFO
         logging.set_verbosity(logging.WARNING)
     parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
-                                    FLAGS.process_id, auto=FLAGS.distributed)
+                                    FLAGS.process_id, auto=FLAGS.distributed,
+                                    timeout_s=FLAGS.distributed_timeout)
     if FLAGS.mode == "train":
         train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
     else:

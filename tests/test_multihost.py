@@ -59,3 +59,20 @@ def test_two_processes_match_one_process(tmp_path):
     assert multi_records == log(os.path.join(single, "metrics.jsonl"))
     assert sorted(os.listdir(os.path.join(multi, "images"))) == sorted(
         os.listdir(os.path.join(single, "images")))
+
+
+@pytest.mark.slow
+def test_a_process_that_never_comes_up_fails_with_a_clear_message(tmp_path):
+    """Process 0 of 2 alone: JAX aborts it after --distributed_timeout; the line printed
+    first names the run and what to check. Nothing is written to the workdir."""
+    workdir = str(tmp_path / "never_written")
+    r = _runs.run(_runs.command(workdir, f"--coordinator_address=127.0.0.1:{_free_port()}",
+                                "--num_processes=2", "--process_id=0",
+                                "--distributed_timeout=3"),
+                  _runs.env(str(tmp_path / "cache"), devices=1), timeout=120)
+    assert r.returncode != 0
+    out = r.stdout + r.stderr
+    assert "Joining process 0 of 2 via coordinator 127.0.0.1:" in out
+    assert "start all processes with the same --coordinator_address" in out
+    assert "DEADLINE_EXCEEDED" in out
+    assert not os.path.exists(workdir)

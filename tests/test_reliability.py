@@ -143,6 +143,36 @@ def test_same_seed_is_bit_identical(base, tmp_path):
                               jax.tree.leaves(state.params)[0])
 
 
+def test_sigint_saves_and_exits_with_a_message(base, tmp_path, monkeypatch, capsys):
+    """A real SIGINT (Ctrl-C) to this process after step 25's metrics: the run finishes the
+    call, saves step 25, says how to resume and raises SystemExit(130); resuming from it
+    ends exactly where an uninterrupted run does."""
+    workdir, _ = base
+    copy = str(tmp_path / "copy")
+    shutil.copytree(workdir, copy)
+    write = reliability.MetricsLog.write
+
+    def write_then_interrupt(self, step, kind, values):
+        write(self, step, kind, values)
+        if step == 25 and kind == "train":
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(reliability.MetricsLog, "write", write_then_interrupt)
+    config = smoke_config(train__num_steps=30)
+    with pytest.raises(SystemExit) as e:
+        train.train_and_evaluate(config, copy)
+    assert isinstance(e.value, reliability.TrainingInterrupted) and e.value.code == 130
+    assert "Stopped by SIGINT at step 25/30; checkpoint saved" in capsys.readouterr().out
+    assert ckpt_steps(copy) == [10, 20, 25]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    monkeypatch.undo()
+    resumed = train.train_and_evaluate(config, copy)
+    assert [r["step"] for r in records(copy, "train")] == [5, 10, 15, 20, 25, 30]
+    straight = str(tmp_path / "straight")
+    shutil.copytree(workdir, straight)
+    _runs.assert_same_state(resumed, train.train_and_evaluate(config, straight))
+
+
 # ---------------------------------------------------------------------------- checkpoints
 
 def _small_state(seed):

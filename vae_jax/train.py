@@ -476,13 +476,20 @@ def _summarize_call(metrics: dict, start: int, skip_nonfinite: bool, mngr) -> di
 
 def restore_state(config: ml_collections.ConfigDict, workdir: str, model: nn.Module,
                   image_shape, step: Optional[int] = None) -> TrainState:
-    """The TrainState saved in ``workdir`` at ``step`` (default: the latest)."""
+    """The TrainState saved in ``workdir`` at ``step`` (default: the latest that verifies)."""
     keys = _keys(config.seed)
     state = create_train_state(keys["init"], model, make_optimizer(config), image_shape)
     mngr = checkpoint.manager(os.path.join(workdir, "checkpoints"),
                               max_to_keep=config.train.checkpoints_to_keep)
     try:
-        return checkpoint.restore(mngr, state, step)
+        if step is not None:
+            return checkpoint.restore(mngr, state, step)
+        restored, _, skipped = checkpoint.restore_latest_good(mngr, state)  # read-only
+        if restored is None:
+            raise checkpoint.CheckpointError(
+                f"No restorable checkpoint in {mngr.directory}"
+                + (f"; damaged: {[p for p, _ in skipped]}" if skipped else "") + ".")
+        return restored
     finally:
         mngr.close()
 
