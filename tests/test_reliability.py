@@ -234,6 +234,8 @@ def test_checkpoint_of_another_model_names_the_parameter(base):
     with pytest.raises(checkpoint.CheckpointMismatchError) as e:
         train.train_and_evaluate(config, workdir)
     msg = str(e.value)
+    print(msg)
+    assert "builds: params/params/decoder/hidden_0/bias: checkpoint shape (32,), config shape (48,)" in msg
     assert "params/params/encoder" in msg and "checkpoint shape (784, 32)" in msg
     assert "config shape (784, 48)" in msg and os.path.join(workdir, "checkpoints") in msg
     assert snapshot(workdir) == before
@@ -261,6 +263,7 @@ def test_nonfinite_loss_stops_naming_step_and_metric_keeping_last_checkpoint(bas
     with pytest.raises(train.NonFiniteLossError) as e:
         train.train_and_evaluate(config, copy)
     msg = str(e.value)
+    print(msg)
     assert "'loss'" in msg and "at step 2" in msg  # steps 21, 22, ...: the run resumed at 20
     assert "The last good checkpoint, step 20" in msg
     assert ckpt_steps(copy) == [10, 20]

@@ -113,7 +113,8 @@ def check_compatible(mngr: ocp.CheckpointManager, step: int, target: Any) -> Non
     wanted = {_path_name(p): leaf for p, leaf in
               jax.tree_util.tree_flatten_with_path(target)[0]}
     problems = []
-    for name in sorted(set(saved) | set(wanted)):
+    # the model's own parameters first; their EMA / optimizer copies repeat the same story
+    for name in sorted(set(saved) | set(wanted), key=lambda n: (not n.startswith("params/"), n)):
         if name not in saved:
             problems.append(f"{name}: in the config's model, absent from the checkpoint")
         elif name not in wanted:
