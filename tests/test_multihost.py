@@ -15,8 +15,11 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _runs  # noqa: E402
+from conftest import requires_fashion_mnist  # noqa: E402
 from experiments.configs import smoke  # noqa: E402
 from vae_jax import reliability  # noqa: E402
+
+pytestmark = requires_fashion_mnist
 
 
 def _free_port() -> int:

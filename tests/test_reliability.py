@@ -26,8 +26,11 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _runs  # noqa: E402
+from conftest import requires_fashion_mnist  # noqa: E402
 from experiments.configs import smoke  # noqa: E402
 from vae_jax import checkpoint, losses, models, reliability, train  # noqa: E402
+
+pytestmark = requires_fashion_mnist
 
 
 def smoke_config(**overrides):
@@ -207,7 +210,8 @@ def test_damaged_checkpoint_is_reported_skipped_and_kept(tmp_path, how, capsys):
     state, step, skipped = checkpoint.restore_latest_good(mngr, _small_state(0))
     assert step == 10 and [p for p, _ in skipped] == [checkpoint.step_path(mngr, 20)]
     _runs.assert_same_state(state, _small_state(10))
-    assert "skipping damaged checkpoint " + checkpoint.step_path(mngr, 20) in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "skipping damaged checkpoint " + checkpoint.step_path(mngr, 20) in out
     assert os.path.exists(damaged)  # never deleted
     mngr.close()
 
@@ -235,7 +239,8 @@ def test_checkpoint_of_another_model_names_the_parameter(base):
         train.train_and_evaluate(config, workdir)
     msg = str(e.value)
     print(msg)
-    assert "builds: params/params/decoder/hidden_0/bias: checkpoint shape (32,), config shape (48,)" in msg
+    assert ("builds: params/params/decoder/hidden_0/bias: checkpoint shape (32,), config "
+            "shape (48,)") in msg
     assert "params/params/encoder" in msg and "checkpoint shape (784, 32)" in msg
     assert "config shape (784, 48)" in msg and os.path.join(workdir, "checkpoints") in msg
     assert snapshot(workdir) == before
