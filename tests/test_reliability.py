@@ -146,6 +146,7 @@ def test_same_seed_is_bit_identical(base, tmp_path):
                               jax.tree.leaves(state.params)[0])
 
 
+@pytest.mark.slow
 def test_sigint_saves_and_exits_with_a_message(base, tmp_path, monkeypatch, capsys):
     """A real SIGINT (Ctrl-C) to this process after step 25's metrics: the run finishes the
     call, saves step 25, says how to resume and raises SystemExit(130); resuming from it

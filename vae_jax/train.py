@@ -11,6 +11,7 @@ the averaged metrics once per call.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -374,6 +375,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         _write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
 
     train_images = parallel.put_global(ds.train_images, mesh, trainer.replicated)
+    # placed once, replicated over the mesh: the transfer guard below forbids the implicit
+    # device-to-device copy a single-device key would need on >1 device or process
+    train_key = jax.device_put(keys["train"], trainer.replicated)
     elbo_fn = evaluate.make_elbo_fn(model, binarization=config.data.binarization,
                                     num_samples=config.eval.num_samples)
     writer = metric_writers.create_default_writer(workdir, just_logging=not is_main,
@@ -384,7 +388,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     step = int(state.step)
     saved_step = step if restored is not None else None
     perm, perm_epoch = None, -1
-    with reliability.StopSignal() as stop:
+    # on any exit (done, NaN, signal, error) flush the metrics and close the manager
+    with reliability.StopSignal() as stop, _closing(writer, mngr):
         while step < total_steps:
             epoch = step // steps_per_epoch
             if epoch != perm_epoch:
@@ -397,7 +402,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             t0 = time.perf_counter()
             with jax.transfer_guard("disallow"):  # data and batches never leave the device
                 state, metrics = trainer.call(stop_at - step)(state, train_images, perm,
-                                                              keys["train"])
+                                                              train_key)
             metrics = jax.device_get(metrics)  # [num_steps] each: the one host sync per call
             rate = (stop_at - step) / (time.perf_counter() - t0)
             metrics = _summarize_call(metrics, step, skip_nonfinite, mngr)
@@ -428,19 +433,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             if step < total_steps and stop.requested():
                 if saved_step != step:
                     checkpoint.save(mngr, step, state)
-                writer.flush()
-                writer.close()
-                mngr.close()
                 name = signal.Signals(stop.signum).name
                 message = (f"Stopped by {name} at step {step}/{total_steps}; checkpoint saved "
                            f"in {mngr.directory}. Run the same command to resume.")
                 print(message, flush=True)
                 logging.warning(message)
                 raise reliability.TrainingInterrupted(128 + stop.signum)
-    writer.flush()
-    writer.close()
-    mngr.close()
     return state
+
+
+@contextlib.contextmanager
+def _closing(writer, mngr):
+    try:
+        yield
+    finally:
+        writer.flush()
+        writer.close()
+        mngr.close()
 
 
 def _summarize_call(metrics: dict, start: int, skip_nonfinite: bool, mngr) -> dict[str, float]:
