@@ -377,7 +377,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     train_images = parallel.put_global(ds.train_images, mesh, trainer.replicated)
     # placed once, replicated over the mesh: the transfer guard below forbids the implicit
     # device-to-device copy a single-device key would need on >1 device or process
-    train_key = jax.device_put(keys["train"], trainer.replicated)
+    # (a jit, not device_put: multi-process, device_put refuses non-addressable shardings)
+    train_key = jax.jit(lambda k: k, out_shardings=trainer.replicated)(keys["train"])
     elbo_fn = evaluate.make_elbo_fn(model, binarization=config.data.binarization,
                                     num_samples=config.eval.num_samples)
     writer = metric_writers.create_default_writer(workdir, just_logging=not is_main,
