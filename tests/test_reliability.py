@@ -310,6 +310,7 @@ def test_skip_nonfinite_discards_exactly_the_bad_updates():
     assert any(np.isnan(np.asarray(x)).any() for x in jax.tree.leaves(poisoned[1][0].params))
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered in cast")  # images of a wreck
 def test_skip_option_finishes_and_counts(base, tmp_path):
     workdir, _ = base
     copy = str(tmp_path / "copy")
