@@ -6,3 +6,4 @@ from vae_jax.losses import elbo, elbo_terms, gaussian_kl, iwae, iwae_bound
 from vae_jax.train import TrainState, create_train_state, train_and_evaluate, train_step
 
 __version__ = "0.1.0"
+from vae_jax import logs, progress, sweep
