@@ -40,7 +40,7 @@ def save_png(path: str, grid: np.ndarray) -> str:
     """Write a uint8 grid [H, W, C] (C = 1 or 3) as PNG; returns the path."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     img = grid[..., 0] if grid.shape[-1] == 1 else grid
-    Image.fromarray(img).save(path)
+    Image.fromarray(img).save(path, optimize=True)
     return path
 
 
@@ -92,19 +92,19 @@ def slerp(z0: jax.Array, z1: jax.Array, t: jax.Array, eps: float = 1e-6) -> jax.
 
     z(t) = sin((1−t)Ω)/sin Ω · z0 + sin(tΩ)/sin Ω · z1, Ω the angle between z0 and z1.
     Under N(0, I) latents the norm stays near √D along the path, where linear interpolation
-    passes through the low-norm centre the prior rarely samples. When sin Ω < eps (parallel or
-    antiparallel vectors, or a zero vector) the formula is 0/0 and we fall back to ``lerp``.
+    passes through the low-norm centre the prior rarely samples. For (anti)parallel vectors
+    (1 − |cos Ω| < eps) or a zero vector the formula is 0/0: we fall back to ``lerp``, and
+    the unused branch is fed a safe angle so gradients stay finite too.
     z0, z1: [D]; t: [T] -> [T, D].
     """
     t = jnp.asarray(t, jnp.float32)[:, None]
-    n0, n1 = jnp.linalg.norm(z0), jnp.linalg.norm(z1)
-    cos = jnp.clip(jnp.dot(z0, z1) / jnp.maximum(n0 * n1, 1e-30), -1.0, 1.0)
-    omega = jnp.arccos(cos)
+    norms = jnp.linalg.norm(z0) * jnp.linalg.norm(z1)
+    cos = jnp.dot(z0, z1) / jnp.where(norms > 0, norms, 1.0)
+    degenerate = (1.0 - jnp.abs(cos) < eps) | (norms <= 0)
+    omega = jnp.arccos(jnp.where(degenerate, 0.0, jnp.clip(cos, -1.0, 1.0)))
     sin = jnp.sin(omega)
-    ok = sin > eps
-    safe_sin = jnp.where(ok, sin, 1.0)
-    w0 = jnp.where(ok, jnp.sin((1.0 - t) * omega) / safe_sin, 1.0 - t)
-    w1 = jnp.where(ok, jnp.sin(t * omega) / safe_sin, t)
+    w0 = jnp.where(degenerate, 1.0 - t, jnp.sin((1.0 - t) * omega) / sin)
+    w1 = jnp.where(degenerate, t, jnp.sin(t * omega) / sin)
     return w0 * z0[None] + w1 * z1[None]
 
 
