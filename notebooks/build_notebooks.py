@@ -189,8 +189,8 @@ def quickstart() -> nbformat.NotebookNode:
 
 
         log_likelihood = getattr(vae_jax.evaluate, "log_likelihood", None)
-        if log_likelihood is not None:
-            out = log_likelihood(params, images, key, model=model, num_samples=K)
+        if log_likelihood is not None:   # float inputs: the same binarized images as the ELBO
+            out = log_likelihood(params, np.asarray(x_bin), key, model=model, num_samples=K)
             log_px = np.asarray(out["log_px"] if isinstance(out, dict) else out)
             how = "vae_jax.evaluate.log_likelihood"
         else:

@@ -62,6 +62,8 @@ def test_rate_and_eta():
     p.update(60, epoch=1.5, loss=2.25, rate=4.0)   # a given rate wins: 40 to go at 4/s
     assert stream.getvalue().splitlines()[-1] == (
         "step 60/100 epoch 1.50 loss 2.250 4.0 steps/s ETA 0:00:10")
+    p.update(61, rate=0.25)   # slow units read as seconds per unit
+    assert stream.getvalue().splitlines()[-1] == "step 61/100 4.0 s/step ETA 0:02:36"
 
 
 def test_forced_updates_print_even_when_not_due():

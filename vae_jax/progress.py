@@ -78,7 +78,8 @@ class Progress:
         parts += [f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
                   for k, v in extra.items()]
         if rate is not None and rate > 0:
-            parts.append(f"{rate:.1f} {self.unit}s/s ETA {hms((self.total - done) / rate)}")
+            speed = f"{rate:.1f} {self.unit}s/s" if rate >= 1 else f"{1 / rate:.1f} s/{self.unit}"
+            parts.append(f"{speed} ETA {hms((self.total - done) / rate)}")
         return " ".join(parts)
 
     def update(self, done: int, epoch: Optional[float] = None, loss: Optional[float] = None,
