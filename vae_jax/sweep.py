@@ -214,6 +214,9 @@ def plot_elbo_vs_beta(path: str, records: list[dict], fields: list[str]) -> str:
         label = ", ".join(f"{f.split('.')[-1]}={v}" for f, v in zip(others, key)) or None
         ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=label)
     ax.set_xscale("log", base=2)
+    betas = sorted({r["overrides"]["loss.beta"] for r in records})
+    ax.set_xticks(betas, [f"{b:g}" for b in betas])
+    ax.minorticks_off()
     ax.set_xlabel("β used in training")
     ax.set_ylabel("test ELBO (nats, β = 1)")
     ax.grid(alpha=0.3)
