@@ -84,7 +84,8 @@ def quickstart() -> nbformat.NotebookNode:
         config = default.get_config()
         config.train.num_epochs = 3
         if SMOKE:
-            config.train.num_steps = 200        # overrides num_epochs
+            config.train.num_steps = 100        # overrides num_epochs
+            config.train.steps_per_call = 50
             config.train.eval_every_steps = 100
             config.train.checkpoint_every_steps = 100
         print(config.model)
@@ -248,7 +249,9 @@ def quickstart() -> nbformat.NotebookNode:
         config2d.train.eval_every_steps = config.train.eval_every_steps
         config2d.train.checkpoint_every_steps = config.train.checkpoint_every_steps
         config2d.data.download = config.data.download
+        config2d.train.steps_per_call = config.train.steps_per_call
         if SMOKE:
+            config2d.train.num_steps = 50
             config2d.sample.scatter_points = 1000
         vae_jax.train_and_evaluate(config2d, WORKDIR + "_2d")
         paths2d = sampling.sample_checkpoint(config2d, WORKDIR + "_2d")

@@ -45,7 +45,6 @@ def test_notebook_executes(name, tmp_path, monkeypatch):
     monkeypatch.setenv("VAE_JAX_PROGRESS", "0")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
         [ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
-    monkeypatch.setenv("MPLBACKEND", "Agg")
     nb = _read(name)
     client = NotebookClient(nb, timeout=300, kernel_name="python3",
                             resources={"metadata": {"path": str(tmp_path)}})

@@ -118,3 +118,23 @@ def test_newline_only_after_an_unfinished_tty_line():
 
 def test_hms():
     assert progress.hms(3725.4) == "1:02:05" and progress.hms(-3) == "0:00:00"
+
+
+def test_long_evaluations_report_batches(capsys):
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from vae_jax import evaluate
+
+    fn = jax.jit(lambda params, x, key: {"s": jnp.sum(x, axis=(1, 2, 3)).astype(jnp.float32)})
+    images = np.arange(30 * 2 * 2, dtype=np.uint8).reshape(30, 2, 2, 1)
+    expected = images.reshape(30, -1).sum(1)
+    quiet = evaluate.per_example(fn, None, images, jax.random.key(0), batch_size=2)
+    assert capsys.readouterr().out == ""   # 15 batches: below the automatic threshold
+    loud = evaluate.per_example(fn, None, images, jax.random.key(0), batch_size=1,
+                                progress=True)
+    out = capsys.readouterr().out
+    assert "batch 30/30" in out and "\r" not in out     # captured stdout is not a terminal
+    np.testing.assert_array_equal(quiet["s"], expected)
+    np.testing.assert_array_equal(loud["s"], expected)
