@@ -278,12 +278,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     while step < total_steps:
         epoch = step // steps_per_epoch
         if epoch != perm_epoch:
-            perm, perm_epoch = trainer.permutation(keys["order"], epoch, len(ds.train_images)), epoch
+            perm = trainer.permutation(keys["order"], jax.device_put(np.int32(epoch)),
+                                       len(ds.train_images))
+            perm_epoch = epoch
         stop = min(total_steps, (epoch + 1) * steps_per_epoch, _next_boundary(step, ckpt_every),
                    _next_boundary(step, eval_every),
                    _next_boundary(step, config.train.steps_per_call))
         t0 = time.perf_counter()
-        state, metrics = trainer.call(stop - step)(state, train_images, perm, keys["train"])
+        with jax.transfer_guard("disallow"):  # the data and the batches never leave the device
+            state, metrics = trainer.call(stop - step)(state, train_images, perm, keys["train"])
         metrics = {k: float(np.mean(v)) for k, v in jax.device_get(metrics).items()}
         rate = (stop - step) / (time.perf_counter() - t0)
         step = stop
