@@ -7,6 +7,7 @@ import time
 
 import nbformat
 import pytest
+from conftest import requires_fashion_mnist
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = ("quickstart.ipynb", "losses_from_scratch.ipynb")
@@ -33,6 +34,7 @@ def test_notebooks_match_their_generator():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@requires_fashion_mnist
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_executes(name, tmp_path, monkeypatch):

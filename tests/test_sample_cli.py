@@ -6,6 +6,7 @@ import sys
 
 import pytest
 from PIL import Image
+from conftest import requires_fashion_mnist
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -20,6 +21,7 @@ def _main(*args):
     return result.stdout
 
 
+@requires_fashion_mnist
 @pytest.mark.slow
 def test_train_then_sample_a_2d_model(tmp_path):
     common = [f"--workdir={tmp_path}", "--config.model.latent_dim=2",

@@ -8,6 +8,7 @@ import sys
 import ml_collections
 import pytest
 
+from conftest import requires_fashion_mnist
 from experiments.configs import sweep_smoke
 from vae_jax import sweep
 
@@ -110,6 +111,7 @@ def test_failed_parallel_point_is_reported(tmp_path):
                         command=lambda i: [sys.executable, "-c", "raise SystemExit(3)"])
 
 
+@requires_fashion_mnist
 @pytest.mark.slow
 def test_smoke_sweep_trains_each_point_and_skips_finished_ones(tmp_path, monkeypatch):
     from vae_jax import train
