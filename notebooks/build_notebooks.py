@@ -185,8 +185,9 @@ def quickstart() -> nbformat.NotebookNode:
 
         def iwae_log_px(params, x, key, k, chunk=100):
             bound = jax.jit(partial(vae_jax.losses.iwae_bound, model=model, num_samples=k))
-            return np.concatenate([np.asarray(bound(params, x[i:i + chunk], jax.random.fold_in(key, i)))
-                                   for i in range(0, len(x), chunk)])
+            keys = [jax.random.fold_in(key, i) for i in range(0, len(x), chunk)]
+            return np.concatenate([np.asarray(bound(params, x[i:i + chunk], k))
+                                   for i, k in zip(range(0, len(x), chunk), keys)])
 
 
         log_likelihood = getattr(vae_jax.evaluate, "log_likelihood", None)
@@ -487,7 +488,8 @@ def losses_from_scratch() -> nbformat.NotebookNode:
 
         def sf_mu(key):
             z = q1.sample(key)
-            return log_lik(z) * jax.grad(lambda m: dist.DiagGaussian(m, q1.log_std).log_prob(z)[0])(q1.mean)[0]
+            score = jax.grad(lambda m: dist.DiagGaussian(m, q1.log_std).log_prob(z)[0])(q1.mean)
+            return log_lik(z) * score[0]
 
 
         keys = jax.random.split(jax.random.key(5), 500 if SMOKE else 5000)
@@ -517,13 +519,16 @@ def losses_from_scratch() -> nbformat.NotebookNode:
             p = params if beta == 1.0 else fit(beta=beta)[0]   # β = 1 was trained above
             t = test_terms(p)
             q = model.apply(p, test_x[:500], method=MyVAE.encode)
-            active = int(np.sum(np.asarray(dist.gaussian_kl_elementwise(q.mean, q.log_std)).mean(0) > 0.1))
+            kl_per_dim = np.asarray(dist.gaussian_kl_elementwise(q.mean, q.log_std)).mean(0)
+            active = int(np.sum(kl_per_dim > 0.1))   # dims carrying > 0.1 nat about x
             results[beta] = (p, t, active)
             print(f"β={beta}: reconstruction {-t['log_px_z']:.1f}  KL {t['kl']:.1f}  "
                   f"−ELBO {-t['elbo']:.1f} nats;  {active}/{model.latent_dim} active dims")
 
         fig, axes = plt.subplots(1, len(betas) + 1, figsize=(14, 3))
-        axes[0].plot([results[b][1]["kl"] for b in betas], [-results[b][1]["log_px_z"] for b in betas], "o-")
+        rate = [results[b][1]["kl"] for b in betas]
+        distortion = [-results[b][1]["log_px_z"] for b in betas]
+        axes[0].plot(rate, distortion, "o-")
         for b in betas:
             axes[0].annotate(f"β={b}", (results[b][1]["kl"], -results[b][1]["log_px_z"]))
         axes[0].set_xlabel("rate: KL (nats)"); axes[0].set_ylabel("distortion: −E log p(x|z)")

@@ -71,7 +71,8 @@ def test_write_summary_tables_and_plot(tmp_path):
     with open(paths["csv"]) as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 4
-    assert rows[1]["model.latent_dim"] == "20" and float(rows[1]["test_elbo"]) == pytest.approx(-100.5)
+    assert rows[1]["model.latent_dim"] == "20"
+    assert float(rows[1]["test_elbo"]) == pytest.approx(-100.5)
     md = open(paths["md"]).read().splitlines()
     assert md[0] == ("| loss.beta | model.latent_dim | step | test_elbo | test_log_px_z | "
                      "test_kl | seconds |")

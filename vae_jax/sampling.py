@@ -169,7 +169,8 @@ def manifold_grid(params, *, model: nn.Module, num: int = 20,
     return decode_mean(params, manifold_latents(num, quantile), model=model)
 
 
-def encode_dataset(params, x: np.ndarray, *, model: nn.Module, batch_size: int = 1000) -> np.ndarray:
+def encode_dataset(params, x: np.ndarray, *, model: nn.Module,
+                   batch_size: int = 1000) -> np.ndarray:
     """μ(x) for every image of x [N, H, W, C] in [0, 1], in batches: [N, D]."""
     fn = jax.jit(functools.partial(encode_mean, model=model))
     return np.concatenate([np.asarray(fn(params, jnp.asarray(x[i:i + batch_size])))
