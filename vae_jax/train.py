@@ -16,7 +16,6 @@ import functools
 import json
 import os
 import signal
-import sys
 import time
 from typing import Any, Callable, Optional
 
@@ -31,6 +30,7 @@ from flax import struct
 
 from vae_jax import (checkpoint, data, distributions, evaluate, losses, models, parallel,
                      reliability, sampling)
+from vae_jax.progress import Progress
 
 
 @struct.dataclass
@@ -261,35 +261,6 @@ def _keys(seed: int) -> dict[str, jax.Array]:
 
 def _next_boundary(step: int, every: int) -> int:
     return (step // every + 1) * every
-
-
-class Progress:
-    """A one-line progress report: step, epoch, loss, steps/s, ETA."""
-
-    def __init__(self, total_steps: int, stream=None):
-        self.total, self.stream = total_steps, stream or sys.stdout
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-
-    def update(self, step: int, epoch: float, loss: float, steps_per_s: float) -> None:
-        eta = (self.total - step) / max(steps_per_s, 1e-9)
-        line = (f"step {step}/{self.total} epoch {epoch:.2f} loss {loss:.3f} "
-                f"{steps_per_s:.1f} steps/s ETA {_hms(eta)}")
-        if self.tty:
-            self.stream.write("\r" + line.ljust(90))
-            if step >= self.total:
-                self.stream.write("\n")
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
-
-    def newline(self) -> None:
-        if self.tty:
-            self.stream.write("\n")
-
-
-def _hms(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def _write_json(path: str, obj) -> None:
