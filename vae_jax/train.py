@@ -27,7 +27,7 @@ import optax
 from absl import logging
 from flax import struct
 
-from vae_jax import checkpoint, data, evaluate, losses, models, parallel, sampling
+from vae_jax import active_units, checkpoint, data, evaluate, losses, models, parallel, sampling
 
 
 @struct.dataclass
@@ -177,6 +177,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     for path in ("train.batch_size", "model.latent_dim", "optim.learning_rate",
                  "loss.num_samples", "train.steps_per_call", "eval.batch_size"):
         section, name = path.split(".")
+        if path == "model.latent_dim" and name not in config.model:
+            continue  # hierarchical models size their layers with model.latent_dims
         positive(f"config.{path}", config[section][name])
     if config.train.num_steps <= 0 and config.train.num_epochs <= 0:
         raise ValueError("Set config.train.num_epochs or config.train.num_steps to a positive "
@@ -267,6 +269,14 @@ def _setup(config: ml_collections.ConfigDict, workdir: str):
     return mesh, ds, model
 
 
+def _active_units_summary(params, images, key, *, model, config, mesh) -> dict[str, float]:
+    """{"test_au_<layer>": active units per layer} (Burda et al.'s A_u > 10⁻²)."""
+    counts = active_units.active_units(params, images, model=model, key=key, mesh=mesh,
+                                       binarization=config.data.binarization,
+                                       batch_size=config.eval.batch_size)
+    return {f"test_au_{layer}": float(n) for layer, n in counts.items()}
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
     """Train ``config`` in ``workdir`` (resuming from its latest checkpoint) and evaluate.
 
@@ -330,6 +340,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             test = evaluate.per_example(elbo_fn, params, ds.test_images, keys["eval"],
                                         batch_size=config.eval.batch_size, mesh=mesh)
             summary = evaluate.summarize(test, prefix="test_")
+            summary |= _active_units_summary(params, ds.test_images, keys["eval"], model=model,
+                                             config=config, mesh=mesh)
             writer.write_scalars(step, summary)
             progress.newline()
             logging.info("step %d: %s", step, " ".join(f"{k}={v:.3f}" for k, v in summary.items()))
@@ -370,7 +382,8 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
     keys = _keys(config.seed)
     test = evaluate.per_example(elbo_fn, params, ds.test_images, keys["eval"],
                                 batch_size=config.eval.batch_size, mesh=mesh)
-    result = evaluate.summarize(test, prefix="test_") | {
+    result = evaluate.summarize(test, prefix="test_") | _active_units_summary(
+        params, ds.test_images, keys["eval"], model=model, config=config, mesh=mesh) | {
         "step": int(state.step), "dataset": ds.name, "seed": config.seed,
         "num_test_images": len(ds.test_images), "use_ema": bool(config.eval.use_ema)}
     print(json.dumps(result, indent=2, sort_keys=True))
