@@ -30,6 +30,11 @@ def log_weights(params, x, key, *, model, num_samples):
         params, x, key)
 
 
+def _init(model, x, seed=0):
+    k1, k2 = jax.random.split(jax.random.key(seed))
+    return jax.jit(model.init)(k1, x, k2)
+
+
 def _binary_images(key, shape=(6, 6, 6, 1)):
     return jax.random.bernoulli(key, 0.4, shape).astype(jnp.float32)
 
@@ -44,10 +49,10 @@ def test_one_layer_hvae_reproduces_the_vae_elbo(inference):
                       activation="tanh", inference=inference)
     k_init, k_x, k_z = jax.random.split(jax.random.key(0), 3)
     x = _binary_images(k_x)
-    vae_params = vae.init(k_init, x, k_z)
+    vae_params = jax.jit(vae.init)(k_init, x, k_z)
     params = vae_to_hvae_params(vae_params, inference)
     # The mapping is onto the HVAE's own parameter tree, not a look-alike.
-    own = hvae.init(k_init, x, k_z)
+    own = jax.eval_shape(hvae.init, k_init, x, k_z)
     assert jax.tree.structure(own) == jax.tree.structure(params)
     assert jax.tree.map(jnp.shape, own) == jax.tree.map(jnp.shape, params)
 
@@ -83,7 +88,7 @@ def test_per_layer_kl_sum_to_total_and_closed_forms_are_nonnegative(inference):
     model = _model(inference)
     k_init, k_x, k_z = jax.random.split(jax.random.key(1), 3)
     x = _binary_images(k_x)
-    params = model.init(k_init, x, k_z)
+    params = jax.jit(model.init)(k_init, x, k_z)
     t = elbo_terms(params, x, k_z, model=model, num_samples=4)
     layers = [k for k in t if re.fullmatch(r"kl_\d+", k)]
     assert sorted(layers) == ["kl_1", "kl_2", "kl_3"]
@@ -94,7 +99,8 @@ def test_per_layer_kl_sum_to_total_and_closed_forms_are_nonnegative(inference):
     for k in closed:
         assert np.all(np.asarray(t[k]) >= 0.0), (k, t[k])
     # Their per-dimension form: kl entries of raw terms [B, D_l] are each >= 0.
-    raw = model.apply(params, x, k_z, 4, method="terms")["kl"]
+    raw = jax.jit(functools.partial(model.apply, method="terms"), static_argnums=3)(
+        params, x, k_z, 4)["kl"]
     shapes = {k: v.shape for k, v in raw.items()}
     if inference == "ladder":
         assert shapes == {"1": (6, 6), "2": (6, 4), "3": (6, 3)}
@@ -111,7 +117,7 @@ def test_markov_mc_terms_tail_sums_are_kls():
     model = _model("markov")
     k_init, k_x, k_z = jax.random.split(jax.random.key(2), 3)
     x = _binary_images(k_x)
-    params = model.init(k_init, x, k_z)
+    params = jax.jit(model.init)(k_init, x, k_z)
     t = elbo_terms(params, x, k_z, model=model, num_samples=2000)
     assert np.all(np.asarray(t["kl_3"]) >= 0)
     assert np.all(np.asarray(t["kl_2"] + t["kl_3"]) >= 0)
@@ -122,7 +128,7 @@ def test_markov_mc_terms_tail_sums_are_kls():
 def test_all_mc_elbo_equals_mean_log_weight_and_closed_forms_agree_in_expectation(inference):
     x = _binary_images(jax.random.key(3))
     mc, closed = _model(inference, analytic_kl=False), _model(inference)
-    params = closed.init(jax.random.key(4), x, jax.random.key(5))
+    params = jax.jit(closed.init)(jax.random.key(4), x, jax.random.key(5))
     key = jax.random.key(6)
     # All-MC: the ELBO estimate is exactly mean_L(log p(x, z) − log q(z | x)).
     t = elbo_terms(params, x, key, model=mc, num_samples=7)
@@ -247,7 +253,7 @@ def test_precision_weighting_is_the_gaussian_product():
 def test_sampling_shapes_and_top_down_temperature(inference):
     model = _model(inference)
     x = _binary_images(jax.random.key(10))
-    params = model.init(jax.random.key(11), x, jax.random.key(12))
+    params = jax.jit(model.init)(jax.random.key(11), x, jax.random.key(12))
     s = sampling.prior_samples(params, jax.random.key(13), model=model, num=5)
     assert s.shape == (5, 6, 6, 1) and float(s.min()) >= 0 and float(s.max()) <= 1
     r = sampling.reconstructions(params, x, model=model)
@@ -306,7 +312,8 @@ def test_burda_two_layer_config_builds_the_paper_architecture():
         train.validate_config(config)
         assert config.loss.name == loss
     model = train.build_model(config, (28, 28, 1))
-    params = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)), jax.random.key(1))
+    params = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 28, 28, 1)),
+                            jax.random.key(1))
     shapes = {f"{m}/{l}": v["kernel"].shape for m, d in params["params"].items()
               for l, v in d.items()}
     assert shapes == {
@@ -327,6 +334,7 @@ def test_bad_hvae_config_names_the_fix():
         model.init(jax.random.key(0), jnp.zeros((1, 6, 6, 1)), jax.random.key(1))
 
 
+@pytest.mark.slow
 def test_training_smoke_reports_per_layer_kl_and_active_units(tmp_path, capsys):
     from experiments.configs import fashion_mnist_hvae
 
