@@ -174,8 +174,10 @@ def _tfds_split(source, name: str, split: str) -> tuple[np.ndarray, Optional[np.
     n = len(source)
     if n == 0:
         raise DataError(f"tfds data set {name!r} has an empty {split!r} split.")
-    records = source.__getitems__(list(range(n))) if hasattr(source, "__getitems__") else [
-        source[i] for i in range(n)]
+    try:  # ArrayRecord sources read many records at once
+        records = list(source.__getitems__(list(range(n))))
+    except TypeError:  # sources without batched reads (e.g. tfds.testing.mock_data)
+        records = [source[i] for i in range(n)]
     images = np.stack([np.asarray(r["image"]) for r in records])
     if images.dtype != np.uint8:
         raise DataError(f"tfds data set {name!r}: images are {images.dtype}, expected uint8.")
@@ -218,7 +220,8 @@ def _not_found_message(name: str, data_dir: Optional[str], err: Exception | None
     else:
         lines.append(f"Looked for a prepared tfds data set {name!r}"
                      + (f" under {data_dir!r}" if data_dir else " in tfds' default data dir")
-                     + (f" ({type(err).__name__}: {err})" if err else "") + ".")
+                     + (f" ({type(err).__name__}: {str(err).strip().splitlines()[0]})" if err else "")
+                     + ".")
     lines.append(f"With internet, prepare it once with `tfds build {name}` (needs "
                  "`pip install 'vae_jax[tfds]'`) or run with --config.data.download=True. "
                  "Your own images: --config.data.name=npz --config.data.dir=FILE.npz holding "

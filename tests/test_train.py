@@ -1,0 +1,123 @@
+"""The whole loop: smoke run, resume = uninterrupted, 8 devices = 1 device, clear errors."""
+
+import glob
+import os
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import requires_fashion_mnist, run_python
+from experiments.configs import smoke
+from vae_jax import train
+
+pytestmark = requires_fashion_mnist
+
+
+def _flat(params) -> np.ndarray:
+    return np.concatenate([np.ravel(x) for x in jax.tree.leaves(jax.device_get(params))])
+
+
+def _config(num_steps=20):
+    config = smoke.get_config()
+    config.train.num_steps = num_steps
+    return config
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("uninterrupted"))
+    state = train.train_and_evaluate(_config(20), workdir)
+    return workdir, state
+
+
+def test_smoke_run_writes_checkpoints_events_and_images(uninterrupted):
+    workdir, state = uninterrupted
+    assert int(state.step) == 20
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["10", "20"]
+    assert glob.glob(os.path.join(workdir, "events.out.tfevents.*"))
+    for kind in ("samples", "reconstructions"):
+        for step in (10, 20):
+            path = os.path.join(workdir, "images", f"{kind}_{step:08d}.png")
+            img = np.asarray(Image.open(path))
+            assert img.ndim == 2 and img.shape[0] > 28 and img.std() > 0
+    assert os.path.isfile(os.path.join(workdir, "config.json"))
+    # Training moved the parameters and the EMA lags behind them.
+    assert not np.allclose(_flat(state.params), _flat(state.ema_params))
+
+
+def test_event_file_holds_train_and_test_metrics(uninterrupted):
+    from tensorboard.backend.event_processing import event_accumulator
+
+    workdir, _ = uninterrupted
+    acc = event_accumulator.EventAccumulator(workdir, size_guidance={"tensors": 0})
+    acc.Reload()
+    tags = set(acc.Tags()["tensors"])
+    assert {"train_loss", "test_elbo", "test_kl", "test_log_px_z", "steps_per_s"} <= tags
+    import tensorflow as tf
+
+    elbo = [float(tf.make_ndarray(e.tensor_proto)) for e in acc.Tensors("test_elbo")]
+    assert len(elbo) == 2 and all(-800 < v < 0 for v in elbo)
+
+
+def test_resumed_run_equals_uninterrupted(uninterrupted, tmp_path):
+    _, full = uninterrupted
+    workdir = str(tmp_path / "resumed")
+    first = train.train_and_evaluate(_config(10), workdir)
+    assert int(first.step) == 10
+    resumed = train.train_and_evaluate(_config(20), workdir)
+    assert int(resumed.step) == 20
+    np.testing.assert_array_equal(_flat(resumed.params), _flat(full.params))
+    np.testing.assert_array_equal(_flat(resumed.opt_state), _flat(full.opt_state))
+
+
+CODE_8_DEVICES = """
+import jax, numpy as np
+from experiments.configs import smoke
+from vae_jax import train
+assert jax.device_count() == {devices}, jax.devices()
+c = smoke.get_config(); c.train.num_steps = 20
+s = train.train_and_evaluate(c, {workdir!r})
+np.save({out!r}, np.concatenate([np.ravel(x) for x in jax.tree.leaves(jax.device_get(s.params))]))
+"""
+
+
+@pytest.mark.slow
+def test_eight_devices_equal_one_device(uninterrupted, tmp_path):
+    _, one = uninterrupted
+    out = str(tmp_path / "params8.npy")
+    run_python(CODE_8_DEVICES.format(devices=8, workdir=str(tmp_path / "w8"), out=out), devices=8)
+    eight = np.load(out)
+    # Same global batch, same keys: only the order of floating-point sums differs.
+    np.testing.assert_allclose(eight, _flat(one.params), rtol=1e-4, atol=1e-5)
+
+
+def test_batch_not_divisible_by_devices_is_a_clear_error(tmp_path):
+    code = """
+from experiments.configs import smoke
+from vae_jax import train
+c = smoke.get_config(); c.train.batch_size = 30
+try:
+    train.train_and_evaluate(c, {workdir!r})
+except ValueError as e:
+    print(e)
+""".format(workdir=str(tmp_path / "w"))
+    out = run_python(code, devices=8)
+    assert "config.train.batch_size=30 does not divide evenly over the 8 devices" in out
+    assert "multiple of 8" in out
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("model.name", "resnet9000", "Unknown model 'resnet9000'"),
+    ("loss.name", "elbow", "Unknown loss 'elbow'"),
+    ("data.binarization", "otsu", "Unknown binarization 'otsu'"),
+    ("train.batch_size", 0, "config.train.batch_size=0 must be a positive number"),
+    ("model.latent_dim", -3, "config.model.latent_dim=-3 must be a positive number"),
+])
+def test_config_validation(field, value, message):
+    config = smoke.get_config()
+    section, name = field.split(".")
+    config[section][name] = value
+    with pytest.raises(ValueError, match=message):
+        train.validate_config(config)
