@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import requires_fashion_mnist
 from vae_jax import active_units, losses, models, sampling, train
 from vae_jax.models.hvae import HVAE, precision_weighted, vae_to_hvae_params
 
@@ -329,12 +330,15 @@ def test_bad_hvae_config_names_the_fix():
     model = models.get("hvae", image_shape=(6, 6, 1), latent_dims=(4, 2), hidden=((8,),))
     with pytest.raises(ValueError, match="one tuple of widths per layer"):
         model.init(jax.random.key(0), jnp.zeros((1, 6, 6, 1)), jax.random.key(1))
+    with pytest.raises(ValueError, match="one tuple of widths per latent layer"):
+        models.get("hvae", image_shape=(6, 6, 1), latent_dims=(4, 2), hidden=(8, 4))
     model = models.get("hvae", image_shape=(6, 6, 1), inference="diffusion")
     with pytest.raises(ValueError, match="config.model.inference"):
         model.init(jax.random.key(0), jnp.zeros((1, 6, 6, 1)), jax.random.key(1))
 
 
 @pytest.mark.slow
+@requires_fashion_mnist
 def test_training_smoke_reports_per_layer_kl_and_active_units(tmp_path, capsys):
     from experiments.configs import fashion_mnist_hvae
 

@@ -76,6 +76,9 @@ def hierarchical_vae(*, image_shape: Sequence[int], latent_dims: Sequence[int] =
     layer (the inference net into that layer; the generative net mirrors it).
     """
     latent_dims = tuple(int(d) for d in latent_dims)
+    if any(isinstance(h, int) for h in hidden):
+        raise ValueError(f"config.model.hidden={hidden!r}: give one tuple of widths per latent "
+                         "layer, e.g. ((100, 100), (50, 50)) for latent_dims=(100, 50).")
     hidden = tuple(tuple(int(w) for w in h) for h in hidden)
     return HVAE(image_shape=tuple(image_shape), latent_dims=latent_dims, hidden=hidden,
                 activation=activation, likelihood=likelihood, inference=inference,
