@@ -57,7 +57,7 @@ def test_one_layer_hvae_reproduces_the_vae_elbo(inference):
     assert jax.tree.structure(own) == jax.tree.structure(params)
     assert jax.tree.map(jnp.shape, own) == jax.tree.map(jnp.shape, params)
 
-    for num_samples in (1, 3):
+    for num_samples in (3,):
         a = elbo_terms(vae_params, x, k_z, model=vae, num_samples=num_samples)
         b = elbo_terms(params, x, k_z, model=hvae, num_samples=num_samples)
         assert set(a) == set(b) == {"log_px_z", "kl", "elbo"}
@@ -125,19 +125,19 @@ def test_markov_mc_terms_tail_sums_are_kls():
     assert np.all(np.asarray(t["kl"]) >= 0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("inference", INFERENCES)
 def test_all_mc_elbo_equals_mean_log_weight_and_closed_forms_agree_in_expectation(inference):
     x = _binary_images(jax.random.key(3))
-    mc, closed = _model(inference, analytic_kl=False), _model(inference)
+    dims = (6, 4, 3)
+    mc, closed = _model(inference, dims, analytic_kl=False), _model(inference, dims)
     params = jax.jit(closed.init)(jax.random.key(4), x, jax.random.key(5))
-    key = jax.random.key(6)
+    key, n = jax.random.key(6), 4000
     # All-MC: the ELBO estimate is exactly mean_L(log p(x, z) − log q(z | x)).
-    t = elbo_terms(params, x, key, model=mc, num_samples=7)
-    log_w = log_weights(params, x, key, model=mc, num_samples=7)
-    np.testing.assert_allclose(t["elbo"], jnp.mean(log_w, 0), rtol=1e-5, atol=1e-4)
-    # Closed-form KLs: same expectation. Compare with many samples, per layer.
-    n = 4000
     a = elbo_terms(params, x, key, model=mc, num_samples=n)
+    log_w = log_weights(params, x, key, model=mc, num_samples=n)
+    np.testing.assert_allclose(a["elbo"], jnp.mean(log_w, 0), rtol=1e-5, atol=1e-3)
+    # Closed-form KLs: the same expectation, per layer, with many samples.
     b = elbo_terms(params, x, key, model=closed, num_samples=n)
     np.testing.assert_allclose(b["elbo"], a["elbo"], rtol=0.0, atol=0.05 * np.abs(a["kl"]).max())
     for k in ("kl_1", "kl_2", "kl_3"):
