@@ -76,7 +76,8 @@ def main(argv):
         "test_log_px": float(np.mean(log_px)),
         "test_log_px_stderr": float(np.std(log_px) / math.sqrt(len(log_px))),
         **terms,
-        "active_units": {layer: int(np.sum(v > active_units.THRESHOLD)) for layer, v in var.items()},
+        "active_units": {layer: int(np.sum(v > active_units.THRESHOLD))
+                         for layer, v in var.items()},
         "latent_units": {layer: int(v.size) for layer, v in var.items()},
         "eval_seconds": round(time.perf_counter() - t0, 1),
     }

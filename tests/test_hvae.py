@@ -112,7 +112,7 @@ def test_per_layer_kl_sum_to_total_and_closed_forms_are_nonnegative(inference):
 
 
 def test_markov_mc_terms_tail_sums_are_kls():
-    """For the Markov chain a single lower-layer term E_q[log q(z_l|z_{l−1}) − log p(z_l|z_{l+1})]
+    """For the Markov chain a lower-layer term E_q[log q(z_l|z_{l−1}) − log p(z_l|z_{l+1})]
     is no KL (z_{l+1} is drawn from z_l under q), but every tail sum l..T is
     E KL(q(z_{l:T}|z_{l−1}) || p(z_{l:T})) >= 0; check it with many samples."""
     model = _model("markov")

@@ -121,3 +121,29 @@ def test_config_validation(field, value, message):
     config[section][name] = value
     with pytest.raises(ValueError, match=message):
         train.validate_config(config)
+
+
+def test_steady_state_loop_makes_no_host_transfers():
+    from vae_jax import data, parallel
+
+    config = _config()
+    ds = data.load(config.data.name)
+    mesh = parallel.data_mesh()
+    model = train.build_model(config, ds.image_shape)
+    trainer = train.Trainer(config, model, mesh, len(ds.train_images) // config.train.batch_size)
+    keys = train._keys(config.seed)
+    state = jax.device_put(train.create_train_state(keys["init"], model, trainer.optimizer,
+                                                    ds.image_shape), trainer.replicated)
+    images = jax.device_put(ds.train_images, trainer.replicated)
+    perm = trainer.permutation(keys["order"], jax.device_put(np.int32(0)), len(ds.train_images))
+    fn = trainer.call(5)
+    state, metrics = fn(state, images, perm, keys["train"])  # compile outside the guard
+    with jax.transfer_guard("disallow"):
+        for _ in range(3):
+            state, metrics = fn(state, images, perm, keys["train"])
+        jax.block_until_ready(metrics)
+    assert int(state.step) == 20
+    # The guard is live: a host batch would have been refused.
+    with pytest.raises(Exception, match="[Dd]isallowed"):
+        with jax.transfer_guard("disallow"):
+            fn(state, ds.train_images, perm, keys["train"])

@@ -1,6 +1,7 @@
 """vae_jax: variational autoencoders in JAX/Flax."""
 
 from vae_jax import checkpoint, data, distributions, evaluate, losses, models, parallel, sampling
+from vae_jax import logs, progress, sweep
 from vae_jax.distributions import Bernoulli, DiagGaussian, Gaussian
 from vae_jax.losses import elbo, elbo_terms, gaussian_kl, iwae, iwae_bound
 from vae_jax.train import TrainState, create_train_state, train_and_evaluate, train_step

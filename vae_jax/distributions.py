@@ -92,7 +92,9 @@ class Bernoulli:
         x: binary pixels in {0, 1} (a grey level in [0, 1] gives the usual cross-entropy,
         which is not a normalised density on [0, 1]).
         """
-        lp = x * jax.nn.log_sigmoid(self.logits) + (1.0 - x) * jax.nn.log_sigmoid(-self.logits)
+        # x log σ(l) + (1 − x) log σ(−l) = x l − softplus(l): one softplus instead of two
+        # log-sigmoids (the dominant elementwise cost of a training step), same stability.
+        lp = x * self.logits - jax.nn.softplus(self.logits)
         return _sum_event(lp, self.event_ndim)
 
     def mean(self) -> jax.Array:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import sys
 import time
 from typing import Any, Callable, Optional
 
@@ -28,6 +27,7 @@ from absl import logging
 from flax import struct
 
 from vae_jax import active_units, checkpoint, data, evaluate, losses, models, parallel, sampling
+from vae_jax.progress import Progress
 
 
 @struct.dataclass
@@ -202,35 +202,6 @@ def _next_boundary(step: int, every: int) -> int:
     return (step // every + 1) * every
 
 
-class Progress:
-    """A one-line progress report: step, epoch, loss, steps/s, ETA."""
-
-    def __init__(self, total_steps: int, stream=None):
-        self.total, self.stream = total_steps, stream or sys.stdout
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-
-    def update(self, step: int, epoch: float, loss: float, steps_per_s: float) -> None:
-        eta = (self.total - step) / max(steps_per_s, 1e-9)
-        line = (f"step {step}/{self.total} epoch {epoch:.2f} loss {loss:.3f} "
-                f"{steps_per_s:.1f} steps/s ETA {_hms(eta)}")
-        if self.tty:
-            self.stream.write("\r" + line.ljust(90))
-            if step >= self.total:
-                self.stream.write("\n")
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
-
-    def newline(self) -> None:
-        if self.tty:
-            self.stream.write("\n")
-
-
-def _hms(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
 def _write_json(path: str, obj) -> None:
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
@@ -317,12 +288,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     while step < total_steps:
         epoch = step // steps_per_epoch
         if epoch != perm_epoch:
-            perm, perm_epoch = trainer.permutation(keys["order"], epoch, len(ds.train_images)), epoch
+            perm = trainer.permutation(keys["order"], jax.device_put(np.int32(epoch)),
+                                       len(ds.train_images))
+            perm_epoch = epoch
         stop = min(total_steps, (epoch + 1) * steps_per_epoch, _next_boundary(step, ckpt_every),
                    _next_boundary(step, eval_every),
                    _next_boundary(step, config.train.steps_per_call))
         t0 = time.perf_counter()
-        state, metrics = trainer.call(stop - step)(state, train_images, perm, keys["train"])
+        with jax.transfer_guard("disallow"):  # the data and the batches never leave the device
+            state, metrics = trainer.call(stop - step)(state, train_images, perm, keys["train"])
         metrics = {k: float(np.mean(v)) for k, v in jax.device_get(metrics).items()}
         rate = (stop - step) / (time.perf_counter() - t0)
         step = stop

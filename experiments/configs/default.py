@@ -56,4 +56,15 @@ def get_config() -> ml_collections.ConfigDict:
     config.eval.batch_size = 1000
     config.eval.num_samples = 1         # L for the test ELBO
     config.eval.use_ema = False
+
+    config.sample = ml_collections.ConfigDict()   # --mode=sample (vae_jax.sampling)
+    config.sample.temperature = 1.0     # prior samples z ~ N(0, temperature² I)
+    config.sample.num = 64
+    config.sample.pair = (0, 1)         # test images interpolated between
+    config.sample.num_interpolation = 10
+    config.sample.traversal_dims = 10   # the most active latent dimensions, one row each
+    config.sample.traversal_steps = 9
+    config.sample.traversal_extent = 3.0
+    config.sample.manifold_size = 20    # latent_dim == 2 only
+    config.sample.scatter_points = 5000
     return config

@@ -286,7 +286,8 @@ class HVAE(nn.Module):
                     elem = dist.gaussian_kl_elementwise(q.mean, q.log_std)
                 else:
                     elem = _kl_elementwise(q, p)
-                elem = jnp.broadcast_to(elem, jnp.broadcast_shapes(elem.shape, (B, zs[l].shape[-1])))
+                full = jnp.broadcast_shapes(elem.shape, (B, zs[l].shape[-1]))
+                elem = jnp.broadcast_to(elem, full)
                 kl[str(l)] = jnp.mean(elem, axis=0) if elem.ndim == 3 else elem
             else:
                 kl[str(l)] = jnp.mean(log_q[l] - log_p[l], axis=0)[:, None]
