@@ -52,7 +52,8 @@ def posterior_mean_variance(params, images: np.ndarray, *, model: nn.Module,
     key = jax.random.key(0) if key is None else key
     fn = make_posterior_means_fn(model, binarization=binarization, num_samples=num_samples)
     batch_size = min(batch_size, len(images))
-    means = evaluate.per_example(fn, params, images, key, batch_size=batch_size, mesh=mesh)
+    means = evaluate.per_example(fn, params, images, key, batch_size=batch_size, mesh=mesh,
+                                 progress=False)
     return {layer: np.var(np.asarray(m, np.float64), axis=0) for layer, m in means.items()}
 
 
