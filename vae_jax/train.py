@@ -28,8 +28,8 @@ import optax
 from absl import logging
 from flax import struct
 
-from vae_jax import (checkpoint, data, distributions, evaluate, losses, models, parallel,
-                     reliability, sampling)
+from vae_jax import (active_units, checkpoint, data, distributions, evaluate, losses, models,
+                     parallel, reliability, sampling)
 from vae_jax.progress import Progress
 
 
@@ -192,6 +192,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     for path in ("train.batch_size", "model.latent_dim", "optim.learning_rate",
                  "loss.num_samples", "train.steps_per_call", "eval.batch_size"):
         section, name = path.split(".")
+        if path == "model.latent_dim" and name not in config.model:
+            continue  # hierarchical models size their layers with model.latent_dims
         positive(f"config.{path}", config[section][name])
     if config.train.num_steps <= 0 and config.train.num_epochs <= 0:
         raise ValueError("Set config.train.num_epochs or config.train.num_steps to a positive "
@@ -222,11 +224,16 @@ def _validate_reliability_fields(config: ml_collections.ConfigDict) -> None:
     if likelihood not in distributions.LIKELIHOODS:
         raise err(f"Unknown likelihood {likelihood!r} (config.model.likelihood); valid: "
                   f"{sorted(distributions.LIKELIHOODS)}.")
-    for name in ("latent_dim", "hidden", "channels"):
+    def flat(value) -> tuple:  # hidden sizes may be nested, one tuple per layer (hvae)
+        if isinstance(value, (tuple, list)):
+            return tuple(v for item in value for v in (flat(item) or (None,)))
+        return (value,)
+
+    for name in ("latent_dim", "latent_dims", "hidden", "channels"):
         if name not in config.model:
             continue
         value = config.model[name]
-        values = tuple(value) if isinstance(value, (tuple, list)) else (value,)
+        values = flat(value)
         if not values or any(isinstance(v, bool) or not isinstance(v, int) or v <= 0
                              for v in values):
             raise err(f"config.model.{name}={value!r}: sizes must be positive integers "
@@ -303,6 +310,14 @@ def _setup(config: ml_collections.ConfigDict, workdir: str, *, check_workdir: bo
     model = build_model(config, ds.image_shape)
     reliability.check_model_fits(model, ds.image_shape, config.model.name)
     return mesh, ds, model
+
+
+def _active_units_summary(params, images, key, *, model, config, mesh) -> dict[str, float]:
+    """{"test_au_<layer>": active units per layer} (Burda et al.'s A_u > 10⁻²)."""
+    counts = active_units.active_units(params, images, model=model, key=key, mesh=mesh,
+                                       binarization=config.data.binarization,
+                                       batch_size=config.eval.batch_size)
+    return {f"test_au_{layer}": float(n) for layer, n in counts.items()}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
@@ -388,6 +403,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                 test = evaluate.per_example(elbo_fn, params, ds.test_images, keys["eval"],
                                             batch_size=config.eval.batch_size, mesh=mesh)
                 summary = evaluate.summarize(test, prefix="test_")
+                summary |= _active_units_summary(params, ds.test_images, keys["eval"],
+                                                 model=model, config=config, mesh=mesh)
                 writer.write_scalars(step, summary)
                 metrics_log.write(step, "eval", summary)
                 progress.newline()
@@ -488,7 +505,8 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
     keys = _keys(config.seed)
     test = evaluate.per_example(elbo_fn, params, ds.test_images, keys["eval"],
                                 batch_size=config.eval.batch_size, mesh=mesh)
-    result = evaluate.summarize(test, prefix="test_") | {
+    result = evaluate.summarize(test, prefix="test_") | _active_units_summary(
+        params, ds.test_images, keys["eval"], model=model, config=config, mesh=mesh) | {
         "step": int(state.step), "dataset": ds.name, "seed": config.seed,
         "num_test_images": len(ds.test_images), "use_ema": bool(config.eval.use_ema)}
     print(json.dumps(result, indent=2, sort_keys=True))
