@@ -1,6 +1,8 @@
 """vae_jax: variational autoencoders in JAX/Flax."""
 
-from vae_jax import checkpoint, data, distributions, evaluate, losses, models, parallel, sampling
+from vae_jax import (checkpoint, data, distributions, evaluate, losses, models, parallel,
+                     reliability, sampling)
+from vae_jax import logs, progress, sweep
 from vae_jax.distributions import Bernoulli, DiagGaussian, Gaussian
 from vae_jax.distributions import (Categorical256, DiscretizedLogistic,
                                    DiscretizedLogisticMixture, bits_per_dim)

@@ -1,19 +1,44 @@
 """Checkpoints with orbax: atomic saves every N steps, the last K kept, restore the latest.
 
 Only arrays and JSON are written (orbax's PyTree/array format); nothing is pickled.
+
+Each step directory holds two items, finalised together by orbax's atomic rename:
+
+* ``state``: the TrainState arrays;
+* ``checksum``: JSON ``{"sha256": {leaf path: digest}}`` of those arrays as saved.
+
+Orbax reads a truncated or emptied array file as an error, but bytes flipped on disk restore
+silently as wrong numbers; the checksum catches both. ``restore_latest_good`` walks back
+from the newest step, skipping (and reporting, never deleting) any it cannot verify.
+``check_compatible`` compares a checkpoint's shapes with the target's from orbax's
+metadata, without restoring, so a config with another model shape fails naming the
+parameter instead of deep inside Flax or tensorstore.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
+import time
 from typing import Any, Optional
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be restored; the message names its path and the fix."""
+
+
+class CheckpointMismatchError(ValueError):
+    """The checkpoint holds another model (shapes / parameter names differ from the config)."""
+
+
+def _handlers() -> dict:
+    return {"state": ocp.StandardCheckpointHandler(), "checksum": ocp.JsonCheckpointHandler()}
 
 
 def manager(directory: str, *, max_to_keep: int = 3, async_save: bool = False
@@ -21,11 +46,46 @@ def manager(directory: str, *, max_to_keep: int = 3, async_save: bool = False
     """A CheckpointManager on ``directory``; saves are atomic (orbax finalises a tmp dir)."""
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
                                            enable_async_checkpointing=async_save)
-    return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+    return ocp.CheckpointManager(os.path.abspath(directory), options=options,
+                                 item_handlers=_handlers())
+
+
+def step_path(mngr: ocp.CheckpointManager, step: int) -> str:
+    return os.path.join(str(mngr.directory), str(int(step)))
+
+
+def _path_name(path) -> str:
+    """'params/encoder/hidden_0/kernel' from a jax key path (attribute, dict or index keys)."""
+    parts = []
+    for k in path:
+        for attr in ("name", "key", "idx"):
+            if hasattr(k, attr):
+                parts.append(str(getattr(k, attr)))
+                break
+        else:
+            parts.append(str(k))
+    return "/".join(parts)
+
+
+def fingerprint(state: Any) -> dict[str, str]:
+    """{leaf path: sha256 of dtype, shape and bytes} for every array leaf of ``state``.
+
+    Replicated global arrays are readable on every process, so this works multi-host too.
+    """
+    out = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
+        a = np.asarray(leaf)
+        h = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+        out[_path_name(path)] = h.hexdigest()
+    return out
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state: Any, *, force: bool = True) -> None:
-    mngr.save(int(step), args=ocp.args.StandardSave(state), force=force)
+    """Save ``state`` at ``step`` with its checksum; returns once the step is finalised."""
+    mngr.save(int(step), args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        checksum=ocp.args.JsonSave({"sha256": fingerprint(state)})), force=force)
     mngr.wait_until_finished()
 
 
@@ -33,18 +93,109 @@ def latest_step(mngr: ocp.CheckpointManager) -> Optional[int]:
     return mngr.latest_step()
 
 
+def check_compatible(mngr: ocp.CheckpointManager, step: int, target: Any) -> None:
+    """Raise CheckpointMismatchError naming each parameter whose shape/dtype/name differs.
+
+    Reads only orbax's metadata (no arrays). Raises CheckpointError when even the metadata
+    cannot be read (a damaged checkpoint).
+    """
+    path = step_path(mngr, step)
+    try:
+        meta = mngr.item_metadata(step)["state"]
+        meta = getattr(meta, "tree", meta)
+    except Exception as e:
+        raise CheckpointError(f"Checkpoint {path} has unreadable metadata "
+                              f"({type(e).__name__}: {e}).") from e
+    if meta is None:
+        raise CheckpointError(f"Checkpoint {path} has no 'state' metadata.")
+    saved = {_path_name(p): m for p, m in jax.tree_util.tree_flatten_with_path(
+        meta, is_leaf=lambda x: hasattr(x, "shape"))[0] if hasattr(m, "shape")}
+    wanted = {_path_name(p): leaf for p, leaf in
+              jax.tree_util.tree_flatten_with_path(target)[0]}
+    problems = []
+    # the model's own parameters first; their EMA / optimizer copies repeat the same story
+    for name in sorted(set(saved) | set(wanted), key=lambda n: (not n.startswith("params/"), n)):
+        if name not in saved:
+            problems.append(f"{name}: in the config's model, absent from the checkpoint")
+        elif name not in wanted:
+            problems.append(f"{name}: in the checkpoint, absent from the config's model")
+        elif tuple(saved[name].shape) != tuple(np.shape(wanted[name])):
+            problems.append(f"{name}: checkpoint shape {tuple(saved[name].shape)}, config "
+                            f"shape {tuple(np.shape(wanted[name]))}")
+    if problems:
+        shown = "; ".join(problems[:6]) + (f"; and {len(problems) - 6} more"
+                                           if len(problems) > 6 else "")
+        raise CheckpointMismatchError(
+            f"Checkpoint {path} was written by a different model than this config builds: "
+            f"{shown}. Use the config the checkpoint was trained with (its workdir's "
+            "config.json), or a new --workdir for the new model.")
+
+
 def restore(mngr: ocp.CheckpointManager, target: Any, step: Optional[int] = None) -> Any:
     """Restore ``step`` (default: the latest) into the structure/sharding of ``target``.
 
-    ``target`` is a pytree of arrays (or ``jax.ShapeDtypeStruct`` with shardings).
+    ``target`` is a pytree of arrays (or ``jax.ShapeDtypeStruct`` with shardings). Raises
+    CheckpointMismatchError for another model's checkpoint and CheckpointError (naming the
+    path) for one that is damaged: unreadable, truncated, or failing its checksum.
     """
     step = mngr.latest_step() if step is None else step
     if step is None:
         raise CheckpointError(f"No checkpoint in {mngr.directory}.")
+    path = step_path(mngr, step)
+    check_compatible(mngr, step, target)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
     try:
-        return mngr.restore(step, args=ocp.args.StandardRestore(abstract))
+        out = mngr.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract), checksum=ocp.args.JsonRestore()))
     except Exception as e:
-        raise CheckpointError(
-            f"Cannot restore checkpoint step {step} from {mngr.directory}: "
-            f"{type(e).__name__}: {e}") from e
+        raise CheckpointError(f"Cannot restore checkpoint {path}: {type(e).__name__}: "
+                              f"{str(e)[:500]}") from e
+    expected = (out["checksum"] or {}).get("sha256")
+    if expected is None:
+        raise CheckpointError(f"Checkpoint {path} has no checksum item.")
+    actual = fingerprint(out["state"])
+    bad = sorted(k for k in set(expected) | set(actual) if expected.get(k) != actual.get(k))
+    if bad:
+        raise CheckpointError(f"Checkpoint {path} fails its checksum for {bad[:5]}: the "
+                              "files were corrupted on disk after saving.")
+    return out["state"]
+
+
+def restore_latest_good(mngr: ocp.CheckpointManager, target: Any, *,
+                        quarantine: Optional[str] = None) -> tuple[Any, Optional[int], list]:
+    """Restore the newest checkpoint that verifies, walking back past damaged ones.
+
+    Returns (state or None, its step or None, [(path, reason) of each skipped step]).
+    Damaged steps are never deleted; with ``quarantine`` (a folder) they are moved there,
+    so that training can write that step again and orbax's max_to_keep clean-up never
+    touches them. A CheckpointMismatchError (another model) is raised, not skipped.
+    """
+    skipped = []
+    for step in sorted(mngr.all_steps(), reverse=True):
+        try:
+            return restore(mngr, target, step), step, skipped
+        except CheckpointError as e:
+            path = step_path(mngr, step)
+            logging.warning("Skipping damaged checkpoint %s: %s", path, e)
+            print(f"WARNING: skipping damaged checkpoint {path}: {e}", flush=True)
+            skipped.append((path, str(e)))
+            if quarantine:
+                _move_aside(mngr, path, quarantine)
+    return None, None, skipped
+
+
+def _move_aside(mngr: ocp.CheckpointManager, path: str, quarantine: str) -> None:
+    from jax.experimental import multihost_utils
+
+    multi = jax.process_count() > 1
+    if multi:  # every process has finished reading it before process 0 moves it
+        multihost_utils.sync_global_devices(f"vae_jax_quarantine_{path}_before")
+    if jax.process_index() == 0:
+        os.makedirs(quarantine, exist_ok=True)
+        dest = os.path.join(quarantine, f"{os.path.basename(path)}.{int(time.time())}")
+        shutil.move(path, dest)
+        print(f"WARNING: moved damaged checkpoint {path} to {dest} (kept for inspection).",
+              flush=True)
+    if multi:
+        multihost_utils.sync_global_devices(f"vae_jax_quarantine_{path}_after")
+    mngr.reload()

@@ -20,6 +20,10 @@ from jax.sharding import Mesh
 from vae_jax import data, losses, parallel
 from vae_jax import distributions as dist
 from vae_jax.models.vae import VAE
+from vae_jax.progress import Progress
+
+
+PROGRESS_MIN_BATCHES = 20
 
 
 def _pad_to_multiple(images: np.ndarray, multiple: int) -> np.ndarray:
@@ -30,11 +34,14 @@ def _pad_to_multiple(images: np.ndarray, multiple: int) -> np.ndarray:
 
 
 def per_example(fn: Callable, params, images: np.ndarray, key: jax.Array, *,
-                batch_size: int, mesh: Optional[Mesh] = None) -> dict[str, np.ndarray]:
+                batch_size: int, mesh: Optional[Mesh] = None,
+                progress: Optional[bool] = None) -> dict[str, np.ndarray]:
     """Apply a jitted ``fn(params, x_uint8 [b, H, W, C], key) -> {name: [b]}`` to every image.
 
     Batches are sharded over ``mesh``'s data axis; batch i gets ``fold_in(key, i)``, so the
     result does not depend on the device count. Returns {name: np.ndarray [N]} in order.
+    ``progress``: report batches done (see ``vae_jax.progress``); None = only for long
+    streams (>= PROGRESS_MIN_BATCHES batches, e.g. log p(x) with k = 5000).
     """
     mesh = mesh or parallel.data_mesh()
     parallel.check_batch_size(batch_size, mesh, "evaluation batch size")
@@ -42,10 +49,26 @@ def per_example(fn: Callable, params, images: np.ndarray, key: jax.Array, *,
     padded = _pad_to_multiple(np.asarray(images), batch_size)
     sharding = parallel.batch_sharded(mesh)
     outs = []
-    for i in range(len(padded) // batch_size):
+    num_batches = len(padded) // batch_size
+    if progress is None:
+        progress = num_batches >= PROGRESS_MIN_BATCHES
+    bar = Progress(num_batches, unit="batch", quiet=None if progress else True)
+    for i in range(num_batches):
         batch = parallel.put_global(padded[i * batch_size:(i + 1) * batch_size], mesh, sharding)
         outs.append(fn(params, batch, jax.random.fold_in(key, i)))
-    return jax.tree.map(lambda *xs: np.concatenate([np.asarray(x) for x in xs])[:n], *outs)
+        if progress:  # wait for the batch, so the report counts finished work
+            jax.block_until_ready(outs[-1])
+            bar.update(i + 1)
+    return jax.tree.map(lambda *xs: np.concatenate([_to_host(x) for x in xs])[:n], *outs)
+
+
+def _to_host(x: jax.Array) -> np.ndarray:
+    """A batch-sharded result as one host array; multi-process, gathered from every process."""
+    if x.is_fully_addressable:
+        return np.asarray(x)
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
 def _elbo_batch(params, x, key, *, model, binarization, num_samples):

@@ -53,9 +53,34 @@ def put_global(array: np.ndarray, mesh: Mesh, sharding: NamedSharding) -> jax.Ar
 
 def initialize_distributed(coordinator_address: Optional[str] = None,
                            num_processes: Optional[int] = None,
-                           process_id: Optional[int] = None) -> None:
-    """Join a multi-process run (no-op for a single process with nothing configured)."""
-    if coordinator_address is None and num_processes is None and process_id is None:
+                           process_id: Optional[int] = None, *, auto: bool = False,
+                           timeout_s: int = 300) -> None:
+    """Join a multi-process run through ``jax.distributed.initialize()``.
+
+    No-op for a single process with nothing configured. ``auto=True`` with no arguments uses
+    JAX's cluster auto-detection (Slurm, Open MPI, TPU pods, ...). Must run before any
+    other JAX call. On CPU, cross-process collectives use gloo (JAX's default).
+
+    A process that cannot reach all the others within ``timeout_s`` is aborted by JAX's
+    coordination service (DEADLINE_EXCEEDED, not a Python exception), as is every process
+    of a run in which one process dies; the line printed first says what to check.
+    """
+    given = [v is not None for v in (coordinator_address, num_processes, process_id)]
+    if not any(given) and not auto:
         return
+    if any(given) and not all(given):
+        raise ValueError("Multi-process runs need all of --coordinator_address (host:port of "
+                         "process 0), --num_processes and --process_id, or none of them "
+                         "with --distributed for auto-detection.")
+    if all(given) and not 0 <= process_id < num_processes:
+        raise ValueError(f"--process_id={process_id} must be in [0, --num_processes="
+                         f"{num_processes}).")
+    who = (f"process {process_id} of {num_processes} via coordinator {coordinator_address}"
+           if all(given) else "a multi-process run (cluster auto-detection)")
+    print(f"Joining {who}; waiting up to {timeout_s} s for every process. If this aborts "
+          "with DEADLINE_EXCEEDED, start all processes with the same --coordinator_address "
+          "and --num_processes and distinct --process_id, and check that process 0's host "
+          "and port are reachable.", flush=True)
     jax.distributed.initialize(coordinator_address=coordinator_address,
-                               num_processes=num_processes, process_id=process_id)
+                               num_processes=num_processes, process_id=process_id,
+                               initialization_timeout=timeout_s)

@@ -11,10 +11,11 @@ the averaged metrics once per call.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
-import sys
+import signal
 import time
 from typing import Any, Callable, Optional
 
@@ -27,7 +28,9 @@ import optax
 from absl import logging
 from flax import struct
 
-from vae_jax import checkpoint, data, evaluate, losses, models, parallel, sampling
+from vae_jax import (active_units, checkpoint, data, distributions, evaluate, losses, models,
+                     parallel, reliability, sampling)
+from vae_jax.progress import Progress
 from vae_jax import distributions as dist
 
 
@@ -111,23 +114,34 @@ def create_train_state(key: jax.Array, model: nn.Module, optimizer: optax.Gradie
 
 def train_step(state: TrainState, batch: jax.Array, train_key: jax.Array, *,
                loss_fn: Callable, optimizer: optax.GradientTransformation,
-               binarization: str, beta_fn: Callable, ema_decay: float):
+               binarization: str, beta_fn: Callable, ema_decay: float,
+               skip_nonfinite: bool = False):
     """One update on a uint8 batch [B, H, W, C]. Returns (new state, metrics of scalars).
 
     ``loss_fn(params, x, key, beta=...) -> (loss, metrics)`` with the model already bound.
+    ``skip_nonfinite``: when the loss or the gradient norm is NaN/Inf, keep the old params,
+    optimizer and EMA state (the step counter still advances, so later steps use the same
+    keys and batches as without the bad one); ``metrics["skipped"]`` is 1 for such a step.
     """
     key = jax.random.fold_in(train_key, state.step)
     k_data, k_z = jax.random.split(key)
     x = data.preprocess(batch, k_data, binarization=binarization)
     beta = beta_fn(state.step)
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-    (_, metrics), grads = grad_fn(state.params, x, k_z, beta=beta)
+    (loss, metrics), grads = grad_fn(state.params, x, k_z, beta=beta)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p,
                        state.ema_params, params)
-    metrics = dict(metrics, grad_norm=optax.global_norm(grads), beta=beta)
-    return TrainState(state.step + 1, params, opt_state, ema), metrics
+    grad_norm = optax.global_norm(grads)
+    metrics = dict(metrics, grad_norm=grad_norm, beta=beta)
+    new = TrainState(state.step + 1, params, opt_state, ema)
+    if skip_nonfinite:
+        ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        new = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new,
+                           state.replace(step=state.step + 1))
+        metrics["skipped"] = 1.0 - ok.astype(jnp.float32)
+    return new, metrics
 
 
 def train_steps(state: TrainState, images: jax.Array, perm: jax.Array, train_key: jax.Array, *,
@@ -162,7 +176,8 @@ class Trainer:
         self.step_fn = functools.partial(
             train_step, loss_fn=loss_fn, optimizer=self.optimizer,
             binarization=config.data.binarization, beta_fn=beta_fn,
-            ema_decay=config.train.ema_decay)
+            ema_decay=config.train.ema_decay,
+            skip_nonfinite=config.train.get("on_nonfinite", "raise") == "skip")
         self.steps_per_epoch = steps_per_epoch
         self.replicated = parallel.replicated(mesh)
         self.batch_sharding = parallel.batch_sharded(mesh)
@@ -201,6 +216,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     for path in ("train.batch_size", "model.latent_dim", "optim.learning_rate",
                  "loss.num_samples", "train.steps_per_call", "eval.batch_size"):
         section, name = path.split(".")
+        if path == "model.latent_dim" and name not in config.model:
+            continue  # hierarchical models size their layers with model.latent_dims
         positive(f"config.{path}", config[section][name])
     if config.train.num_steps <= 0 and config.train.num_epochs <= 0:
         raise ValueError("Set config.train.num_epochs or config.train.num_steps to a positive "
@@ -216,6 +233,59 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                                        or config.loss.free_bits):
         raise ValueError("The IWAE bound takes no beta, warm-up or free bits: set "
                          "config.loss.beta=1, warmup_steps=0, free_bits=0, or use loss 'elbo'.")
+    _validate_reliability_fields(config)
+
+
+NONFINITE_POLICIES = ("raise", "skip")
+OPTIMIZERS = ("adam", "adamw")
+
+
+def _validate_reliability_fields(config: ml_collections.ConfigDict) -> None:
+    """The rest of validate_config: sizes, names and options, each error naming its field."""
+    err = reliability.ConfigError
+    if not isinstance(config.data.name, str) or not config.data.name:
+        raise err(f"config.data.name={config.data.name!r}: give a data set name such as "
+                  "'fashion_mnist', 'mnist', 'npz' or a prepared tfds name.")
+    if config.optim.name not in OPTIMIZERS:
+        raise err(f"Unknown optimizer {config.optim.name!r} (config.optim.name); valid: "
+                  f"{list(OPTIMIZERS)}.")
+    likelihood = config.model.get("likelihood", "bernoulli")
+    if likelihood not in distributions.LIKELIHOODS:
+        raise err(f"Unknown likelihood {likelihood!r} (config.model.likelihood); valid: "
+                  f"{sorted(distributions.LIKELIHOODS)}.")
+    def flat(value) -> tuple:  # hidden sizes may be nested, one tuple per layer (hvae)
+        if isinstance(value, (tuple, list)):
+            return tuple(v for item in value for v in (flat(item) or (None,)))
+        return (value,)
+
+    for name in ("latent_dim", "latent_dims", "hidden", "channels"):
+        if name not in config.model:
+            continue
+        value = config.model[name]
+        values = flat(value)
+        if not values or any(isinstance(v, bool) or not isinstance(v, int) or v <= 0
+                             for v in values):
+            raise err(f"config.model.{name}={value!r}: sizes must be positive integers "
+                      f"(e.g. --config.model.{name}={'(32,)' if name != 'latent_dim' else 4}).")
+    for path in ("train.batch_size", "eval.batch_size", "train.steps_per_call",
+                 "train.checkpoints_to_keep", "loss.num_samples"):
+        section, name = path.split(".")
+        value = config[section].get(name, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise err(f"config.{path}={value!r} must be a positive integer.")
+    for path in ("optim.grad_clip_norm", "train.checkpoint_every_steps",
+                 "train.eval_every_steps", "train.num_steps", "train.num_epochs",
+                 "loss.warmup_steps", "loss.free_bits"):
+        section, name = path.split(".")
+        value = config[section].get(name, 0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise err(f"config.{path}={value!r} must be >= 0 (0 turns it off / means the "
+                      "default).")
+    policy = config.train.get("on_nonfinite", "raise")
+    if policy not in NONFINITE_POLICIES:
+        raise err(f"config.train.on_nonfinite={policy!r}; valid: {list(NONFINITE_POLICIES)} "
+                  "('raise' stops at the first NaN/Inf keeping the last good checkpoint, "
+                  "'skip' discards such updates and counts them).")
 
 
 # ------------------------------------------------------------------------------ the loop
@@ -227,35 +297,6 @@ def _keys(seed: int) -> dict[str, jax.Array]:
 
 def _next_boundary(step: int, every: int) -> int:
     return (step // every + 1) * every
-
-
-class Progress:
-    """A one-line progress report: step, epoch, loss, steps/s, ETA."""
-
-    def __init__(self, total_steps: int, stream=None):
-        self.total, self.stream = total_steps, stream or sys.stdout
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-
-    def update(self, step: int, epoch: float, loss: float, steps_per_s: float) -> None:
-        eta = (self.total - step) / max(steps_per_s, 1e-9)
-        line = (f"step {step}/{self.total} epoch {epoch:.2f} loss {loss:.3f} "
-                f"{steps_per_s:.1f} steps/s ETA {_hms(eta)}")
-        if self.tty:
-            self.stream.write("\r" + line.ljust(90))
-            if step >= self.total:
-                self.stream.write("\n")
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
-
-    def newline(self) -> None:
-        if self.tty:
-            self.stream.write("\n")
-
-
-def _hms(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def _write_json(path: str, obj) -> None:
@@ -282,8 +323,11 @@ def write_images(workdir: str, step: int, params, test_images: np.ndarray, key: 
     }
 
 
-def _setup(config: ml_collections.ConfigDict, workdir: str):
+def _setup(config: ml_collections.ConfigDict, workdir: str, *, check_workdir: bool = True):
+    """Every check that can fail before anything is compiled or written to ``workdir``."""
     validate_config(config)
+    if check_workdir:
+        reliability.check_workdir(workdir)
     mesh = parallel.data_mesh()
     parallel.check_batch_size(config.train.batch_size, mesh)
     parallel.check_batch_size(config.eval.batch_size, mesh, "config.eval.batch_size")
@@ -293,14 +337,28 @@ def _setup(config: ml_collections.ConfigDict, workdir: str):
         raise ValueError(f"config.train.batch_size={config.train.batch_size} exceeds the "
                          f"{len(ds.train_images)} training images of {ds.name!r}.")
     model = build_model(config, ds.image_shape)
+    reliability.check_model_fits(model, ds.image_shape, config.model.name)
     return mesh, ds, model
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
-    """Train ``config`` in ``workdir`` (resuming from its latest checkpoint) and evaluate.
+def _active_units_summary(params, images, key, *, model, config, mesh) -> dict[str, float]:
+    """{"test_au_<layer>": active units per layer} (Burda et al.'s A_u > 10⁻²)."""
+    counts = active_units.active_units(params, images, model=model, key=key, mesh=mesh,
+                                       binarization=config.data.binarization,
+                                       batch_size=config.eval.batch_size)
+    return {f"test_au_{layer}": float(n) for layer, n in counts.items()}
 
-    Writes checkpoints (``workdir/checkpoints``), TensorBoard event files, PNG grids
-    (``workdir/images``) and ``config.json``. Returns the final TrainState.
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+    """Train ``config`` in ``workdir`` (resuming from its latest good checkpoint) and evaluate.
+
+    Writes checkpoints (``workdir/checkpoints``), ``metrics.jsonl`` (each step once, even
+    across kills), TensorBoard event files, PNG grids (``workdir/images``) and
+    ``config.json``; multi-process, only process 0 writes (orbax coordinates checkpoints).
+    Every check runs before anything is compiled or created in ``workdir``. Non-finite
+    metrics raise NonFiniteLossError (the last good checkpoint is kept) unless
+    ``config.train.on_nonfinite="skip"``. SIGTERM/SIGINT: finish the current call, save,
+    raise TrainingInterrupted (a SystemExit, code 128 + signal). Returns the final TrainState.
     """
     from clu import metric_writers  # imports TensorFlow; keep it out of library imports
 
@@ -312,18 +370,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                    else config.train.num_epochs * steps_per_epoch)
     trainer = Trainer(config, model, mesh, steps_per_epoch)
     is_main = jax.process_index() == 0
+    skip_nonfinite = config.train.get("on_nonfinite", "raise") == "skip"
 
     state = create_train_state(keys["init"], model, trainer.optimizer, ds.image_shape)
     state = jax.device_put(state, trainer.replicated)
-    mngr = checkpoint.manager(os.path.join(workdir, "checkpoints"),
-                              max_to_keep=config.train.checkpoints_to_keep)
-    if checkpoint.latest_step(mngr) is not None:
-        state = checkpoint.restore(mngr, state)
-        logging.info("Resumed from step %d in %s", int(state.step), workdir)
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    mngr = checkpoint.manager(ckpt_dir, max_to_keep=config.train.checkpoints_to_keep)
+    restored, restored_step, _ = checkpoint.restore_latest_good(
+        mngr, state, quarantine=ckpt_dir + ".damaged")
+    if restored is not None:
+        state = restored
+        logging.info("Resumed from step %d in %s", restored_step, workdir)
+    metrics_log = reliability.MetricsLog(os.path.join(workdir, "metrics.jsonl"), is_main)
+    dropped = metrics_log.truncate_after(int(state.step))  # records a killed run got ahead by
+    if dropped:
+        logging.info("Dropped %d metrics records after step %d (redone now).", dropped,
+                     int(state.step))
     if is_main:
         _write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
 
     train_images = parallel.put_global(ds.train_images, mesh, trainer.replicated)
+    # placed once, replicated over the mesh: the transfer guard below forbids the implicit
+    # device-to-device copy a single-device key would need on >1 device or process
+    # (a jit, not device_put: multi-process, device_put refuses non-addressable shardings)
+    train_key = jax.jit(lambda k: k, out_shardings=trainer.replicated)(keys["train"])
     elbo_fn = evaluate.make_elbo_fn(model, binarization=config.data.binarization,
                                     num_samples=config.eval.num_samples)
     writer = metric_writers.create_default_writer(workdir, just_logging=not is_main,
@@ -332,63 +402,125 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     ckpt_every = config.train.checkpoint_every_steps or steps_per_epoch
     eval_every = config.train.eval_every_steps or steps_per_epoch
     step = int(state.step)
+    saved_step = step if restored is not None else None
     perm, perm_epoch = None, -1
-    while step < total_steps:
-        epoch = step // steps_per_epoch
-        if epoch != perm_epoch:
-            perm = trainer.permutation(keys["order"], jax.device_put(np.int32(epoch)),
-                                       len(ds.train_images))
-            perm_epoch = epoch
-        stop = min(total_steps, (epoch + 1) * steps_per_epoch, _next_boundary(step, ckpt_every),
-                   _next_boundary(step, eval_every),
-                   _next_boundary(step, config.train.steps_per_call))
-        t0 = time.perf_counter()
-        with jax.transfer_guard("disallow"):  # the data and the batches never leave the device
-            state, metrics = trainer.call(stop - step)(state, train_images, perm, keys["train"])
-        metrics = {k: float(np.mean(v)) for k, v in jax.device_get(metrics).items()}
-        rate = (stop - step) / (time.perf_counter() - t0)
-        step = stop
-        bad = [k for k, v in metrics.items() if not np.isfinite(v)]
-        if bad:
-            raise NonFiniteLossError(
-                f"Non-finite {bad} at step {step} (averaged over the last call). The last good "
-                f"checkpoint in {mngr.directory} is kept. Lower config.optim.learning_rate or set "
-                "config.optim.grad_clip_norm.")
-        writer.write_scalars(step, {f"train_{k}": v for k, v in metrics.items()}
-                             | {"steps_per_s": rate})
-        progress.update(step, step / steps_per_epoch, metrics["loss"], rate)
-        if step % eval_every == 0 or step == total_steps:
-            params = state.ema_params if config.eval.use_ema else state.params
-            test = evaluate.per_example(elbo_fn, params, ds.test_images, keys["eval"],
-                                        batch_size=config.eval.batch_size, mesh=mesh)
-            summary = evaluate.summarize(test, prefix="test_")
-            writer.write_scalars(step, summary)
-            progress.newline()
-            logging.info("step %d: %s", step, " ".join(f"{k}={v:.3f}" for k, v in summary.items()))
-            print(f"eval step {step}: " + " ".join(f"{k} {v:.3f}" for k, v in summary.items()),
-                  flush=True)
-            if is_main:
-                write_images(workdir, step, params, ds.test_images, keys["eval"], model=model,
-                             binarization=config.data.binarization)
-        if step % ckpt_every == 0 or step == total_steps:
-            checkpoint.save(mngr, step, state)
-    writer.flush()
-    writer.close()
-    mngr.close()
+    # on any exit (done, NaN, signal, error) flush the metrics and close the manager
+    with reliability.StopSignal() as stop, _closing(writer, mngr):
+        while step < total_steps:
+            epoch = step // steps_per_epoch
+            if epoch != perm_epoch:
+                perm = trainer.permutation(keys["order"], jax.device_put(np.int32(epoch)),
+                                           len(ds.train_images))
+                perm_epoch = epoch
+            stop_at = min(total_steps, (epoch + 1) * steps_per_epoch,
+                          _next_boundary(step, ckpt_every), _next_boundary(step, eval_every),
+                          _next_boundary(step, config.train.steps_per_call))
+            t0 = time.perf_counter()
+            with jax.transfer_guard("disallow"):  # data and batches never leave the device
+                state, metrics = trainer.call(stop_at - step)(state, train_images, perm,
+                                                              train_key)
+            metrics = jax.device_get(metrics)  # [num_steps] each: the one host sync per call
+            rate = (stop_at - step) / (time.perf_counter() - t0)
+            metrics = _summarize_call(metrics, step, skip_nonfinite, mngr)
+            step = stop_at
+            writer.write_scalars(step, {f"train_{k}": v for k, v in metrics.items()}
+                                 | {"steps_per_s": rate})
+            metrics_log.write(step, "train", metrics)
+            progress.update(step, step / steps_per_epoch, metrics["loss"], rate)
+            if step % eval_every == 0 or step == total_steps:
+                params = state.ema_params if config.eval.use_ema else state.params
+                test = evaluate.per_example(elbo_fn, params, ds.test_images, keys["eval"],
+                                            batch_size=config.eval.batch_size, mesh=mesh)
+                summary = evaluate.summarize(test, prefix="test_")
+                summary |= _active_units_summary(params, ds.test_images, keys["eval"],
+                                                 model=model, config=config, mesh=mesh)
+                writer.write_scalars(step, summary)
+                metrics_log.write(step, "eval", summary)
+                progress.newline()
+                logging.info("step %d: %s", step,
+                             " ".join(f"{k}={v:.3f}" for k, v in summary.items()))
+                print(f"eval step {step}: " + " ".join(f"{k} {v:.3f}"
+                                                       for k, v in summary.items()), flush=True)
+                if is_main:  # on host copies: no computation over other processes' devices
+                    write_images(workdir, step, jax.device_get(params), ds.test_images,
+                                 keys["eval"], model=model,
+                                 binarization=config.data.binarization)
+            if step % ckpt_every == 0 or step == total_steps:
+                checkpoint.save(mngr, step, state)
+                saved_step = step
+            if step < total_steps and stop.requested():
+                if saved_step != step:
+                    checkpoint.save(mngr, step, state)
+                name = signal.Signals(stop.signum).name
+                message = (f"Stopped by {name} at step {step}/{total_steps}; checkpoint saved "
+                           f"in {mngr.directory}. Run the same command to resume.")
+                print(message, flush=True)
+                logging.warning(message)
+                raise reliability.TrainingInterrupted(128 + stop.signum)
     return state
+
+
+@contextlib.contextmanager
+def _closing(writer, mngr):
+    try:
+        yield
+    finally:
+        writer.flush()
+        writer.close()
+        mngr.close()
+
+
+def _summarize_call(metrics: dict, start: int, skip_nonfinite: bool, mngr) -> dict[str, float]:
+    """Per-step metrics [n] of one call from ``start`` -> their means; NaN/Inf handling.
+
+    "raise": NonFiniteLossError naming the first bad step and metric. The state of this
+    call is never saved, so the last good checkpoint stays the latest. "skip": means over
+    the steps that were applied, plus ``skipped`` (how many were discarded).
+    """
+    metrics = {k: np.asarray(v, np.float64) for k, v in metrics.items()}
+    if skip_nonfinite:
+        skipped = metrics.pop("skipped") > 0
+        if skipped.any():
+            logging.warning("Skipped %d non-finite updates at steps %s.", int(skipped.sum()),
+                            (start + 1 + np.flatnonzero(skipped)).tolist())
+        kept = ~skipped
+        out = {k: float(np.mean(v[kept])) if kept.any() else float("nan")
+               for k, v in metrics.items()}
+        return out | {"skipped": float(skipped.sum())}
+    bad = {k: ~np.isfinite(v) for k, v in metrics.items()}
+    if any(b.any() for b in bad.values()):
+        first = min(int(np.argmax(b)) for b in bad.values() if b.any())
+        names = sorted(k for k, b in bad.items() if b[first])
+        values = {k: float(metrics[k][first]) for k in names}
+        latest = mngr.latest_step()
+        kept = (f"The last good checkpoint, step {latest} in {mngr.directory}, is kept"
+                if latest is not None else "No checkpoint had been written yet")
+        raise NonFiniteLossError(
+            f"Non-finite {names} = {values} at step {start + first + 1} (the update from step "
+            f"{start + first}). {kept}; nothing after it was saved. Lower "
+            "config.optim.learning_rate, set config.optim.grad_clip_norm, or set "
+            "config.train.on_nonfinite='skip' to discard such updates.")
+    return {k: float(np.mean(v)) for k, v in metrics.items()}
 
 
 def restore_state(config: ml_collections.ConfigDict, workdir: str, model: nn.Module,
                   image_shape, step: Optional[int] = None,
                   steps_per_epoch: Optional[int] = None) -> TrainState:
-    """The TrainState saved in ``workdir`` at ``step`` (default: the latest)."""
+    """The TrainState saved in ``workdir`` at ``step`` (default: the latest that verifies)."""
     keys = _keys(config.seed)
     state = create_train_state(keys["init"], model, make_optimizer(config, steps_per_epoch),
                                image_shape)
     mngr = checkpoint.manager(os.path.join(workdir, "checkpoints"),
                               max_to_keep=config.train.checkpoints_to_keep)
     try:
-        return checkpoint.restore(mngr, state, step)
+        if step is not None:
+            return checkpoint.restore(mngr, state, step)
+        restored, _, skipped = checkpoint.restore_latest_good(mngr, state)  # read-only
+        if restored is None:
+            raise checkpoint.CheckpointError(
+                f"No restorable checkpoint in {mngr.directory}"
+                + (f"; damaged: {[p for p, _ in skipped]}" if skipped else "") + ".")
+        return restored
     finally:
         mngr.close()
 
@@ -425,7 +557,8 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
     t0 = time.perf_counter()
     test = evaluate.per_example(elbo_fn, params, test_images, keys["eval"],
                                 batch_size=config.eval.batch_size, mesh=mesh)
-    result = evaluate.summarize(test, prefix="test_") | {
+    result = evaluate.summarize(test, prefix="test_") | _active_units_summary(
+        params, ds.test_images, keys["eval"], model=model, config=config, mesh=mesh) | {
         "step": int(state.step), "dataset": ds.name, "seed": config.seed,
         "num_test_images": len(test_images), "use_ema": bool(config.eval.use_ema),
         "binarization": binarization, "likelihood": config.model.get("likelihood", ""),

@@ -51,6 +51,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.checkpoint_every_steps = 0   # 0 = every epoch
     config.train.checkpoints_to_keep = 3
     config.train.eval_every_steps = 0         # 0 = every epoch
+    config.train.on_nonfinite = "raise"       # NaN/Inf loss or grads: "raise" or "skip"
 
     config.eval = ml_collections.ConfigDict()
     config.eval.batch_size = 1000
@@ -63,4 +64,15 @@ def get_config() -> ml_collections.ConfigDict:
     config.eval.chunk = 100
     config.eval.ll_batch_size = 1000
     config.eval.num_test_images = 0     # > 0: evaluate only the first n test images
+
+    config.sample = ml_collections.ConfigDict()   # --mode=sample (vae_jax.sampling)
+    config.sample.temperature = 1.0     # prior samples z ~ N(0, temperature² I)
+    config.sample.num = 64
+    config.sample.pair = (0, 1)         # test images interpolated between
+    config.sample.num_interpolation = 10
+    config.sample.traversal_dims = 10   # the most active latent dimensions, one row each
+    config.sample.traversal_steps = 9
+    config.sample.traversal_extent = 3.0
+    config.sample.manifold_size = 20    # latent_dim == 2 only
+    config.sample.scatter_points = 5000
     return config

@@ -12,6 +12,7 @@ import flax.linen as nn
 
 from vae_jax import distributions as dist
 from vae_jax.models.conv import ConvDecoder, ConvEncoder
+from vae_jax.models.hvae import HVAE
 from vae_jax.models.mlp import MLPDecoder, MLPEncoder
 from vae_jax.models.resnet import ResNetDecoder, ResNetEncoder
 from vae_jax.models.vae import VAE
@@ -78,5 +79,25 @@ def resnet_vae(*, image_shape: Sequence[int], latent_dim: int = 32,
         latent_dim=latent_dim, likelihood=likelihood)
 
 
-__all__ = ["VAE", "MLPEncoder", "MLPDecoder", "ConvEncoder", "ConvDecoder",
+@register("hvae")
+def hierarchical_vae(*, image_shape: Sequence[int], latent_dims: Sequence[int] = (100, 50),
+                     hidden: Sequence[Sequence[int]] = ((100, 100), (50, 50)),
+                     activation: str = "tanh", likelihood: str = "bernoulli",
+                     inference: str = "markov", analytic_kl: bool = True) -> HVAE:
+    """Hierarchical VAE (``models/hvae.py``); defaults are Burda et al.'s two-layer model.
+
+    ``latent_dims`` run bottom (next to x) to top; ``hidden`` holds one tuple of widths per
+    layer (the inference net into that layer; the generative net mirrors it).
+    """
+    latent_dims = tuple(int(d) for d in latent_dims)
+    if any(isinstance(h, int) for h in hidden):
+        raise ValueError(f"config.model.hidden={hidden!r}: give one tuple of widths per latent "
+                         "layer, e.g. ((100, 100), (50, 50)) for latent_dims=(100, 50).")
+    hidden = tuple(tuple(int(w) for w in h) for h in hidden)
+    return HVAE(image_shape=tuple(image_shape), latent_dims=latent_dims, hidden=hidden,
+                activation=activation, likelihood=likelihood, inference=inference,
+                analytic_kl=analytic_kl)
+
+
+__all__ = ["VAE", "HVAE", "MLPEncoder", "MLPDecoder", "ConvEncoder", "ConvDecoder",
            "ResNetEncoder", "ResNetDecoder", "register", "get", "names"]

@@ -1,0 +1,56 @@
+"""Helpers for tests that run the launcher in subprocesses (not a test module)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMOKE = os.path.join(ROOT, "experiments", "configs", "smoke.py")
+
+
+def env(cache_dir: str, devices: int | None = None, **extra) -> dict:
+    """The subprocess environment: this checkout first on the path, CPU only, and a shared
+    persistent compilation cache so that repeated runs skip XLA compilation."""
+    e = dict(os.environ)
+    e["PYTHONPATH"] = ROOT + os.pathsep + e.get("PYTHONPATH", "")
+    e["JAX_PLATFORMS"] = "cpu"
+    e["JAX_COMPILATION_CACHE_DIR"] = cache_dir
+    e["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    e["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    if devices is not None:
+        e["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    e.update(extra)
+    return e
+
+
+def command(workdir: str, *overrides: str, driver: bool = False) -> list[str]:
+    entry = [os.path.join(ROOT, "tests", "fault_driver.py")] if driver else [
+        "-m", "experiments.main"]
+    return [sys.executable, *entry, f"--config={SMOKE}", f"--workdir={workdir}", *overrides]
+
+
+def run(cmd: list[str], environ: dict, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, env=environ, cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def final_state(workdir: str, config, image_shape=(28, 28, 1)):
+    """The TrainState in workdir's latest checkpoint, read back with orbax (checksummed)."""
+    from vae_jax import train
+
+    model = train.build_model(config, image_shape)
+    return train.restore_state(config, workdir, model, image_shape)
+
+
+def assert_same_state(a, b) -> None:
+    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+    assert len(la) == len(lb)
+    for x, y in zip(la, lb):
+        x, y = np.asarray(x), np.asarray(y)
+        assert x.dtype == y.dtype and x.shape == y.shape
+        assert np.array_equal(x, y), f"max |diff| {np.max(np.abs(x - y))}"

@@ -1,0 +1,342 @@
+"""Reliability, tested by doing the bad thing for real: kills (SIGKILL, SIGTERM) of the real
+launcher in subprocesses, corrupted checkpoint files, NaN losses, another model's checkpoint.
+
+Runs use the smoke config (real Fashion-MNIST, a 32-unit MLP) on CPU, where XLA is
+deterministic, so "equal" below means bit-identical.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _runs  # noqa: E402
+from conftest import requires_fashion_mnist  # noqa: E402
+from experiments.configs import smoke  # noqa: E402
+from vae_jax import checkpoint, losses, models, reliability, train  # noqa: E402
+
+pytestmark = requires_fashion_mnist
+
+
+def smoke_config(**overrides):
+    config = smoke.get_config()
+    for path, value in overrides.items():
+        section, name = path.split("__")
+        config[section][name] = value
+    return config
+
+
+def ckpt_steps(workdir) -> list[int]:
+    folder = os.path.join(workdir, "checkpoints")
+    return sorted(int(d) for d in os.listdir(folder) if d.isdigit())
+
+
+def records(workdir, kind):
+    return [r for r in reliability.MetricsLog.read(os.path.join(workdir, "metrics.jsonl"))
+            if r["kind"] == kind]
+
+
+def snapshot(folder) -> dict:
+    out = {}
+    for root, _, files in os.walk(folder):
+        for f in files:
+            p = os.path.join(root, f)
+            st = os.stat(p)
+            out[os.path.relpath(p, folder)] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    """One uninterrupted 20-step run: checkpoints at 10 and 20, its final state."""
+    workdir = str(tmp_path_factory.mktemp("base"))
+    state = train.train_and_evaluate(smoke_config(), workdir)
+    return workdir, jax.device_get(state)
+
+
+# ------------------------------------------------------------------------ kill and resume
+
+@pytest.mark.slow
+def test_kill_and_resume_is_bit_identical(tmp_path):
+    """SIGTERM, SIGKILL inside a checkpoint write, SIGKILL at a random moment, then a plain
+    rerun: the final state and metrics.jsonl equal an uninterrupted run's exactly."""
+    cache, workdir = str(tmp_path / "xla_cache"), str(tmp_path / "killed")
+    overrides = ["--config.train.num_steps=40"]
+
+    # 1. A real SIGTERM right after step 15's metrics: the handler lets the loop finish the
+    #    call, save step 15 (not a checkpoint boundary) and exit 128 + 15 with a message.
+    r = _runs.run(_runs.command(workdir, *overrides, driver=True),
+                  _runs.env(cache, VAE_JAX_FAULT="sigterm_after:15"))
+    assert r.returncode == 128 + signal.SIGTERM, r.stdout[-2000:] + r.stderr[-3000:]
+    assert "Stopped by SIGTERM at step 15/40; checkpoint saved" in r.stdout
+    assert ckpt_steps(workdir) == [10, 15]
+
+    # 2. SIGKILL inside the write of checkpoint 20: its arrays sit in orbax's tmp folder,
+    #    never renamed, so step 20 does not exist; the metrics of steps 16-20 were logged.
+    r = _runs.run(_runs.command(workdir, *overrides, driver=True),
+                  _runs.env(cache, VAE_JAX_FAULT="sigkill_in_checkpoint:20"))
+    assert r.returncode == -signal.SIGKILL, r.stdout[-2000:] + r.stderr[-3000:]
+    assert ckpt_steps(workdir) == [10, 15]
+    assert glob.glob(os.path.join(workdir, "checkpoints", "20.orbax-checkpoint-tmp*"))
+    assert max(r["step"] for r in records(workdir, "train")) == 20
+
+    # 3. SIGKILL from outside at a random moment once this run trains again: on resume it
+    #    rewrites metrics.jsonl without steps after 15, then logs step 20 anew.
+    seed = random.randrange(10**6)
+    delay = random.Random(seed).uniform(0.0, 0.3)
+    metrics = os.path.join(workdir, "metrics.jsonl")
+    before = os.stat(metrics).st_mtime_ns
+    with subprocess.Popen(_runs.command(workdir, *overrides), env=_runs.env(cache),
+                          cwd=_runs.ROOT, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL) as p:
+        deadline = time.time() + 240
+        while p.poll() is None and (os.stat(metrics).st_mtime_ns == before or max(
+                r["step"] for r in records(workdir, "train")) <= 15):
+            assert time.time() < deadline
+            time.sleep(0.005)
+        time.sleep(delay)
+        killed_at = max((r["step"] for r in records(workdir, "train")), default=0)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    print(f"random kill: seed {seed}, {delay:.2f} s after resuming, last logged step "
+          f"{killed_at}, exit {p.returncode}")
+
+    # 4. The same command again, to the end.
+    r = _runs.run(_runs.command(workdir, *overrides), _runs.env(cache))
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+
+    # The uninterrupted run, in this process.
+    reference = str(tmp_path / "reference")
+    config = smoke_config(train__num_steps=40)
+    ref_state = train.train_and_evaluate(config, reference)
+    _runs.assert_same_state(_runs.final_state(workdir, config), ref_state)
+    _runs.assert_same_state(_runs.final_state(reference, config), ref_state)
+
+    # Each step exactly once, and the very same numbers as the uninterrupted run.
+    assert [r["step"] for r in records(workdir, "train")] == list(range(5, 41, 5))
+    assert [r["step"] for r in records(workdir, "eval")] == [10, 20, 30, 40]
+    assert records(workdir, "train") == records(reference, "train")
+    assert records(workdir, "eval") == records(reference, "eval")
+
+
+def test_same_seed_is_bit_identical(base, tmp_path):
+    """Determinism on CPU: a second run of the same config equals the first bit for bit;
+    another seed does not (so the comparison can fail)."""
+    _, state = base
+    again = train.train_and_evaluate(smoke_config(), str(tmp_path / "again"))
+    _runs.assert_same_state(again, state)
+    other = train.create_train_state(jax.random.key(1), train.build_model(
+        smoke_config(), (28, 28, 1)), optax.adam(1e-3), (28, 28, 1))
+    assert not np.array_equal(jax.tree.leaves(other.params)[0],
+                              jax.tree.leaves(state.params)[0])
+
+
+@pytest.mark.slow
+def test_sigint_saves_and_exits_with_a_message(base, tmp_path, monkeypatch, capsys):
+    """A real SIGINT (Ctrl-C) to this process after step 25's metrics: the run finishes the
+    call, saves step 25, says how to resume and raises SystemExit(130); resuming from it
+    ends exactly where an uninterrupted run does."""
+    workdir, _ = base
+    copy = str(tmp_path / "copy")
+    shutil.copytree(workdir, copy)
+    write = reliability.MetricsLog.write
+
+    def write_then_interrupt(self, step, kind, values):
+        write(self, step, kind, values)
+        if step == 25 and kind == "train":
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(reliability.MetricsLog, "write", write_then_interrupt)
+    config = smoke_config(train__num_steps=30)
+    with pytest.raises(SystemExit) as e:
+        train.train_and_evaluate(config, copy)
+    assert isinstance(e.value, reliability.TrainingInterrupted) and e.value.code == 130
+    assert "Stopped by SIGINT at step 25/30; checkpoint saved" in capsys.readouterr().out
+    assert ckpt_steps(copy) == [10, 20, 25]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    monkeypatch.undo()
+    resumed = train.train_and_evaluate(config, copy)
+    assert [r["step"] for r in records(copy, "train")] == [5, 10, 15, 20, 25, 30]
+    straight = str(tmp_path / "straight")
+    shutil.copytree(workdir, straight)
+    _runs.assert_same_state(resumed, train.train_and_evaluate(config, straight))
+
+
+# ---------------------------------------------------------------------------- checkpoints
+
+def _small_state(seed):
+    k = jax.random.key(seed)
+    return {"params": {"w": jax.random.normal(k, (64, 64)), "b": jnp.arange(8.0)},
+            "step": jnp.asarray(seed, jnp.int32)}
+
+
+def _damage(step_dir, how):
+    files = [f for f in glob.glob(os.path.join(step_dir, "state", "**", "d", "*"),
+                                  recursive=True) if os.path.isfile(f)]
+    target = max(files, key=os.path.getsize)  # the 64x64 array's chunk
+    raw = bytearray(open(target, "rb").read())
+    if how == "truncated":
+        raw = raw[: len(raw) // 2]
+    elif how == "bitflip":  # same length: orbax alone would restore wrong numbers silently
+        for i in range(len(raw) // 2, len(raw) // 2 + 64):
+            raw[i] ^= 0xFF
+    with open(target, "wb") as f:
+        f.write(bytes(raw))
+    return target
+
+
+@pytest.mark.parametrize("how", ["truncated", "bitflip"])
+def test_damaged_checkpoint_is_reported_skipped_and_kept(tmp_path, how, capsys):
+    mngr = checkpoint.manager(str(tmp_path / "ckpt"))
+    checkpoint.save(mngr, 10, _small_state(10))
+    checkpoint.save(mngr, 20, _small_state(20))
+    damaged = _damage(checkpoint.step_path(mngr, 20), how)
+    with pytest.raises(checkpoint.CheckpointError, match=checkpoint.step_path(mngr, 20)):
+        checkpoint.restore(mngr, _small_state(0), 20)
+    state, step, skipped = checkpoint.restore_latest_good(mngr, _small_state(0))
+    assert step == 10 and [p for p, _ in skipped] == [checkpoint.step_path(mngr, 20)]
+    _runs.assert_same_state(state, _small_state(10))
+    out = capsys.readouterr().out
+    assert "skipping damaged checkpoint " + checkpoint.step_path(mngr, 20) in out
+    assert os.path.exists(damaged)  # never deleted
+    mngr.close()
+
+
+def test_training_resumes_past_a_damaged_checkpoint(base, tmp_path):
+    """Step 20 corrupted on disk: the run reports it, moves it to checkpoints.damaged (not
+    deleted), resumes from step 10 and ends bit-identical to the undamaged run."""
+    workdir, state = base
+    copy = str(tmp_path / "copy")
+    shutil.copytree(workdir, copy)
+    _damage(os.path.join(copy, "checkpoints", "20"), "bitflip")
+    resumed = train.train_and_evaluate(smoke_config(), copy)
+    _runs.assert_same_state(resumed, state)
+    kept = os.listdir(os.path.join(copy, "checkpoints.damaged"))
+    assert len(kept) == 1 and kept[0].startswith("20.")
+    assert ckpt_steps(copy) == [10, 20]
+    assert [r["step"] for r in records(copy, "train")] == [5, 10, 15, 20]
+
+
+def test_checkpoint_of_another_model_names_the_parameter(base):
+    workdir, _ = base
+    before = snapshot(workdir)
+    config = smoke_config(model__hidden=(48,))
+    with pytest.raises(checkpoint.CheckpointMismatchError) as e:
+        train.train_and_evaluate(config, workdir)
+    msg = str(e.value)
+    print(msg)
+    assert ("builds: params/params/decoder/hidden_0/bias: checkpoint shape (32,), config "
+            "shape (48,)") in msg
+    assert "params/params/encoder" in msg and "checkpoint shape (784, 32)" in msg
+    assert "config shape (784, 48)" in msg and os.path.join(workdir, "checkpoints") in msg
+    assert snapshot(workdir) == before
+
+
+def test_no_pickle_in_checkpoints(base):
+    workdir, _ = base
+    for root, _, files in os.walk(os.path.join(workdir, "checkpoints")):
+        for f in files:
+            with open(os.path.join(root, f), "rb") as fh:
+                head = fh.read(2)
+            assert head[:1] != b"\x80", f"{f} looks like a pickle"  # pickle protocol 2+
+
+
+# ------------------------------------------------------------------------------ non-finite
+
+ABSURD_LR = 1e30  # Adam moves every weight by ~lr at once: the next forward pass overflows
+
+
+def test_nonfinite_loss_stops_naming_step_and_metric_keeping_last_checkpoint(base, tmp_path):
+    workdir, state = base
+    copy = str(tmp_path / "copy")
+    shutil.copytree(workdir, copy)
+    config = smoke_config(train__num_steps=40, optim__learning_rate=ABSURD_LR)
+    with pytest.raises(train.NonFiniteLossError) as e:
+        train.train_and_evaluate(config, copy)
+    msg = str(e.value)
+    print(msg)
+    assert "'loss'" in msg and "at step 2" in msg  # steps 21, 22, ...: the run resumed at 20
+    assert "The last good checkpoint, step 20" in msg
+    assert ckpt_steps(copy) == [10, 20]
+    _runs.assert_same_state(_runs.final_state(copy, config), state)
+
+
+def test_skip_nonfinite_discards_exactly_the_bad_updates():
+    """A beta schedule that is NaN at step 1 only: with skip, step 1 changes nothing but the
+    counter and step 0 is the ordinary update; without skip, NaN reaches the weights."""
+    config = smoke_config()
+    model = train.build_model(config, (28, 28, 1))
+    tx = optax.adam(1e-3)
+    loss_fn = lambda p, x, k, beta: losses.get("elbo")(p, x, k, model=model, beta=beta)
+    nan_at_1 = lambda s: jnp.where(s == 1, jnp.nan, 1.0)
+    batch = jnp.asarray(np.random.default_rng(0).integers(0, 256, (8, 28, 28, 1)), jnp.uint8)
+    key = jax.random.key(0)
+
+    def run(beta_fn, skip, steps):
+        step = jax.jit(lambda s, b, k: train.train_step(
+            s, b, k, loss_fn=loss_fn, optimizer=tx, binarization="dynamic", beta_fn=beta_fn,
+            ema_decay=0.9, skip_nonfinite=skip))
+        s = train.create_train_state(jax.random.key(1), model, tx, (28, 28, 1))
+        out = []
+        for _ in range(steps):
+            s, m = step(s, batch, key)
+            out.append((s, m))
+        return out
+
+    skipped = run(nan_at_1, True, 3)
+    poisoned = run(nan_at_1, False, 2)
+    assert [float(m["skipped"]) for _, m in skipped] == [0.0, 1.0, 0.0]
+    assert int(skipped[1][0].step) == 2
+    _runs.assert_same_state(skipped[1][0].replace(step=skipped[0][0].step),
+                            skipped[0][0])  # nothing moved but the counter
+    _runs.assert_same_state(skipped[0][0], poisoned[0][0])  # a good step is the plain update
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(skipped[2][0]))
+    # Without skip the NaN reaches the weights (the encoder's: beta only scales the KL).
+    assert any(np.isnan(np.asarray(x)).any() for x in jax.tree.leaves(poisoned[1][0].params))
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered in cast")  # images of a wreck
+def test_skip_option_finishes_and_counts(base, tmp_path):
+    workdir, _ = base
+    copy = str(tmp_path / "copy")
+    shutil.copytree(workdir, copy)
+    config = smoke_config(train__num_steps=30, optim__learning_rate=ABSURD_LR,
+                          train__on_nonfinite="skip")
+    state = train.train_and_evaluate(config, copy)
+    skipped = sum(r["skipped"] for r in records(copy, "train") if r["step"] > 20)
+    assert 0 < skipped <= 10
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.params))
+
+
+def test_grad_clip_scales_by_the_global_norm():
+    """clip_by_global_norm(c) rescales every leaf by c / ||g|| (one factor for the whole
+    tree). With Adam's eps large the update is ~ lr g / eps, so the clipped update for g
+    equals the unclipped update for g * c / ||g||."""
+    base_cfg = smoke_config(optim__eps=1e6)
+    clipped_cfg = smoke_config(optim__eps=1e6, optim__grad_clip_norm=1.0)
+    g = {"a": jnp.full((3,), 4.0), "b": jnp.full((2, 2), -3.0)}
+    norm = float(optax.global_norm(g))  # sqrt(3*16 + 4*9) = sqrt(84)
+    params = jax.tree.map(jnp.zeros_like, g)
+    tx_c, tx = train.make_optimizer(clipped_cfg), train.make_optimizer(base_cfg)
+    u_c, _ = tx_c.update(g, tx_c.init(params), params)
+    u, _ = tx.update(jax.tree.map(lambda x: x / norm, g), tx.init(params), params)
+    for x, y in zip(jax.tree.leaves(u_c), jax.tree.leaves(u)):
+        np.testing.assert_allclose(x, y, rtol=1e-6)
+    u_unclipped, _ = tx.update(g, tx.init(params), params)
+    assert not np.allclose(jax.tree.leaves(u_unclipped)[0], jax.tree.leaves(u_c)[0], rtol=1e-3,
+                           atol=0)

@@ -1,0 +1,242 @@
+"""Bad input, tried for real through the entry points: each row of TABLE is a config,
+workdir or data folder that cannot work, the error it must raise, and fragments of its
+one-paragraph message (the field and the fix). After every failure the workdir is exactly
+as before: nothing is created, written or removed by a run that failed validation.
+
+Data files here are synthetic on purpose (named ``synthetic_*``): malformed IDX files and
+.npz archives made in a temporary folder, never presented as a real data set.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _runs  # noqa: E402
+from experiments.configs import smoke  # noqa: E402
+from vae_jax import data, parallel, reliability, train  # noqa: E402
+from vae_jax.checkpoint import CheckpointMismatchError  # noqa: E402,F401
+
+
+def _idx_header(magic_type: int, shape) -> bytes:
+    return bytes([0, 0, magic_type, len(shape)]) + b"".join(
+        int(n).to_bytes(4, "big") for n in shape)
+
+
+def synthetic_idx_folder(tmp, *, bad: str) -> str:
+    """Four IDX files for 12 train / 4 test 28x28 images, one of them broken as ``bad``."""
+    folder = os.path.join(tmp, f"synthetic_idx_{bad}")
+    os.makedirs(folder)
+    rng = np.random.default_rng(0)
+    arrays = {"train_images": rng.integers(0, 256, (12, 28, 28), np.uint8),
+              "train_labels": rng.integers(0, 10, (12,), np.uint8),
+              "test_images": rng.integers(0, 256, (4, 28, 28), np.uint8),
+              "test_labels": rng.integers(0, 10, (4,), np.uint8)}
+    for key, stem in data.IDX_FILES.items():
+        raw = _idx_header(0x08, arrays[key].shape) + arrays[key].tobytes()
+        if key == "train_images" and bad == "magic":
+            raw = b"\x1f\x8bXX" + raw[4:]
+        if key == "train_images" and bad == "truncated":
+            raw = raw[: len(raw) - 1000]
+        if key == "test_labels" and bad == "gzip":
+            with open(os.path.join(folder, stem + ".gz"), "wb") as f:
+                f.write(gzip.compress(raw)[:-20])  # a cut-off download
+            continue
+        with open(os.path.join(folder, stem), "wb") as f:
+            f.write(raw)
+    return folder
+
+
+def synthetic_npz(tmp, name, **arrays) -> str:
+    path = os.path.join(tmp, f"synthetic_{name}.npz")
+    np.savez(path, **arrays)
+    return path
+
+
+def _u8(*shape):
+    return np.random.default_rng(0).integers(0, 256, shape, np.uint8)
+
+
+def _set(**kw):
+    """A table row's config change: section__field=value."""
+    def apply(config, tmp):
+        for path, value in kw.items():
+            section, name = path.split("__")
+            config[section][name] = value(tmp) if callable(value) else value
+    return apply
+
+
+def _npz(name, **arrays):
+    return _set(data__name="npz", data__dir=lambda tmp: synthetic_npz(tmp, name, **arrays))
+
+
+def _idx(bad):
+    return _set(data__name="mnist", data__dir=lambda tmp: synthetic_idx_folder(tmp, bad=bad))
+
+
+VE, CE, DE = ValueError, reliability.ConfigError, data.DataError
+
+# (case, config change, workdir kind, error, message fragments)
+TABLE = [
+    ("unknown model", _set(model__name="resnet9000"), "dir", VE,
+     ["Unknown model 'resnet9000'", "config.model.name", "valid: ['conv', 'hvae', 'mlp'"]),
+    ("unknown loss", _set(loss__name="elbo2"), "dir", VE,
+     ["Unknown loss 'elbo2'", "config.loss.name", "valid:"]),
+    ("unknown binarization", _set(data__binarization="otsu"), "dir", VE,
+     ["config.data.binarization", "'dynamic'"]),
+    ("unknown optimizer", _set(optim__name="sgd"), "dir", CE,
+     ["Unknown optimizer 'sgd'", "config.optim.name", "['adam', 'adamw']"]),
+    ("unknown likelihood", _set(model__likelihood="poisson"), "dir", CE,
+     ["config.model.likelihood", "'bernoulli'"]),
+    ("empty data set name", _set(data__name=""), "dir", CE, ["config.data.name", "'mnist'"]),
+    ("zero latent size", _set(model__latent_dim=0), "dir", VE,
+     ["config.model.latent_dim=0", "positive"]),
+    ("negative hidden size", _set(model__hidden=(32, -4)), "dir", CE,
+     ["config.model.hidden=(32, -4)", "positive integers"]),
+    ("negative batch", _set(train__batch_size=-32), "dir", VE, ["config.train.batch_size=-32"]),
+    ("zero steps per call", _set(train__steps_per_call=0), "dir", VE,
+     ["config.train.steps_per_call=0"]),
+    ("zero checkpoints kept", _set(train__checkpoints_to_keep=0), "dir", CE,
+     ["config.train.checkpoints_to_keep=0", "positive integer"]),
+    ("zero eval batch", _set(eval__batch_size=0), "dir", VE, ["config.eval.batch_size=0"]),
+    ("zero learning rate", _set(optim__learning_rate=0.0), "dir", VE,
+     ["config.optim.learning_rate=0.0"]),
+    ("no steps, no epochs", _set(train__num_steps=0, train__num_epochs=0), "dir", VE,
+     ["config.train.num_epochs or config.train.num_steps"]),
+    ("negative clip norm", _set(optim__grad_clip_norm=-1.0), "dir", CE,
+     ["config.optim.grad_clip_norm=-1.0", ">= 0"]),
+    ("unknown non-finite policy", _set(train__on_nonfinite="ignore"), "dir", CE,
+     ["config.train.on_nonfinite='ignore'", "['raise', 'skip']"]),
+    ("EMA decay of 1", _set(train__ema_decay=1.0), "dir", VE, ["config.train.ema_decay=1.0"]),
+    ("IWAE with beta", _set(loss__name="iwae", loss__beta=0.5), "dir", VE,
+     ["IWAE bound takes no beta", "config.loss.beta=1"]),
+    ("workdir is a file", None, "file", CE, ["is a file, not a folder"]),
+    ("workdir under a file", None, "under_file", CE, ["cannot be created", "is a file"]),
+    ("workdir not writable", None, "readonly", CE, ["is not writable", "permissions"]),
+    ("IDX wrong magic number", _idx("magic"), "dir", DE,
+     ["synthetic_idx_magic", "train-images-idx3-ubyte", "wrong magic number"]),
+    ("IDX truncated", _idx("truncated"), "dir", DE,
+     ["train-images-idx3-ubyte", "truncated or corrupt", "Re-download"]),
+    ("IDX gzip cut off", _idx("gzip"), "dir", DE,
+     ["t10k-labels-idx1-ubyte.gz", "corrupt or truncated"]),
+    ("IDX folder missing files", _set(data__name="mnist", data__dir=lambda tmp: os.path.join(
+        synthetic_idx_folder(tmp, bad="none"), "")), "dir_rm_labels", DE,
+     ["holds only some of the mnist IDX files", "t10k-labels-idx1-ubyte"]),
+    ("npz missing", _set(data__name="npz", data__dir="/nonexistent/synthetic.npz"), "dir", DE,
+     ["config.data.dir", "not a file", "uint8 arrays 'train' and 'test'"]),
+    ("npz wrong keys", _npz("keys", x=_u8(8, 28, 28), y=_u8(4, 28, 28)), "dir", DE,
+     ["lacks ['train', 'test']", "found ['x', 'y']"]),
+    ("npz float pixels", _npz("float", train=np.zeros((8, 28, 28), np.float32),
+                              test=np.zeros((4, 28, 28), np.float32)), "dir", DE,
+     ["'train' has dtype float32", "astype(np.uint8)"]),
+    ("npz wrong rank", _npz("rank", train=_u8(8, 784), test=_u8(4, 784)), "dir", DE,
+     ["'train' has shape (8, 784)", "[N, H, W]"]),
+    ("npz train/test shapes differ", _npz("mixed", train=_u8(8, 28, 28), test=_u8(4, 32, 32)),
+     "dir", DE, ["differ in shape"]),
+    ("conv model on 30x30 images", lambda c, tmp: (_npz(
+        "30x30", train=_u8(64, 30, 30), test=_u8(16, 30, 30))(c, tmp),
+        _set(model__name="conv")(c, tmp)), "dir", CE,
+     ["config.model.name='conv'", "(30, 30, 1)", "divisible by 4", "'mlp'"]),
+    ("batch larger than the data", _npz("tiny", train=_u8(8, 28, 28), test=_u8(4, 28, 28)),
+     "dir", VE, ["config.train.batch_size=32 exceeds the 8 training images"]),
+    ("unknown tfds data set", _set(data__name="synthetic_no_such_dataset"), "dir", DE,
+     ["'synthetic_no_such_dataset' was not found", "tfds build"]),
+]
+
+
+def _workdir(tmp, kind) -> str:
+    if kind in ("dir", "dir_rm_labels"):
+        path = os.path.join(tmp, "workdir")
+        os.makedirs(path)
+        with open(os.path.join(path, "notes.txt"), "w") as f:
+            f.write("a user's file that a failed run must leave alone\n")
+        return path
+    if kind in ("file", "under_file"):
+        path = os.path.join(tmp, "workdir_file")
+        with open(path, "w") as f:
+            f.write("not a folder\n")
+        return path if kind == "file" else os.path.join(path, "run")
+    if kind == "readonly":
+        if os.geteuid() == 0:
+            pytest.skip("root can write anywhere; the permission check cannot be provoked")
+        path = os.path.join(tmp, "readonly")
+        os.makedirs(path)
+        os.chmod(path, 0o500)
+        return os.path.join(path, "run")
+    raise ValueError(kind)
+
+
+def _tree(folder) -> dict:
+    if os.path.isfile(folder):
+        return {"": open(folder, "rb").read()}
+    out = {}
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            p = os.path.join(root, name)
+            st = os.stat(p)
+            out[os.path.relpath(p, folder)] = (os.path.isdir(p), st.st_size, st.st_mtime_ns)
+    return out
+
+
+@pytest.mark.parametrize("case, change, kind, error, fragments", TABLE,
+                         ids=[row[0] for row in TABLE])
+def test_bad_input_table(tmp_path, case, change, kind, error, fragments):
+    config = smoke.get_config()
+    tmp = str(tmp_path)
+    workdir = _workdir(tmp, kind)
+    if change is not None:
+        change(config, tmp)
+    if kind == "dir_rm_labels":
+        os.remove(os.path.join(config.data.dir, data.IDX_FILES["test_labels"]))
+    watched = workdir if os.path.exists(workdir) else os.path.dirname(workdir)
+    before = _tree(watched)
+    with pytest.raises(error) as e:
+        train.train_and_evaluate(config, workdir)
+    message = str(e.value)
+    for fragment in fragments:
+        assert fragment in message, f"{case}: {fragment!r} not in {message!r}"
+    assert "\n" not in message.strip(), "one paragraph"
+    assert _tree(watched) == before, "a run that failed validation altered the workdir"
+    assert not os.path.exists(os.path.join(tmp, "workdir", "checkpoints"))
+
+
+def test_typo_in_a_config_override_is_refused():
+    """``--config.train.num_stepz=5`` (the launcher's flag parsing, in process)."""
+    from absl import flags
+    from ml_collections import config_flags
+
+    fv = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, "", flag_values=fv, lock_config=True)
+    with pytest.raises(flags.Error, match="config.train.num_stepz"):
+        fv(["main", f"--config={_runs.SMOKE}", "--config.train.num_stepz=5"])
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (("127.0.0.1:1234", None, None), "need all of --coordinator_address"),
+    ((None, 2, None), "need all of --coordinator_address"),
+    (("127.0.0.1:1234", 2, 2), "--process_id=2 must be in [0, --num_processes=2)"),
+])
+def test_incomplete_multiprocess_flags(args, fragment):
+    with pytest.raises(ValueError) as e:
+        parallel.initialize_distributed(*args)
+    assert fragment in str(e.value)
+
+
+def test_batch_not_divisible_by_devices_on_the_command_line(tmp_path):
+    """Through the real launcher on 2 CPU devices: batch 33 is refused before compiling,
+    naming the field and the multiples that work; the workdir is never created."""
+    workdir = str(tmp_path / "never_created")
+    r = _runs.run(_runs.command(workdir, "--config.train.batch_size=33"),
+                  _runs.env(str(tmp_path / "cache"), devices=2), timeout=180)
+    assert r.returncode != 0
+    assert "config.train.batch_size=33 does not divide evenly over the 2 devices" in r.stderr
+    assert "Use a multiple of 2 (e.g. 32 or 34)" in r.stderr
+    assert not os.path.exists(workdir)

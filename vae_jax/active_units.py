@@ -1,0 +1,72 @@
+"""Active latent units (Burda et al. 2015, section 5.2): A_u = Cov_x(E_{u~q(u|x)}[u]) > 10⁻².
+
+A unit whose posterior mean does not move with x carries no information about x: its layer
+has (partly) collapsed onto the prior. For a hierarchical model the statistic is reported per
+layer; E_q[z_l | x] for a layer whose posterior depends on sampled layers below (Markov) or
+above (ladder) is a Monte Carlo average (``model.posterior_means``). Models without
+``posterior_means`` (the plain VAE) use ``encode(x).mean``, reported as layer ``"z"``.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable, Optional
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import Mesh
+
+from vae_jax import data, evaluate
+
+THRESHOLD = 1e-2
+
+
+def posterior_means(params, x: jax.Array, key: jax.Array, *, model: nn.Module,
+                    num_samples: int = 100) -> dict[str, jax.Array]:
+    """x: [B, H, W, C] float -> {layer: E_q[z_layer | x] [B, D_layer]}."""
+    if hasattr(model, "posterior_means"):
+        return model.apply(params, x, key, num_samples, method="posterior_means")
+    return {"z": model.apply(params, x, method=lambda mdl, x: mdl.encode(x).mean)}
+
+
+def _means_batch(params, x, key, *, model, binarization, num_samples):
+    k_bin, k_z = jax.random.split(key)
+    xf = data.preprocess(x, k_bin, binarization=binarization)
+    return posterior_means(params, xf, k_z, model=model, num_samples=num_samples)
+
+
+@functools.lru_cache(maxsize=16)
+def make_posterior_means_fn(model: nn.Module, *, binarization: str,
+                            num_samples: int = 100) -> Callable:
+    """jit(params, x_uint8 [b, H, W, C], key) -> {layer: [b, D]}; cached per model/settings."""
+    return jax.jit(functools.partial(_means_batch, model=model, binarization=binarization,
+                                     num_samples=num_samples))
+
+
+def posterior_mean_variance(params, images: np.ndarray, *, model: nn.Module,
+                            key: Optional[jax.Array] = None, binarization: str = "dynamic",
+                            num_samples: int = 100, batch_size: int = 1000,
+                            mesh: Optional[Mesh] = None) -> dict[str, np.ndarray]:
+    """Var_x(E_q[z|x]) per unit over ``images`` (uint8 [N, H, W, C]): {layer: [D_layer]}."""
+    key = jax.random.key(0) if key is None else key
+    fn = make_posterior_means_fn(model, binarization=binarization, num_samples=num_samples)
+    batch_size = min(batch_size, len(images))
+    means = evaluate.per_example(fn, params, images, key, batch_size=batch_size, mesh=mesh,
+                                 progress=False)
+    return {layer: np.var(np.asarray(m, np.float64), axis=0) for layer, m in means.items()}
+
+
+def active_units(params, images: np.ndarray, *, model: nn.Module, threshold: float = THRESHOLD,
+                 key: Optional[jax.Array] = None, binarization: str = "dynamic",
+                 num_samples: int = 100, batch_size: int = 1000,
+                 mesh: Optional[Mesh] = None) -> dict[str, int]:
+    """Number of active units per layer: #{u : Var_x(E_q[u|x]) > threshold}.
+
+    images: uint8 [N, H, W, C], preprocessed with ``binarization`` (a fixed ``key`` gives a
+    fixed binarization and fixed Monte Carlo draws). Returns {layer: count}.
+    """
+    var = posterior_mean_variance(params, images, model=model, key=key,
+                                  binarization=binarization, num_samples=num_samples,
+                                  batch_size=batch_size, mesh=mesh)
+    return {layer: int(np.sum(v > threshold)) for layer, v in var.items()}
