@@ -13,4 +13,8 @@ def get_config():
     config.train.checkpoint_every_steps = 10
     config.train.eval_every_steps = 10
     config.eval.batch_size = 1000
+    # --mode=eval (and sweeps) estimate log p(x) with few samples: seconds, not minutes.
+    config.eval.num_importance_samples = 20
+    config.eval.iwae_k = 5
+    config.eval.chunk = 10
     return config
