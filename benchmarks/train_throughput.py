@@ -47,6 +47,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
+import ml_collections  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -109,8 +110,10 @@ def step_flops(step_fn, state, batch, key) -> float:
 def bench_model(name: str, args) -> None:
     config = default_config.get_config()
     config.train.batch_size = args.batch_size
-    if name == "conv":
-        config.model.name = "conv"
+    if name == "conv":  # the registry's conv VAE: two stride-2 convs, a 256-unit layer
+        config.model = ml_collections.ConfigDict(dict(
+            name="conv", latent_dim=20, channels=(32, 64), hidden=256, activation="relu",
+            likelihood="bernoulli"))
     ds = data.load(config.data.name)
     mesh = parallel.data_mesh()
     parallel.check_batch_size(config.train.batch_size, mesh)
