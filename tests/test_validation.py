@@ -166,7 +166,8 @@ def _workdir(tmp, kind) -> str:
         return path if kind == "file" else os.path.join(path, "run")
     if kind == "readonly":
         if os.geteuid() == 0:
-            pytest.skip("root can write anywhere; the permission check cannot be provoked")
+            # chmod does not stop root, but the kernel refuses root new entries in /proc/1.
+            return "/proc/1/vae_jax_readonly/run"
         path = os.path.join(tmp, "readonly")
         os.makedirs(path)
         os.chmod(path, 0o500)
