@@ -8,7 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vae_jax.models.mlp import activation
+from vae_jax.models.mlp import activation, base_grid, gaussian_head
 
 
 class ConvEncoder(nn.Module):
@@ -27,9 +27,7 @@ class ConvEncoder(nn.Module):
             h = act(nn.Conv(ch, (3, 3), strides=(2, 2), padding="SAME", name=f"conv_{i}")(h))
         h = h.reshape(h.shape[0], -1)
         h = act(nn.Dense(self.hidden, name="hidden")(h))
-        out = nn.Dense(2 * self.latent_dim, name="out")(h)
-        mean, log_std = jnp.split(out, 2, axis=-1)
-        return mean, log_std
+        return gaussian_head(h, self.latent_dim)
 
 
 class ConvDecoder(nn.Module):
@@ -44,13 +42,9 @@ class ConvDecoder(nn.Module):
     @nn.compact
     def __call__(self, z: jax.Array) -> jax.Array:
         act = activation(self.activation)
-        height, width, out_ch = self.image_shape
-        scale = 2 ** len(self.channels)
-        if height % scale or width % scale:
-            raise ValueError(
-                f"ConvDecoder needs image sides divisible by {scale}; got {height}x{width}. "
-                "Use fewer conv channels (model.channels) or the 'mlp' model.")
-        h0, w0 = height // scale, width // scale
+        out_ch = self.image_shape[-1]
+        h0, w0 = base_grid(self.image_shape, len(self.channels), "ConvDecoder",
+                           "Use fewer conv channels (model.channels) or the 'mlp' model.")
         h = act(nn.Dense(self.hidden, name="hidden")(z))
         h = act(nn.Dense(h0 * w0 * self.channels[-1], name="project")(h))
         h = h.reshape(z.shape[0], h0, w0, self.channels[-1])

@@ -18,6 +18,23 @@ def activation(name: str):
     return ACTIVATIONS[name]
 
 
+def gaussian_head(h: jax.Array, latent_dim: int) -> tuple[jax.Array, jax.Array]:
+    """The encoder's last layer, shared by every encoder: h [B, F] -> (mean, log_std) [B, D]."""
+    out = nn.Dense(2 * latent_dim, name="out")(h)
+    mean, log_std = jnp.split(out, 2, axis=-1)
+    return mean, log_std
+
+
+def base_grid(image_shape, num_stages: int, who: str, fix: str) -> tuple[int, int]:
+    """Side lengths after ``num_stages`` stride-2 stages; a clear error when they don't divide."""
+    height, width = image_shape[0], image_shape[1]
+    scale = 2 ** num_stages
+    if height % scale or width % scale:
+        raise ValueError(f"{who} needs image sides divisible by {scale}; got {height}x{width}. "
+                         f"{fix}")
+    return height // scale, width // scale
+
+
 class MLPEncoder(nn.Module):
     """x: [B, H, W, C] -> (mean, log_std), each [B, latent_dim]."""
 
@@ -31,9 +48,7 @@ class MLPEncoder(nn.Module):
         h = x.reshape(x.shape[0], -1)
         for i, width in enumerate(self.hidden):
             h = act(nn.Dense(width, name=f"hidden_{i}")(h))
-        out = nn.Dense(2 * self.latent_dim, name="out")(h)
-        mean, log_std = jnp.split(out, 2, axis=-1)
-        return mean, log_std
+        return gaussian_head(h, self.latent_dim)
 
 
 class MLPDecoder(nn.Module):

@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vae_jax.models.mlp import activation
+from vae_jax.models.mlp import activation, base_grid, gaussian_head
 
 
 class ResBlock(nn.Module):
@@ -52,9 +52,7 @@ class ResNetEncoder(nn.Module):
             for i in range(self.blocks):
                 h = ResBlock(self.activation, name=f"stage_{s}_block_{i}")(h)
         h = act(h).reshape(x.shape[0], -1)
-        out = nn.Dense(2 * self.latent_dim, name="out")(h)
-        mean, log_std = jnp.split(out, 2, axis=-1)
-        return mean, log_std
+        return gaussian_head(h, self.latent_dim)
 
 
 class ResNetDecoder(nn.Module):
@@ -69,13 +67,9 @@ class ResNetDecoder(nn.Module):
     @nn.compact
     def __call__(self, z: jax.Array) -> jax.Array:
         act = activation(self.activation)
-        height, width, out_ch = self.image_shape
-        scale = 2 ** len(self.channels)
-        if height % scale or width % scale:
-            raise ValueError(
-                f"ResNetDecoder needs image sides divisible by {scale}; got {height}x{width}. "
-                "Use fewer stages (model.channels).")
-        h0, w0 = height // scale, width // scale
+        out_ch = self.image_shape[-1]
+        h0, w0 = base_grid(self.image_shape, len(self.channels), "ResNetDecoder",
+                           "Use fewer stages (model.channels).")
         chans = tuple(reversed(self.channels))
         h = nn.Dense(h0 * w0 * chans[0], name="project")(z).reshape(z.shape[0], h0, w0, chans[0])
         for s, ch in enumerate(chans):
