@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vae_jax import rng
+
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 
 IDX_FILES = {
@@ -264,7 +266,7 @@ def preprocess(images: jax.Array, key: Optional[jax.Array], *, binarization: str
     """
     x = images.astype(jnp.float32) / 255.0
     if binarization == "dynamic":
-        return jax.random.bernoulli(key, x).astype(jnp.float32)
+        return rng.bernoulli(key, x).astype(jnp.float32)
     if binarization == "static":
         return (x > 0.5).astype(jnp.float32)
     if binarization == "none":

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from vae_jax import data, losses, parallel
+from vae_jax import data, losses, parallel, rng
 from vae_jax import distributions as dist
 from vae_jax.models.vae import VAE
 from vae_jax.progress import Progress
@@ -107,7 +107,7 @@ def _vae_chunk_log_weights(params, x, q_mean, q_log_std, key, start, *, model: V
     fold_in(key, j), so the samples do not depend on the chunk size. Returns [chunk, B].
     """
     b, d = q_mean.shape
-    eps = jax.vmap(lambda k: jax.random.normal(k, (b, d), q_mean.dtype))(
+    eps = jax.vmap(lambda k: rng.normal(k, (b, d), q_mean.dtype))(
         _sample_keys(key, start, chunk))                       # [chunk, B, D]
     z = q_mean + jnp.exp(q_log_std) * eps
     p = model.apply(params, z.reshape(chunk * b, d), method="decode")
