@@ -17,6 +17,7 @@ initialisation and the images synthetic binary arrays: the cost does not depend 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import time
@@ -38,13 +39,17 @@ def main() -> None:
     ap.add_argument("--batch_size", type=int, default=1000)
     ap.add_argument("--latent_dim", type=int, default=20)
     ap.add_argument("--hidden", type=int, default=500)
+    ap.add_argument("--precision", default=evaluate.EVAL_PRECISION,
+                    help="matmul precision of the evaluation and of its limit (GPU: 'default' "
+                         "allows TF32, 'highest' is float32)")
     args = ap.parse_args()
 
     d, h, p = args.latent_dim, args.hidden, 28 * 28
     rows = args.chunk * args.batch_size // jax.device_count()
     print(f"devices: {jax.device_count()} x {jax.devices()[0].platform}; "
           f"k={args.k} images={args.num_images} chunk={args.chunk} batch={args.batch_size} "
-          f"(decoder GEMM rows per step per device: {rows})")
+          f"(decoder GEMM rows per step per device: {rows}); matmul precision "
+          f"{args.precision!r}")
 
     # 1. The matmul limit: the decoder's two products at the evaluation's shapes, alone,
     # run as many times as the evaluation runs them (one lax.scan per batch, like the
@@ -57,6 +62,7 @@ def main() -> None:
     num_batches = -(-args.num_images // args.batch_size)
 
     @jax.jit
+    @functools.partial(evaluate.at_precision, precision=args.precision)
     def gemms(z, w1, w2):
         def body(c, _):
             y = jnp.dot(jnp.dot(z + c, w1), w2)
@@ -79,7 +85,7 @@ def main() -> None:
     images = (rng.random((args.num_images, 28, 28, 1)) < 0.3).astype(np.float32)  # synthetic
     mesh = parallel.data_mesh()
     fn = evaluate.make_log_likelihood_fn(model, binarization=None, num_samples=args.k,
-                                         chunk=args.chunk)
+                                         chunk=args.chunk, precision=args.precision)
     warm = images[:args.batch_size]
     evaluate.log_likelihood(params, warm, key, model=model, batch_size=args.batch_size,
                             mesh=mesh, fn=fn)  # compile

@@ -222,3 +222,29 @@ def test_fast_path_equals_direct_log_weight(likelihood):
     want = (model.apply(params, z, method="decode").log_prob(x)
             + model.apply(params, method=lambda m: m.prior()).log_prob(z) - q.log_prob(z))
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-3)
+
+
+def _dot_precisions(fn, *args) -> set[str]:
+    text = jax.jit(fn).lower(*args).as_text()
+    return {line.split("precision = ")[1].split("]")[0] + "]"
+            for line in text.splitlines() if "dot_general" in line and "precision" in line}
+
+
+def test_evaluation_asks_for_float32_products_and_training_for_the_default():
+    """GPUs run float32 dots in TF32 at JAX's default precision; every evaluation figure is
+    computed at 'highest' (float32) unless asked otherwise, the train step at the default."""
+    model = models.get("mlp", image_shape=(4, 4, 1), latent_dim=2, hidden=(8,))
+    x = jnp.zeros((2, 4, 4, 1), jnp.uint8)
+    key = jax.random.key(0)
+    params = model.init(key, x.astype(jnp.float32), key)
+    for precision, expected in (("highest", "[HIGHEST, HIGHEST]"),
+                                ("default", "[DEFAULT, DEFAULT]")):
+        elbo_fn = evaluate.make_elbo_fn(model, binarization="static", precision=precision)
+        ll_fn = evaluate.make_log_likelihood_fn(model, binarization="static", num_samples=3,
+                                                chunk=2, precision=precision)
+        for fn in (elbo_fn, ll_fn):
+            assert _dot_precisions(fn, params, x, key) == {expected}
+    assert _dot_precisions(evaluate.make_elbo_fn(model, binarization="static"),
+                           params, x, key) == {"[HIGHEST, HIGHEST]"}
+    with pytest.raises(ValueError, match="Unknown matmul precision 'fp64'"):
+        evaluate.at_precision(lambda: None, "fp64")

@@ -39,9 +39,15 @@ def _means_batch(params, x, key, *, model, binarization, num_samples):
 @functools.lru_cache(maxsize=16)
 def make_posterior_means_fn(model: nn.Module, *, binarization: str,
                             num_samples: int = 100) -> Callable:
-    """jit(params, x_uint8 [b, H, W, C], key) -> {layer: [b, D]}; cached per model/settings."""
-    return jax.jit(functools.partial(_means_batch, model=model, binarization=binarization,
-                                     num_samples=num_samples))
+    """jit(params, x_uint8 [b, H, W, C], key) -> {layer: [b, D]}; cached per model/settings.
+
+    Float32 matrix products on every backend, like the other evaluation figures.
+    """
+    from vae_jax import evaluate  # evaluate imports nothing from here; avoid a cycle anyway
+
+    return jax.jit(evaluate.at_precision(functools.partial(
+        _means_batch, model=model, binarization=binarization, num_samples=num_samples),
+        evaluate.EVAL_PRECISION))
 
 
 def posterior_mean_variance(params, images: np.ndarray, *, model: nn.Module,

@@ -24,6 +24,28 @@ from vae_jax.progress import Progress
 
 
 PROGRESS_MIN_BATCHES = 20
+# Evaluation figures are compared to the literature to the last nat: float32 matrix products
+# by default. JAX's own default lets GPUs use TF32 (10-bit mantissas) for float32 dots.
+EVAL_PRECISION = "highest"
+PRECISIONS = ("default", "high", "highest", "bfloat16", "tensorfloat32", "float32")
+
+
+def at_precision(fn: Callable, precision: Optional[str]) -> Callable:
+    """``fn`` traced under ``jax.default_matmul_precision(precision)`` (None: JAX's default).
+
+    The precision is fixed into the traced dots, so wrap before ``jax.jit``. On the CPU
+    every setting computes in float32; on GPUs "default" allows TF32 and "highest" does not.
+    """
+    if precision is None:
+        return fn
+    if precision not in PRECISIONS:
+        raise ValueError(f"Unknown matmul precision {precision!r}; valid: {list(PRECISIONS)}.")
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        with jax.default_matmul_precision(precision):
+            return fn(*args, **kwargs)
+    return wrapped
 
 
 def _pad_to_multiple(images: np.ndarray, multiple: int) -> np.ndarray:
@@ -77,14 +99,17 @@ def _elbo_batch(params, x, key, *, model, binarization, num_samples):
     return losses.elbo_terms(params, xf, k_z, model=model, num_samples=num_samples)
 
 
-def make_elbo_fn(model: nn.Module, *, binarization: str, num_samples: int = 1) -> Callable:
+def make_elbo_fn(model: nn.Module, *, binarization: str, num_samples: int = 1,
+                 precision: Optional[str] = EVAL_PRECISION) -> Callable:
     """jit(params, x_uint8 [b, H, W, C], key) -> per-example ELBO terms {name: [b]}.
 
     With dynamic binarization each batch is binarized with its own key, so a fixed key
-    gives one fixed binarization of the test set across evaluations.
+    gives one fixed binarization of the test set across evaluations. ``precision``: see
+    ``at_precision`` (float32 products by default).
     """
-    return jax.jit(functools.partial(_elbo_batch, model=model, binarization=binarization,
-                                     num_samples=num_samples))
+    return jax.jit(at_precision(functools.partial(
+        _elbo_batch, model=model, binarization=binarization, num_samples=num_samples),
+        precision))
 
 
 def summarize(values: dict[str, np.ndarray], prefix: str = "") -> dict[str, float]:
@@ -183,15 +208,17 @@ def _log_likelihood_batch(params, x, key, *, model, binarization, num_samples, c
 
 
 def make_log_likelihood_fn(model: nn.Module, *, binarization: Optional[str], num_samples: int,
-                           chunk: int = 100) -> Callable:
+                           chunk: int = 100, precision: Optional[str] = EVAL_PRECISION
+                           ) -> Callable:
     """jit(params, x [b, H, W, C], key) -> {"log_px": [b]}, the k-sample estimate.
 
     ``binarization`` preprocesses uint8 images as in training (the batch key is split as in
     ``make_elbo_fn``, so both see the same binarization); None takes float model inputs.
+    ``precision``: see ``at_precision`` (float32 products by default).
     """
-    return jax.jit(functools.partial(_log_likelihood_batch, model=model,
-                                     binarization=binarization, num_samples=num_samples,
-                                     chunk=chunk))
+    return jax.jit(at_precision(functools.partial(
+        _log_likelihood_batch, model=model, binarization=binarization,
+        num_samples=num_samples, chunk=chunk), precision))
 
 
 def mean_and_stderr(values: np.ndarray) -> tuple[float, float]:
@@ -205,7 +232,8 @@ def mean_and_stderr(values: np.ndarray) -> tuple[float, float]:
 def log_likelihood(params, images: np.ndarray, key: jax.Array, *, model: nn.Module,
                    num_samples: int = 5000, chunk: int = 100, batch_size: int = 100,
                    binarization: Optional[str] = None, mesh: Optional[Mesh] = None,
-                   fn: Optional[Callable] = None) -> dict:
+                   fn: Optional[Callable] = None,
+                   precision: Optional[str] = EVAL_PRECISION) -> dict:
     """Importance-sampled log p(x) (Burda et al. 2015) of every image, data parallel.
 
     images: [N, H, W, C] (uint8 with a ``binarization``, or float model inputs with None).
@@ -215,9 +243,11 @@ def log_likelihood(params, images: np.ndarray, key: jax.Array, *, model: nn.Modu
     "bpd": float, "bpd_stderr": float, "num_samples": k}; bits/dim is −log p(x)/(D ln 2),
     a true figure only for discrete likelihoods (binary pixels or 8-bit pixels).
     Pass ``fn`` (from ``make_log_likelihood_fn``) to reuse a compiled function.
+    ``precision``: of the matrix products (``at_precision``; float32 by default).
     """
     fn = fn or make_log_likelihood_fn(model, binarization=binarization,
-                                      num_samples=num_samples, chunk=chunk)
+                                      num_samples=num_samples, chunk=chunk,
+                                      precision=precision)
     values = per_example(fn, params, images, key, batch_size=batch_size, mesh=mesh)["log_px"]
     mean, stderr = mean_and_stderr(values)
     num_dims = int(np.prod(np.shape(images)[1:]))

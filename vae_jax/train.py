@@ -173,11 +173,12 @@ class Trainer:
         loss_fn = functools.partial(losses.get(config.loss.name), model=model, **loss_kwargs)
         beta_fn = functools.partial(losses.beta_schedule, beta=config.loss.beta,
                                     warmup_steps=config.loss.warmup_steps)
-        self.step_fn = functools.partial(
+        self.step_fn = evaluate.at_precision(functools.partial(
             train_step, loss_fn=loss_fn, optimizer=self.optimizer,
             binarization=config.data.binarization, beta_fn=beta_fn,
             ema_decay=config.train.ema_decay,
-            skip_nonfinite=config.train.get("on_nonfinite", "raise") == "skip")
+            skip_nonfinite=config.train.get("on_nonfinite", "raise") == "skip"),
+            config.train.get("matmul_precision", None))
         self.steps_per_epoch = steps_per_epoch
         self.replicated = parallel.replicated(mesh)
         self.batch_sharding = parallel.batch_sharded(mesh)
@@ -281,6 +282,14 @@ def _validate_reliability_fields(config: ml_collections.ConfigDict) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             raise err(f"config.{path}={value!r} must be >= 0 (0 turns it off / means the "
                       "default).")
+    for path, default in (("train.matmul_precision", None),
+                          ("eval.matmul_precision", evaluate.EVAL_PRECISION)):
+        section, name = path.split(".")
+        value = config[section].get(name, default)
+        if value is not None and value not in evaluate.PRECISIONS:
+            raise err(f"config.{path}={value!r}; valid: {list(evaluate.PRECISIONS)} "
+                      "('highest' computes float32 products on every backend; 'default' "
+                      "lets GPUs use TF32).")
     policy = config.train.get("on_nonfinite", "raise")
     if policy not in NONFINITE_POLICIES:
         raise err(f"config.train.on_nonfinite={policy!r}; valid: {list(NONFINITE_POLICIES)} "
@@ -289,6 +298,10 @@ def _validate_reliability_fields(config: ml_collections.ConfigDict) -> None:
 
 
 # ------------------------------------------------------------------------------ the loop
+
+def _eval_precision(config: ml_collections.ConfigDict) -> str:
+    return config.eval.get("matmul_precision", evaluate.EVAL_PRECISION)
+
 
 def _keys(seed: int) -> dict[str, jax.Array]:
     init, train, order, evaluation = jax.random.split(jax.random.key(seed), 4)
@@ -395,7 +408,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     # (a jit, not device_put: multi-process, device_put refuses non-addressable shardings)
     train_key = jax.jit(lambda k: k, out_shardings=trainer.replicated)(keys["train"])
     elbo_fn = evaluate.make_elbo_fn(model, binarization=config.data.binarization,
-                                    num_samples=config.eval.num_samples)
+                                    num_samples=config.eval.num_samples,
+                                    precision=_eval_precision(config))
     writer = metric_writers.create_default_writer(workdir, just_logging=not is_main,
                                                   asynchronous=False)
     progress = Progress(total_steps)
@@ -549,7 +563,8 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
     params = state.ema_params if config.eval.use_ema else state.params
     binarization = config.data.binarization
     elbo_fn = evaluate.make_elbo_fn(model, binarization=binarization,
-                                    num_samples=config.eval.num_samples)
+                                    num_samples=config.eval.num_samples,
+                                    precision=_eval_precision(config))
     keys = _keys(config.seed)
     # A quick look (or a slow machine) can evaluate the first n test images only.
     n_test = config.eval.get("num_test_images", 0) or len(ds.test_images)
@@ -572,7 +587,8 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
         t0 = time.perf_counter()
         ll = evaluate.log_likelihood(params, test_images, keys["eval"], model=model,
                                      num_samples=k, chunk=config.eval.get("chunk", 100),
-                                     batch_size=ll_batch, binarization=binarization, mesh=mesh)
+                                     batch_size=ll_batch, binarization=binarization, mesh=mesh,
+                                     precision=_eval_precision(config))
         result |= {f"test_{name}": ll["mean"], f"test_{name}_stderr": ll["stderr"],
                    f"{name}_k": k, f"{name}_chunk": config.eval.get("chunk", 100),
                    f"{name}_seconds": time.perf_counter() - t0}
