@@ -1,5 +1,6 @@
 """The whole loop: smoke run, resume = uninterrupted, 8 devices = 1 device, clear errors."""
 
+import itertools
 import glob
 import os
 
@@ -147,3 +148,24 @@ def test_steady_state_loop_makes_no_host_transfers():
     with pytest.raises(Exception, match="[Dd]isallowed"):
         with jax.transfer_guard("disallow"):
             fn(state, ds.train_images, perm, keys["train"])
+
+
+def test_calls_cut_every_epoch_into_the_same_lengths():
+    """Every distinct call length compiles (and keeps) one more program: over many epochs
+    the default cut must use only steps_per_call and the epoch's remainder."""
+    def lengths(total, spe, spc, ckpt, ev):
+        step, out = 0, []
+        while step < total:
+            stop = train.next_stop(step, total, spe, spc, ckpt, ev)
+            assert step < stop <= total
+            out.append(stop - step)
+            step = stop
+        return out
+
+    cut = lengths(20 * 468, 468, 100, 468, 468)
+    assert set(cut) == {100, 68} and sum(cut) == 20 * 468
+    assert cut[:5] == [100, 100, 100, 100, 68]
+    # checkpoints and evaluations inside an epoch still end a call exactly there
+    cut = lengths(2 * 468, 468, 100, 250, 468)
+    assert sum(cut) == 936 and 250 in itertools.accumulate(cut)
+    assert set(lengths(3 * 50, 50, 1000, 50, 50)) == {50}

@@ -312,6 +312,18 @@ def _next_boundary(step: int, every: int) -> int:
     return (step // every + 1) * every
 
 
+def next_stop(step: int, total_steps: int, steps_per_epoch: int, steps_per_call: int,
+              checkpoint_every: int, eval_every: int) -> int:
+    """Where the call starting at ``step`` ends: the next epoch end, checkpoint, evaluation
+    or ``steps_per_call`` boundary. Calls count from the epoch's start, so every epoch is
+    cut into the same lengths (steps_per_call and the remainder): each new length would
+    compile, and keep, one more program (~2 s and ~25 MB on the CPU)."""
+    epoch_start = step - step % steps_per_epoch
+    return min(total_steps, epoch_start + steps_per_epoch,
+               _next_boundary(step, checkpoint_every), _next_boundary(step, eval_every),
+               epoch_start + _next_boundary(step - epoch_start, steps_per_call))
+
+
 def _write_json(path: str, obj) -> None:
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
@@ -426,9 +438,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                 perm = trainer.permutation(keys["order"], jax.device_put(np.int32(epoch)),
                                            len(ds.train_images))
                 perm_epoch = epoch
-            stop_at = min(total_steps, (epoch + 1) * steps_per_epoch,
-                          _next_boundary(step, ckpt_every), _next_boundary(step, eval_every),
-                          _next_boundary(step, config.train.steps_per_call))
+            stop_at = next_stop(step, total_steps, steps_per_epoch, config.train.steps_per_call,
+                                ckpt_every, eval_every)
             t0 = time.perf_counter()
             with jax.transfer_guard("disallow"):  # data and batches never leave the device
                 state, metrics = trainer.call(stop_at - step)(state, train_images, perm,
