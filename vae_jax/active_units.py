@@ -43,8 +43,6 @@ def make_posterior_means_fn(model: nn.Module, *, binarization: str,
 
     Float32 matrix products on every backend, like the other evaluation figures.
     """
-    from vae_jax import evaluate  # evaluate imports nothing from here; avoid a cycle anyway
-
     return jax.jit(evaluate.at_precision(functools.partial(
         _means_batch, model=model, binarization=binarization, num_samples=num_samples),
         evaluate.EVAL_PRECISION))
