@@ -147,26 +147,30 @@ def bench_model(name: str, args) -> None:
           f"2048^3 square: {mm_square:.1f} GFLOP/s")
     print(f"  step-rate bound from that throughput: {bound:.1f} steps/s")
 
-    for k in [int(v) for v in args.steps_per_call.split(",")]:
-        fn = trainer.call(k)
+    sizes = [int(v) for v in args.steps_per_call.split(",")]
+    compile_s, rates = {}, {k: [] for k in sizes}
+    for k in sizes:
         t0 = time.perf_counter()
-        state, m = fn(state, images, perm, keys["train"])
+        state, m = trainer.call(k)(state, images, perm, keys["train"])
         jax.block_until_ready(m)
-        compile_s = time.perf_counter() - t0
-        calls = max(1, args.steps // k)
-        rates = []
-        for _ in range(args.repeats):
+        compile_s[k] = time.perf_counter() - t0
+    # Round-robin: each repeat times every size once, so load on a shared machine hits
+    # all sizes alike (timing one size's repeats after another's biased the comparison).
+    for _ in range(args.repeats):
+        for k in sizes:
+            fn, calls = trainer.call(k), max(1, args.steps // k)
             state = state.replace(step=jnp.zeros((), jnp.int32))  # stay inside epoch 0
             state = jax.device_put(state, trainer.replicated)
             t0 = time.perf_counter()
             for _ in range(calls):
                 state, m = fn(state, images, perm, keys["train"])
             jax.block_until_ready(m)
-            rates.append(calls * k / (time.perf_counter() - t0))
-        rate = statistics.median(rates)
-        print(f"  steps_per_call={k:5d}: compile+first call {compile_s:.2f} s | "
-              f"{rate:.1f} steps/s (median of {args.repeats}; min {min(rates):.1f}, "
-              f"max {max(rates):.1f}) | {rate * config.train.batch_size:.0f} images/s | "
+            rates[k].append(calls * k / (time.perf_counter() - t0))
+    for k in sizes:
+        rate = statistics.median(rates[k])
+        print(f"  steps_per_call={k:5d}: compile+first call {compile_s[k]:.2f} s | "
+              f"{rate:.1f} steps/s (median of {args.repeats}; min {min(rates[k]):.1f}, "
+              f"max {max(rates[k]):.1f}) | {rate * config.train.batch_size:.0f} images/s | "
               f"{spe / rate:.2f} s/epoch | {rate / bound:.0%} of the bound | "
               f"{rate * flops / 1e9:.1f} GFLOP/s")
     print(f"  peak host memory: {peak_host_mb():.0f} MB (data set {ds.train_images.nbytes / 2**20:.0f}"
