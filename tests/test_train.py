@@ -5,7 +5,9 @@ import glob
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from PIL import Image
 
@@ -169,3 +171,12 @@ def test_calls_cut_every_epoch_into_the_same_lengths():
     cut = lengths(2 * 468, 468, 100, 250, 468)
     assert sum(cut) == 936 and 250 in itertools.accumulate(cut)
     assert set(lengths(3 * 50, 50, 1000, 50, 50)) == {50}
+
+
+def test_global_norm_is_optax_global_norm():
+    tree = {"a": jax.random.normal(jax.random.key(0), (784, 500)),
+            "b": {"c": -jax.random.uniform(jax.random.key(1), (500,)), "d": jnp.zeros((3, 2))}}
+    np.testing.assert_allclose(train.global_norm(tree), optax.global_norm(tree), rtol=1e-6)
+    assert float(train.global_norm({"x": jnp.array([3.0, -4.0])})) == 5.0
+    assert np.isnan(train.global_norm({"x": jnp.array([1.0, jnp.nan])}))
+    assert np.isinf(train.global_norm({"x": jnp.array([1.0, -jnp.inf])}))
