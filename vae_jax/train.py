@@ -12,6 +12,7 @@ the averaged metrics once per call.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import os
@@ -426,6 +427,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         _write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
 
     train_images = parallel.put_global(ds.train_images, mesh, trainer.replicated)
+    num_train = len(ds.train_images)
+    # The loop reads only the device copy; on the CPU backend that copy is host memory
+    # too, so keeping the numpy one would hold the training set twice.
+    ds = dataclasses.replace(ds, train_images=None)
     # placed once, replicated over the mesh: the transfer guard below forbids the implicit
     # device-to-device copy a single-device key would need on >1 device or process
     # (a jit, not device_put: multi-process, device_put refuses non-addressable shardings)
@@ -447,7 +452,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             epoch = step // steps_per_epoch
             if epoch != perm_epoch:
                 perm = trainer.permutation(keys["order"], jax.device_put(np.int32(epoch)),
-                                           len(ds.train_images))
+                                           num_train)
                 perm_epoch = epoch
             stop_at = next_stop(step, total_steps, steps_per_epoch, config.train.steps_per_call,
                                 ckpt_every, eval_every)
