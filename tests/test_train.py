@@ -180,3 +180,43 @@ def test_global_norm_is_optax_global_norm():
     assert float(train.global_norm({"x": jnp.array([3.0, -4.0])})) == 5.0
     assert np.isnan(train.global_norm({"x": jnp.array([1.0, jnp.nan])}))
     assert np.isinf(train.global_norm({"x": jnp.array([1.0, -jnp.inf])}))
+
+
+def test_no_compilation_after_the_first_epoch(tmp_path):
+    """Every program the loop needs (train calls, evaluation, images, checkpoints) compiles
+    in the first epoch; later epochs compile nothing (each compile costs seconds and
+    keeps its code in memory: a per-epoch recompile is a leak). Synthetic .npz images."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "synthetic_small.npz"
+    np.savez(path, train=rng.integers(0, 256, (70, 28, 28), np.uint8),
+             test=rng.integers(0, 256, (40, 28, 28), np.uint8))
+    config = smoke.get_config()
+    config.data.name, config.data.dir = "npz", str(path)
+    # 7 steps per epoch, 5 per call: cut at global multiples of 5 the epochs would need
+    # calls of 5, 2, 3, 4, 1 steps, a new length (a new program) in each of epochs 1-3.
+    config.train.batch_size, config.train.steps_per_call = 10, 5
+    config.train.num_steps, config.train.num_epochs = 0, 6
+    config.train.checkpoint_every_steps = config.train.eval_every_steps = 0  # every epoch
+    config.eval.batch_size = 20
+    compiles, per_epoch = [0], []
+
+    def on_event(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles[0] += 1
+
+    jax.monitoring.register_event_duration_secs_listener(on_event)
+    save = train.checkpoint.save
+
+    def counting_save(mngr, step, state):
+        per_epoch.append(compiles[0])
+        return save(mngr, step, state)
+
+    train.checkpoint.save = counting_save
+    try:
+        train.train_and_evaluate(config, str(tmp_path / "wd"))
+    finally:
+        train.checkpoint.save = save
+        jax.monitoring.unregister_event_duration_listener(on_event)
+    assert len(per_epoch) == 6 and per_epoch[0] > 0
+    # epoch 1's checkpoint save compiles its checksums; from then on nothing compiles
+    assert per_epoch[1:] == [per_epoch[1]] * 5, per_epoch
