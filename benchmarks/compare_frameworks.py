@@ -1,0 +1,181 @@
+"""The default experiment's step rate in vae_jax, a straightforward Flax loop and PyTorch.
+
+All three train the same model on the same data the same way: 784-500-(2x20) / 20-500-784
+ReLU MLP, Bernoulli likelihood, dynamic binarization (a fresh Bernoulli draw per pixel per
+step), one-sample ELBO, Adam 1e-3, batch 128, Fashion-MNIST held in memory. Timed
+round-robin (one block of steps of each per round) so a shared machine's load hits all
+alike; prints medians and ratios.
+
+* ``vae_jax``: the library's ``Trainer`` (data on device, ``lax.scan`` over 100 steps per
+  dispatch, EMA and metrics included).
+* ``flax_loop``: what the Flax VAE example does once jitted: a ``jax.jit`` step per batch,
+  batches sliced on the host and sent each step, ``jax.random.bernoulli``, ``optax.adam``.
+* ``pytorch``: the PyTorch VAE example's model and loss on the CPU with ``torch.bernoulli``
+  and ``torch.optim.Adam``; skipped when torch is not installed (it is not a dependency:
+  ``pip install torch``).
+
+  python benchmarks/compare_frameworks.py --rounds=7
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import flax.linen as nn  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+
+from experiments.configs import default as default_config  # noqa: E402
+from vae_jax import data, parallel, train  # noqa: E402
+
+BATCH, STEPS = 128, 100
+
+
+def vae_jax_runner(images_np):
+    config = default_config.get_config()
+    mesh = parallel.data_mesh()
+    model = train.build_model(config, (28, 28, 1))
+    spe = len(images_np) // BATCH
+    trainer = train.Trainer(config, model, mesh, spe)
+    keys = train._keys(config.seed)
+    state = jax.device_put(train.create_train_state(keys["init"], model, trainer.optimizer,
+                                                    (28, 28, 1)), trainer.replicated)
+    images = parallel.put_global(images_np, mesh, trainer.replicated)
+    perm = trainer.permutation(keys["order"], 0, len(images_np))
+    fn = trainer.call(STEPS)
+    box = {"state": state}
+
+    def run():
+        box["state"] = box["state"].replace(step=jnp.zeros((), jnp.int32))
+        box["state"], m = fn(box["state"], images, perm, keys["train"])
+        jax.block_until_ready(m)
+    return run
+
+
+class FlaxVAE(nn.Module):
+    """The Flax example's model, sized as the default config."""
+
+    @nn.compact
+    def __call__(self, x, key):
+        h = nn.relu(nn.Dense(500)(x))
+        mean, logvar = nn.Dense(20)(h), nn.Dense(20)(h)
+        z = mean + jnp.exp(0.5 * logvar) * jax.random.normal(key, mean.shape)
+        logits = nn.Dense(784)(nn.relu(nn.Dense(500)(z)))
+        return logits, mean, logvar
+
+
+def flax_runner(images_np):
+    model = FlaxVAE()
+    flat = images_np.reshape(len(images_np), 784)
+    params = model.init(jax.random.key(0), jnp.zeros((1, 784)), jax.random.key(1))
+    tx = optax.adam(1e-3)
+    opt_state = tx.init(params)
+
+    @jax.jit
+    def step(params, opt_state, batch, key):
+        k_bin, k_z = jax.random.split(key)
+        x = jax.random.bernoulli(k_bin, batch.astype(jnp.float32) / 255.0).astype(jnp.float32)
+
+        def loss_fn(params):
+            logits, mean, logvar = model.apply(params, x, k_z)
+            bce = jnp.sum(optax.sigmoid_binary_cross_entropy(logits, x), axis=-1)
+            kl = -0.5 * jnp.sum(1 + logvar - mean ** 2 - jnp.exp(logvar), axis=-1)
+            return jnp.mean(bce + kl)
+
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    rng = np.random.default_rng(0)
+    box = {"params": params, "opt": opt_state, "i": 0}
+
+    def run():
+        order = rng.permutation(len(flat))
+        loss = None
+        for j in range(STEPS):
+            idx = order[j * BATCH:(j + 1) * BATCH]
+            box["params"], box["opt"], loss = step(box["params"], box["opt"], flat[idx],
+                                                   jax.random.key(box["i"]))
+            box["i"] += 1
+        jax.block_until_ready(loss)
+    return run
+
+
+def torch_runner(images_np):
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.manual_seed(0)
+
+    class VAE(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc21, self.fc22 = (torch.nn.Linear(784, 500),
+                                              torch.nn.Linear(500, 20), torch.nn.Linear(500, 20))
+            self.fc3, self.fc4 = torch.nn.Linear(20, 500), torch.nn.Linear(500, 784)
+
+        def forward(self, x):
+            h = torch.relu(self.fc1(x))
+            mean, logvar = self.fc21(h), self.fc22(h)
+            z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
+            return self.fc4(torch.relu(self.fc3(z))), mean, logvar
+
+    model = VAE()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    flat = torch.from_numpy(images_np.reshape(len(images_np), 784))
+    f = torch.nn.functional
+
+    def run():
+        order = torch.randperm(len(flat))
+        for j in range(STEPS):
+            x = torch.bernoulli(flat[order[j * BATCH:(j + 1) * BATCH]].float() / 255.0)
+            logits, mean, logvar = model(x)
+            bce = f.binary_cross_entropy_with_logits(logits, x, reduction="sum")
+            kl = -0.5 * torch.sum(1 + logvar - mean.pow(2) - logvar.exp())
+            loss = (bce + kl) / BATCH
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    run.version = f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    return run
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=7)
+    args = ap.parse_args()
+    ds = data.load("fashion_mnist")
+    runners = {"vae_jax": vae_jax_runner(ds.train_images),
+               "flax_loop": flax_runner(ds.train_images),
+               "pytorch": torch_runner(ds.train_images)}
+    runners = {k: v for k, v in runners.items() if v is not None}
+    print(f"jax {jax.__version__} ({jax.default_backend()}), {os.cpu_count()} cores; "
+          + getattr(runners.get("pytorch"), "version", "pytorch not installed")
+          + f"; {STEPS} steps per block, {args.rounds} rounds")
+    for run in runners.values():
+        run()  # compile / warm up
+    rates = {k: [] for k in runners}
+    for _ in range(args.rounds):
+        for name, run in runners.items():
+            t0 = time.perf_counter()
+            run()
+            rates[name].append(STEPS / (time.perf_counter() - t0))
+    base = statistics.median(rates["vae_jax"])
+    for name, r in rates.items():
+        med = statistics.median(r)
+        print(f"  {name:10s} {med:7.1f} steps/s (median; min {min(r):.1f}, max {max(r):.1f}) "
+              f"= {med * BATCH:8.0f} images/s; vae_jax is {base / med:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
