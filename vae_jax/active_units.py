@@ -43,7 +43,7 @@ def make_posterior_means_fn(model: nn.Module, *, binarization: str,
 
     Float32 matrix products on every backend, like the other evaluation figures.
     """
-    return jax.jit(evaluate.at_precision(functools.partial(
+    return evaluate.jit_eval(evaluate.at_precision(functools.partial(
         _means_batch, model=model, binarization=binarization, num_samples=num_samples),
         evaluate.EVAL_PRECISION))
 

@@ -30,6 +30,44 @@ EVAL_PRECISION = "highest"
 PRECISIONS = ("default", "high", "highest", "bfloat16", "tensorfloat32", "float32")
 
 
+# XLA:CPU hands reductions with elementwise producers (the likelihood's Σ over pixels of
+# x·l − softplus(l)) to YNNPACK fusions, which ran the test ELBO ~3x slower than XLA's own
+# loops (39 vs 13 ms per 1000 images, benchmarks/README.md); the train step is faster with
+# them. Evaluation functions keep YNNPACK for matrix products only.
+_CPU_EVAL_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"}
+
+
+@functools.lru_cache(maxsize=None)
+def _eval_compiler_options() -> tuple:
+    """The options above where this backend and XLA version take them, else none."""
+    if jax.default_backend() != "cpu":
+        return ()
+    try:  # an experimental XLA option: a version without it must not break evaluation
+        jax.jit(lambda x: x + 1, compiler_options=_CPU_EVAL_OPTIONS)(np.float32(0))
+    except Exception:  # noqa: BLE001  (XLA reports an unknown option as a runtime error)
+        return ()
+    return tuple(_CPU_EVAL_OPTIONS.items())
+
+
+def jit_eval(fn: Callable) -> Callable:
+    """``jax.jit(fn)`` for evaluation functions, compiled with the options above when called
+    from Python; traced inside another ``jit`` (where XLA takes no per-function options)
+    it is a plain nested ``jax.jit``. ``.lower`` lowers the top-level version."""
+    options = dict(_eval_compiler_options())
+    plain = jax.jit(fn)
+    if not options:
+        return plain
+    top = jax.jit(fn, compiler_options=options)
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        traced = any(isinstance(a, jax.core.Tracer) for a in jax.tree.leaves((args, kwargs)))
+        return (plain if traced else top)(*args, **kwargs)
+
+    call.lower = top.lower
+    return call
+
+
 def at_precision(fn: Callable, precision: Optional[str]) -> Callable:
     """``fn`` traced under ``jax.default_matmul_precision(precision)`` (None: JAX's default).
 
@@ -107,7 +145,7 @@ def make_elbo_fn(model: nn.Module, *, binarization: str, num_samples: int = 1,
     gives one fixed binarization of the test set across evaluations. ``precision``: see
     ``at_precision`` (float32 products by default).
     """
-    return jax.jit(at_precision(functools.partial(
+    return jit_eval(at_precision(functools.partial(
         _elbo_batch, model=model, binarization=binarization, num_samples=num_samples),
         precision))
 
@@ -216,7 +254,7 @@ def make_log_likelihood_fn(model: nn.Module, *, binarization: Optional[str], num
     ``make_elbo_fn``, so both see the same binarization); None takes float model inputs.
     ``precision``: see ``at_precision`` (float32 products by default).
     """
-    return jax.jit(at_precision(functools.partial(
+    return jit_eval(at_precision(functools.partial(
         _log_likelihood_batch, model=model, binarization=binarization,
         num_samples=num_samples, chunk=chunk), precision))
 
