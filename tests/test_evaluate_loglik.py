@@ -251,11 +251,10 @@ def test_evaluation_asks_for_float32_products_and_training_for_the_default():
         evaluate.at_precision(lambda: None, "fp64")
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="an XLA:CPU option")
 def test_evaluation_keeps_ynnpack_for_products_only():
     """XLA:CPU's YNNPACK reduce fusions ran the likelihood's pixel sum ~3x slower than
     XLA's loops; evaluation functions compile with YNNPACK for matrix products only."""
-    if jax.default_backend() != "cpu":
-        pytest.skip("an XLA:CPU option")
     model = models.get("mlp", image_shape=(28, 28, 1), latent_dim=4, hidden=(32,))
     x = jnp.zeros((100, 28, 28, 1), jnp.uint8)
     key = jax.random.key(0)
