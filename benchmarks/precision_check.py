@@ -59,12 +59,13 @@ def main() -> None:
                                          ds.image_shape)
         state = jax.device_put(state, trainer.replicated)
         images = parallel.put_global(ds.train_images, mesh, trainer.replicated)
-        t0, step = time.perf_counter(), 0
-        while step < args.steps:
-            n = min(args.steps - step, spe - step % spe, 1000)
-            perm = trainer.permutation(keys["order"], step // spe, len(ds.train_images))
-            state, _ = trainer.call(n)(state, images, perm, keys["train"])
-            step += n
+        t0, step, perm = time.perf_counter(), 0, None
+        while step < args.steps:  # the library loop's cut, without its checkpoints and logs
+            if step % spe == 0 or perm is None:
+                perm = trainer.permutation(keys["order"], step // spe, len(ds.train_images))
+            stop = train.next_stop(step, args.steps, spe, config.train.steps_per_call, spe, spe)
+            state, _ = trainer.call(stop - step)(state, images, perm, keys["train"])
+            step = stop
         jax.block_until_ready(state)
         print(f"trained {args.steps} steps in {time.perf_counter() - t0:.1f} s "
               f"(train matmul precision: JAX's default)")
