@@ -8,6 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vae_jax.models import layers
 from vae_jax.models.mlp import activation, base_grid, gaussian_head
 
 
@@ -24,7 +25,7 @@ class ConvEncoder(nn.Module):
         act = activation(self.activation)
         h = x
         for i, ch in enumerate(self.channels):
-            h = act(nn.Conv(ch, (3, 3), strides=(2, 2), padding="SAME", name=f"conv_{i}")(h))
+            h = act(layers.Conv(ch, (3, 3), strides=(2, 2), padding="SAME", name=f"conv_{i}")(h))
         h = h.reshape(h.shape[0], -1)
         h = act(nn.Dense(self.hidden, name="hidden")(h))
         return gaussian_head(h, self.latent_dim)
@@ -49,6 +50,6 @@ class ConvDecoder(nn.Module):
         h = act(nn.Dense(h0 * w0 * self.channels[-1], name="project")(h))
         h = h.reshape(z.shape[0], h0, w0, self.channels[-1])
         for i, ch in enumerate(reversed(self.channels)):
-            h = act(nn.ConvTranspose(ch, (3, 3), strides=(2, 2), padding="SAME",
+            h = act(layers.ConvTranspose(ch, (3, 3), strides=(2, 2), padding="SAME",
                                      name=f"deconv_{i}")(h))
-        return nn.Conv(out_ch * self.num_params, (3, 3), padding="SAME", name="out")(h)
+        return layers.Conv(out_ch * self.num_params, (3, 3), padding="SAME", name="out")(h)

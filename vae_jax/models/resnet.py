@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vae_jax.models import layers
 from vae_jax.models.mlp import activation, base_grid, gaussian_head
 
 
@@ -26,9 +27,9 @@ class ResBlock(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         act = activation(self.activation)
         ch = x.shape[-1]
-        h = nn.Conv(ch, (3, 3), padding="SAME", name="conv_0")(act(x))
+        h = layers.Conv(ch, (3, 3), padding="SAME", name="conv_0")(act(x))
         # Zero-initialised last conv: every block starts as the identity (stable deep nets).
-        h = nn.Conv(ch, (3, 3), padding="SAME", kernel_init=nn.initializers.zeros,
+        h = layers.Conv(ch, (3, 3), padding="SAME", kernel_init=nn.initializers.zeros,
                     name="conv_1")(act(h))
         return x + h
 
@@ -44,11 +45,11 @@ class ResNetEncoder(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         act = activation(self.activation)
-        h = nn.Conv(self.channels[0], (3, 3), strides=(2, 2), padding="SAME",
+        h = layers.Conv(self.channels[0], (3, 3), strides=(2, 2), padding="SAME",
                     name="stem")(2.0 * x - 1.0)
         for s, ch in enumerate(self.channels):
             if s > 0:
-                h = nn.Conv(ch, (3, 3), strides=(2, 2), padding="SAME", name=f"down_{s}")(h)
+                h = layers.Conv(ch, (3, 3), strides=(2, 2), padding="SAME", name=f"down_{s}")(h)
             for i in range(self.blocks):
                 h = ResBlock(self.activation, name=f"stage_{s}_block_{i}")(h)
         h = act(h).reshape(x.shape[0], -1)
@@ -74,10 +75,10 @@ class ResNetDecoder(nn.Module):
         h = nn.Dense(h0 * w0 * chans[0], name="project")(z).reshape(z.shape[0], h0, w0, chans[0])
         for s, ch in enumerate(chans):
             if s > 0:
-                h = nn.ConvTranspose(ch, (3, 3), strides=(2, 2), padding="SAME",
+                h = layers.ConvTranspose(ch, (3, 3), strides=(2, 2), padding="SAME",
                                      name=f"up_{s}")(h)
             for i in range(self.blocks):
                 h = ResBlock(self.activation, name=f"stage_{s}_block_{i}")(h)
-        h = nn.ConvTranspose(chans[-1], (3, 3), strides=(2, 2), padding="SAME",
+        h = layers.ConvTranspose(chans[-1], (3, 3), strides=(2, 2), padding="SAME",
                              name="up_out")(act(h))
-        return nn.Conv(out_ch * self.num_params, (3, 3), padding="SAME", name="out")(act(h))
+        return layers.Conv(out_ch * self.num_params, (3, 3), padding="SAME", name="out")(act(h))
