@@ -91,7 +91,11 @@ def test_stride_one_and_other_layouts_stay_with_xla():
     x, k = _inputs((2, 8, 8, 3), (3, 3, 3, 4))
     assert _uses_xla_conv(lambda x, k: layers.conv_general_dilated(
         x, k, (1, 1), "SAME", dimension_numbers=layers.NHWC), x, k)
-    xc = jnp.moveaxis(x, -1, 1)   # NCHW input: not rewritten, still correct
+    xc, kc = jnp.moveaxis(x, -1, 1), jnp.transpose(k, (3, 2, 0, 1))
+    np.testing.assert_allclose(   # no dimension numbers: lax's default, NCHW / OIHW
+        layers.conv_general_dilated(xc, kc, (2, 2), "SAME"),
+        lax.conv_general_dilated(xc, kc, (2, 2), "SAME"), rtol=1e-6)
+    # NCHW input with an HWIO kernel: not rewritten, still correct
     y = layers.conv_general_dilated(xc, k, (2, 2), "SAME",
                                     dimension_numbers=("NCHW", "HWIO", "NCHW"))
     np.testing.assert_allclose(y, lax.conv_general_dilated(

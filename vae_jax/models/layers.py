@@ -32,11 +32,10 @@ NHWC = ("NHWC", "HWIO", "NHWC")
 
 
 def _is_nhwc(lhs, rhs, dimension_numbers) -> bool:
-    if lhs.ndim != 4 or rhs.ndim != 4:
+    if lhs.ndim != 4 or rhs.ndim != 4 or dimension_numbers is None:  # None: lax's NCHW
         return False
     want = lax.conv_dimension_numbers(lhs.shape, rhs.shape, NHWC)
-    have = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers or NHWC)
-    return have == want
+    return lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) == want
 
 
 def _products(patches: jax.Array, kernel: jax.Array, precision, preferred_element_type):
