@@ -14,7 +14,12 @@ alike; prints medians and ratios.
   and ``torch.optim.Adam``; skipped when torch is not installed (it is not a dependency:
   ``pip install torch``).
 
+``--model=conv``: the registry's conv VAE instead (two stride-2 convolutions 32, 64; a
+256-unit layer; the mirrored decoder with stride-2 transposed convolutions), vae_jax
+against the same network in PyTorch (``Conv2d`` / ``ConvTranspose2d``), 10 steps per block.
+
   python benchmarks/compare_frameworks.py --rounds=7
+  python benchmarks/compare_frameworks.py --model=conv --rounds=5
 """
 
 from __future__ import annotations
@@ -31,17 +36,22 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 from experiments.configs import default as default_config  # noqa: E402
 from vae_jax import data, parallel, train  # noqa: E402
 
-BATCH, STEPS = 128, 100
+BATCH, STEPS, CONV_STEPS = 128, 100, 10
+CONV = dict(name="conv", latent_dim=20, channels=(32, 64), hidden=256, activation="relu",
+            likelihood="bernoulli")
 
 
-def vae_jax_runner(images_np):
+def vae_jax_runner(images_np, model_name="mlp"):
     config = default_config.get_config()
+    if model_name == "conv":
+        config.model = ml_collections.ConfigDict(CONV)
     mesh = parallel.data_mesh()
     model = train.build_model(config, (28, 28, 1))
     spe = len(images_np) // BATCH
@@ -51,7 +61,7 @@ def vae_jax_runner(images_np):
                                                     (28, 28, 1)), trainer.replicated)
     images = parallel.put_global(images_np, mesh, trainer.replicated)
     perm = trainer.permutation(keys["order"], 0, len(images_np))
-    fn = trainer.call(STEPS)
+    fn = trainer.call(STEPS if model_name == "mlp" else CONV_STEPS)
     box = {"state": state}
 
     def run():
@@ -110,7 +120,32 @@ def flax_runner(images_np):
     return run
 
 
-def torch_runner(images_np):
+def _torch_conv_vae(torch):
+    """The registry's conv VAE in PyTorch (same layers and sizes; symmetric padding)."""
+    nn_ = torch.nn
+
+    class ConvVAE(nn_.Module):
+        def __init__(self):
+            super().__init__()
+            self.enc = nn_.Sequential(
+                nn_.Conv2d(1, 32, 3, 2, 1), nn_.ReLU(), nn_.Conv2d(32, 64, 3, 2, 1), nn_.ReLU(),
+                nn_.Flatten(), nn_.Linear(3136, 256), nn_.ReLU(), nn_.Linear(256, 40))
+            self.dec = nn_.Sequential(
+                nn_.Linear(20, 256), nn_.ReLU(), nn_.Linear(256, 3136), nn_.ReLU(),
+                nn_.Unflatten(1, (64, 7, 7)),
+                nn_.ConvTranspose2d(64, 64, 3, 2, 1, output_padding=1), nn_.ReLU(),
+                nn_.ConvTranspose2d(64, 32, 3, 2, 1, output_padding=1), nn_.ReLU(),
+                nn_.Conv2d(32, 1, 3, 1, 1), nn_.Flatten())
+
+        def forward(self, x):
+            mean, log_std = self.enc(x.view(-1, 1, 28, 28)).chunk(2, dim=-1)
+            z = mean + torch.exp(log_std) * torch.randn_like(mean)
+            return self.dec(z), mean, 2 * log_std
+
+    return ConvVAE()
+
+
+def torch_runner(images_np, model_name="mlp"):
     try:
         import torch
     except ImportError:
@@ -130,14 +165,15 @@ def torch_runner(images_np):
             z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
             return self.fc4(torch.relu(self.fc3(z))), mean, logvar
 
-    model = VAE()
+    model = VAE() if model_name == "mlp" else _torch_conv_vae(torch)
+    steps = STEPS if model_name == "mlp" else CONV_STEPS
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     flat = torch.from_numpy(images_np.reshape(len(images_np), 784))
     f = torch.nn.functional
 
     def run():
         order = torch.randperm(len(flat))
-        for j in range(STEPS):
+        for j in range(steps):
             x = torch.bernoulli(flat[order[j * BATCH:(j + 1) * BATCH]].float() / 255.0)
             logits, mean, logvar = model(x)
             bce = f.binary_cross_entropy_with_logits(logits, x, reduction="sum")
@@ -153,15 +189,17 @@ def torch_runner(images_np):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--model", default="mlp", choices=["mlp", "conv"])
     args = ap.parse_args()
     ds = data.load("fashion_mnist")
-    runners = {"vae_jax": vae_jax_runner(ds.train_images),
-               "flax_loop": flax_runner(ds.train_images),
-               "pytorch": torch_runner(ds.train_images)}
+    steps = STEPS if args.model == "mlp" else CONV_STEPS
+    runners = {"vae_jax": vae_jax_runner(ds.train_images, args.model),
+               "flax_loop": flax_runner(ds.train_images) if args.model == "mlp" else None,
+               "pytorch": torch_runner(ds.train_images, args.model)}
     runners = {k: v for k, v in runners.items() if v is not None}
-    print(f"jax {jax.__version__} ({jax.default_backend()}), {os.cpu_count()} cores; "
-          + getattr(runners.get("pytorch"), "version", "pytorch not installed")
-          + f"; {STEPS} steps per block, {args.rounds} rounds")
+    print(f"{args.model}: jax {jax.__version__} ({jax.default_backend()}), {os.cpu_count()} "
+          "cores; " + getattr(runners.get("pytorch"), "version", "pytorch not installed")
+          + f"; {steps} steps per block, {args.rounds} rounds")
     for run in runners.values():
         run()  # compile / warm up
     rates = {k: [] for k in runners}
@@ -169,7 +207,7 @@ def main() -> None:
         for name, run in runners.items():
             t0 = time.perf_counter()
             run()
-            rates[name].append(STEPS / (time.perf_counter() - t0))
+            rates[name].append(steps / (time.perf_counter() - t0))
     base = statistics.median(rates["vae_jax"])
     for name, r in rates.items():
         med = statistics.median(r)
