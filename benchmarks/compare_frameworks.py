@@ -25,7 +25,6 @@ against the same network in PyTorch (``Conv2d`` / ``ConvTranspose2d``), 10 steps
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import statistics
 import sys

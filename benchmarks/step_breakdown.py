@@ -37,7 +37,7 @@ import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
 from experiments.configs import default as default_config  # noqa: E402
-from vae_jax import data, losses, parallel, rng, train  # noqa: E402
+from vae_jax import data, losses, parallel, train  # noqa: E402
 
 STEPS = 200
 

@@ -49,7 +49,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import ml_collections  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
 
 from experiments.configs import default as default_config  # noqa: E402
 from vae_jax import data, parallel, train  # noqa: E402
@@ -173,8 +172,8 @@ def bench_model(name: str, args) -> None:
               f"max {max(rates[k]):.1f}) | {rate * config.train.batch_size:.0f} images/s | "
               f"{spe / rate:.2f} s/epoch | {rate / bound:.0%} of the bound | "
               f"{rate * flops / 1e9:.1f} GFLOP/s")
-    print(f"  peak host memory: {peak_host_mb():.0f} MB (data set {ds.train_images.nbytes / 2**20:.0f}"
-          f" MB); device memory: {device_memory_mb()}")
+    print(f"  peak host memory: {peak_host_mb():.0f} MB (data set "
+          f"{ds.train_images.nbytes / 2**20:.0f} MB); device memory: {device_memory_mb()}")
 
 
 def _rss_mb() -> tuple[float, float]:

@@ -51,5 +51,5 @@ class ConvDecoder(nn.Module):
         h = h.reshape(z.shape[0], h0, w0, self.channels[-1])
         for i, ch in enumerate(reversed(self.channels)):
             h = act(layers.ConvTranspose(ch, (3, 3), strides=(2, 2), padding="SAME",
-                                     name=f"deconv_{i}")(h))
+                                         name=f"deconv_{i}")(h))
         return layers.Conv(out_ch * self.num_params, (3, 3), padding="SAME", name="out")(h)

@@ -30,7 +30,7 @@ class ResBlock(nn.Module):
         h = layers.Conv(ch, (3, 3), padding="SAME", name="conv_0")(act(x))
         # Zero-initialised last conv: every block starts as the identity (stable deep nets).
         h = layers.Conv(ch, (3, 3), padding="SAME", kernel_init=nn.initializers.zeros,
-                    name="conv_1")(act(h))
+                        name="conv_1")(act(h))
         return x + h
 
 
@@ -46,7 +46,7 @@ class ResNetEncoder(nn.Module):
     def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         act = activation(self.activation)
         h = layers.Conv(self.channels[0], (3, 3), strides=(2, 2), padding="SAME",
-                    name="stem")(2.0 * x - 1.0)
+                        name="stem")(2.0 * x - 1.0)
         for s, ch in enumerate(self.channels):
             if s > 0:
                 h = layers.Conv(ch, (3, 3), strides=(2, 2), padding="SAME", name=f"down_{s}")(h)
@@ -76,9 +76,9 @@ class ResNetDecoder(nn.Module):
         for s, ch in enumerate(chans):
             if s > 0:
                 h = layers.ConvTranspose(ch, (3, 3), strides=(2, 2), padding="SAME",
-                                     name=f"up_{s}")(h)
+                                         name=f"up_{s}")(h)
             for i in range(self.blocks):
                 h = ResBlock(self.activation, name=f"stage_{s}_block_{i}")(h)
         h = layers.ConvTranspose(chans[-1], (3, 3), strides=(2, 2), padding="SAME",
-                             name="up_out")(act(h))
+                                 name="up_out")(act(h))
         return layers.Conv(out_ch * self.num_params, (3, 3), padding="SAME", name="out")(act(h))
