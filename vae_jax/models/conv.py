@@ -6,7 +6,6 @@ from typing import Sequence
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from vae_jax.models import layers
 from vae_jax.models.mlp import activation, base_grid, gaussian_head

@@ -234,7 +234,6 @@ class HVAE(nn.Module):
         T, L = self.num_layers, num_samples
         zs, qs, ps = {}, {}, {}
         if self.inference == "markov":
-            h = x
             for l in range(1, T + 1):
                 if l == 1:
                     q = dist.DiagGaussian(*self.q_nets[0](x))
