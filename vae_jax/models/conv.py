@@ -8,7 +8,7 @@ import flax.linen as nn
 import jax
 
 from vae_jax.models import layers
-from vae_jax.models.mlp import activation, base_grid, gaussian_head
+from vae_jax.models.common import activation, base_grid, gaussian_head
 
 
 class ConvEncoder(nn.Module):

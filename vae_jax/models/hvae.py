@@ -37,7 +37,8 @@ import jax
 import jax.numpy as jnp
 
 from vae_jax import distributions as dist
-from vae_jax.models.mlp import MLPDecoder, MLPEncoder, activation as get_activation
+from vae_jax.models.common import activation as get_activation
+from vae_jax.models.mlp import MLPDecoder, MLPEncoder
 
 INFERENCE = ("markov", "ladder")
 
@@ -103,7 +104,7 @@ class HVAE(nn.Module):
       hidden: per layer, the hidden widths of the inference net into layer l
         (x → z_1 for l = 1, z_{l−1} → z_l or the ladder rung above); the generative net out of
         layer l (z_l → z_{l−1}, or z_1 → x) mirrors them reversed, as in Burda et al.
-      activation: name in ``mlp.ACTIVATIONS``.
+      activation: name in ``common.ACTIVATIONS``.
       likelihood: name in ``distributions.LIKELIHOODS``.
       inference: "markov" (bottom-up chain) or "ladder" (top-down, precision weighted).
       analytic_kl: use the closed-form KLs where they exist (Markov: the top layer; ladder:

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from vae_jax.models import layers
-from vae_jax.models.mlp import activation, base_grid, gaussian_head
+from vae_jax.models.common import activation, base_grid, gaussian_head
 
 
 class ResBlock(nn.Module):
