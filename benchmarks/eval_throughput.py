@@ -28,7 +28,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from vae_jax import evaluate, models, parallel  # noqa: E402
+from vae_jax import evaluate, models, parallel, precision  # noqa: E402
 
 
 def main() -> None:
@@ -39,7 +39,7 @@ def main() -> None:
     ap.add_argument("--batch_size", type=int, default=1000)
     ap.add_argument("--latent_dim", type=int, default=20)
     ap.add_argument("--hidden", type=int, default=500)
-    ap.add_argument("--precision", default=evaluate.EVAL_PRECISION,
+    ap.add_argument("--precision", default=precision.EVAL_PRECISION,
                     help="matmul precision of the evaluation and of its limit (GPU: 'default' "
                          "allows TF32, 'highest' is float32)")
     args = ap.parse_args()
@@ -62,7 +62,7 @@ def main() -> None:
     num_batches = -(-args.num_images // args.batch_size)
 
     @jax.jit
-    @functools.partial(evaluate.at_precision, precision=args.precision)
+    @functools.partial(precision.at_precision, precision=args.precision)
     def gemms(z, w1, w2):
         def body(c, _):
             y = jnp.dot(jnp.dot(z + c, w1), w2)

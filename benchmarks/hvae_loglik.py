@@ -21,7 +21,8 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from vae_jax import active_units, data, evaluate, losses, train
+from vae_jax import active_units, data, evaluate, experiment, losses
+from vae_jax import config as config_lib
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file.")
@@ -53,11 +54,12 @@ def main(argv):
     config = FLAGS.config
     if FLAGS.num_samples % FLAGS.chunk:
         raise ValueError("--num_samples must be a multiple of --chunk.")
-    _, ds, model = train._setup(config, FLAGS.workdir)
-    state = train.restore_state(config, FLAGS.workdir, model, ds.image_shape)
+    s = experiment.setup(config, FLAGS.workdir)
+    config, ds, model = s.config, s.ds, s.model
+    state = experiment.restore_state(config, FLAGS.workdir, model, ds.image_shape)
     params = state.ema_params if config.eval.use_ema else state.params
     images = ds.test_images[:FLAGS.num_test] if FLAGS.num_test else ds.test_images
-    key = train._keys(config.seed)["eval"]
+    key = config_lib.root_keys(config.seed)["eval"]
     binarization = config.data.binarization
 
     t0 = time.perf_counter()

@@ -2,7 +2,7 @@
 
 Trains the default MLP VAE for ``--steps`` steps on Fashion-MNIST, then evaluates the test
 ELBO and the importance-sampled log p(x) of the first ``--num_images`` test images with
-``--k`` samples under each matmul precision (``evaluate.at_precision``). On the CPU every
+``--k`` samples under each matmul precision (``precision.at_precision``). On the CPU every
 setting computes float32 products; on a GPU "default" lets XLA use TF32 (10-bit mantissas).
 
   python benchmarks/precision_check.py --out=/tmp/prec          # train here, save params
@@ -30,7 +30,8 @@ import numpy as np  # noqa: E402
 from flax import traverse_util  # noqa: E402
 
 from experiments.configs import default as default_config  # noqa: E402
-from vae_jax import data, evaluate, parallel, train  # noqa: E402
+from vae_jax import data, evaluate, parallel, precision, train  # noqa: E402
+from vae_jax import config as config_lib  # noqa: E402
 
 
 def main() -> None:
@@ -45,8 +46,8 @@ def main() -> None:
     config = default_config.get_config()
     ds = data.load(config.data.name)
     mesh = parallel.data_mesh()
-    model = train.build_model(config, ds.image_shape)
-    keys = train._keys(config.seed)
+    model = config_lib.build_model(config, ds.image_shape)
+    keys = config_lib.root_keys(config.seed)
     spe = len(ds.train_images) // config.train.batch_size
     print(f"jax {jax.__version__} on {jax.devices()[0].device_kind} ({jax.default_backend()})")
     if args.params:
@@ -54,7 +55,7 @@ def main() -> None:
         params = traverse_util.unflatten_dict({tuple(k.split("/")): jnp.asarray(v)
                                                for k, v in flat.items()})
     else:
-        trainer = train.Trainer(config, model, mesh, spe)
+        trainer = config_lib.build_trainer(config, model, mesh, spe)
         state = train.create_train_state(keys["init"], model, trainer.optimizer,
                                          ds.image_shape)
         state = jax.device_put(state, trainer.replicated)

@@ -51,7 +51,8 @@ import ml_collections  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from experiments.configs import default as default_config  # noqa: E402
-from vae_jax import data, parallel, train  # noqa: E402
+from vae_jax import data, experiment, parallel, train  # noqa: E402
+from vae_jax import config as config_lib  # noqa: E402
 
 
 def peak_host_mb() -> float:
@@ -116,10 +117,10 @@ def bench_model(name: str, args) -> None:
     ds = data.load(config.data.name)
     mesh = parallel.data_mesh()
     parallel.check_batch_size(config.train.batch_size, mesh)
-    model = train.build_model(config, ds.image_shape)
+    model = config_lib.build_model(config, ds.image_shape)
     spe = len(ds.train_images) // config.train.batch_size
-    trainer = train.Trainer(config, model, mesh, spe)
-    keys = train._keys(config.seed)
+    trainer = config_lib.build_trainer(config, model, mesh, spe)
+    keys = config_lib.root_keys(config.seed)
     state = train.create_train_state(keys["init"], model, trainer.optimizer, ds.image_shape)
     state = jax.device_put(state, trainer.replicated)
     images = parallel.put_global(ds.train_images, mesh, trainer.replicated)
@@ -213,7 +214,7 @@ def memory_child(epochs: int) -> None:
     checkpoint.save = save_and_measure
     with tempfile.TemporaryDirectory() as wd:
         t0 = time.perf_counter()
-        state = train.train_and_evaluate(config, wd)
+        state = experiment.train_and_evaluate(config, wd)
         secs = time.perf_counter() - t0
     checkpoint.save = save
     state_mb = sum(x.nbytes for x in jax.tree.leaves(state)) / 2**20

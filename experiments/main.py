@@ -8,12 +8,12 @@ python -m experiments.main --config=experiments/configs/default.py --workdir=run
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from vae_jax import parallel, progress, sampling, train
+from vae_jax import experiment
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and images go.")
-flags.DEFINE_enum("mode", "train", ["train", "eval", "sample"],
+flags.DEFINE_enum("mode", "train", list(experiment.MODES),
                   "Train (resuming), evaluate a checkpoint, or write its pictures (PNG).")
 flags.DEFINE_integer("step", None, "Checkpoint step for --mode=eval/sample (default: the latest).")
 flags.DEFINE_bool("progress", True, "Progress bar; --noprogress (or --verbosity=-2) silences it.")
@@ -32,17 +32,12 @@ def main(argv):
     del argv
     if not FLAGS["verbosity"].present:  # orbax logs every checkpoint at INFO
         logging.set_verbosity(logging.WARNING)
-    parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
-                                    FLAGS.process_id, auto=FLAGS.distributed,
-                                    timeout_s=FLAGS.distributed_timeout)
-    if not FLAGS.progress:
-        progress.set_enabled(False)
-    if FLAGS.mode == "train":
-        train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-    elif FLAGS.mode == "sample":
-        sampling.sample_checkpoint(FLAGS.config, FLAGS.workdir, FLAGS.step)
-    else:
-        train.evaluate_checkpoint(FLAGS.config, FLAGS.workdir, FLAGS.step)
+    experiment.run(FLAGS.config, FLAGS.workdir, mode=FLAGS.mode, step=FLAGS.step,
+                   show_progress=FLAGS.progress,
+                   coordinator_address=FLAGS.coordinator_address,
+                   num_processes=FLAGS.num_processes, process_id=FLAGS.process_id,
+                   auto_distributed=FLAGS.distributed,
+                   distributed_timeout=FLAGS.distributed_timeout)
 
 
 if __name__ == "__main__":

@@ -147,7 +147,7 @@ def quickstart() -> nbformat.NotebookNode:
 
         from vae_jax import sampling
 
-        model = vae_jax.train.build_model(config, ds.image_shape)
+        model = vae_jax.config.build_model(config, ds.image_shape)
         params = state.params
         x = sampling.display_inputs(ds.test_images[:16], config.data.binarization)
         recon = sampling.reconstructions(params, x, model=model)
@@ -205,12 +205,12 @@ def quickstart() -> nbformat.NotebookNode:
         md("""
         ## Save and reload a checkpoint
 
-        Training saved orbax checkpoints in `WORKDIR/checkpoints`. `vae_jax.train.restore_state`
+        Training saved orbax checkpoints in `WORKDIR/checkpoints`. `vae_jax.experiment.restore_state`
         rebuilds the `TrainState` (params, optimizer state, EMA params, step), exactly as
         `--mode=eval` and `--mode=sample` do; the restored model reconstructs identically.
         """),
         code("""
-        restored = vae_jax.train.restore_state(config, WORKDIR, model, ds.image_shape)
+        restored = vae_jax.experiment.restore_state(config, WORKDIR, model, ds.image_shape)
         same = jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)),
                                          restored.params, state.params))
         recon2 = sampling.reconstructions(restored.params, x, model=model)
@@ -221,7 +221,7 @@ def quickstart() -> nbformat.NotebookNode:
         md("""
         ## The latent space: `--mode=sample`
 
-        `vae_jax.sampling.sample_checkpoint(config, workdir)` is `--mode=sample`: it restores
+        `vae_jax.sample_checkpoint(config, workdir)` is `--mode=sample`: it restores
         the checkpoint and writes PNGs of prior samples, reconstructions, linear and spherical
         interpolations between two test images' latents, and traversals of the most active
         latent dimensions. We train a second model with a **2-D latent space**, for which it also
@@ -238,7 +238,7 @@ def quickstart() -> nbformat.NotebookNode:
                 ax.set_title(name); ax.axis("off")
 
 
-        paths = sampling.sample_checkpoint(config, WORKDIR)
+        paths = vae_jax.sample_checkpoint(config, WORKDIR)
         show(paths, ["interpolation_linear", "interpolation_spherical"])
         show(paths, ["traversal"], width=6)
         """),
@@ -255,7 +255,7 @@ def quickstart() -> nbformat.NotebookNode:
             config2d.train.num_steps = 50
             config2d.sample.scatter_points = 1000
         vae_jax.train_and_evaluate(config2d, WORKDIR + "_2d")
-        paths2d = sampling.sample_checkpoint(config2d, WORKDIR + "_2d")
+        paths2d = vae_jax.sample_checkpoint(config2d, WORKDIR + "_2d")
         show(paths2d, ["manifold", "latent_scatter"], width=12)
         """),
         md("""

@@ -41,10 +41,10 @@ def run(cmd: list[str], environ: dict, timeout: float = 240) -> subprocess.Compl
 
 def final_state(workdir: str, config, image_shape=(28, 28, 1)):
     """The TrainState in workdir's latest checkpoint, read back with orbax (checksummed)."""
-    from vae_jax import train
+    from vae_jax import config as config_lib, experiment
 
-    model = train.build_model(config, image_shape)
-    return train.restore_state(config, workdir, model, image_shape)
+    model = config_lib.build_model(config, image_shape)
+    return experiment.restore_state(config, workdir, model, image_shape)
 
 
 def assert_same_state(a, b) -> None:

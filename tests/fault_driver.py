@@ -32,16 +32,16 @@ def _install(kind: str, step: int) -> None:
 
         atomicity.AtomicRenameTemporaryPath.finalize = finalize
     elif kind == "sigterm_after":
-        from vae_jax import reliability
+        from vae_jax import runtime
 
-        original = reliability.MetricsLog.write
+        original = runtime.MetricsLog.write
 
         def write(self, s, what, values):
             original(self, s, what, values)
             if s == step and what == "train":
                 os.kill(os.getpid(), signal.SIGTERM)
 
-        reliability.MetricsLog.write = write
+        runtime.MetricsLog.write = write
     else:
         raise SystemExit(f"unknown VAE_JAX_FAULT kind {kind!r}")
 

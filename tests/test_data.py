@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from vae_jax import data
+from vae_jax import data, errors
 from conftest import requires_fashion_mnist
 
 
@@ -63,12 +63,12 @@ def test_npz_layout(tmp_path):
     ds = data.load("npz", data_dir=path)
     assert ds.image_shape == (8, 8, 1) and ds.train_labels is None
     np.savez(path, train=np.zeros((2, 8, 8), np.float32), test=np.zeros((2, 8, 8), np.float32))
-    with pytest.raises(data.DataError, match="dtype float32; expected uint8"):
+    with pytest.raises(errors.DataError, match="dtype float32; expected uint8"):
         data.load("npz", data_dir=path)
 
 
 def test_missing_data_set_error_names_the_fix(tmp_path):
-    with pytest.raises(data.DataError) as err:
+    with pytest.raises(errors.DataError) as err:
         data.load("fashion_mnist", data_dir=str(tmp_path / "nowhere"))
     msg = str(err.value)
     assert "apt-get install -y dataset-fashion-mnist" in msg
@@ -77,7 +77,7 @@ def test_missing_data_set_error_names_the_fix(tmp_path):
 
 
 def test_unknown_tfds_name_does_not_download(tmp_path):
-    with pytest.raises(data.DataError, match="not found.*tfds build no_such_dataset_xyz"):
+    with pytest.raises(errors.DataError, match="not found.*tfds build no_such_dataset_xyz"):
         data.load("no_such_dataset_xyz", data_dir=str(tmp_path))
 
 
@@ -86,11 +86,11 @@ def test_truncated_idx_is_named(tmp_path):
     raw = gzip.open(str(tmp_path / "x.gz")).read()
     with gzip.open(str(tmp_path / "y.gz"), "wb") as f:
         f.write(raw[:-100])
-    with pytest.raises(data.DataError, match="y.gz.*truncated"):
+    with pytest.raises(errors.DataError, match="y.gz.*truncated"):
         data.read_idx(str(tmp_path / "y.gz"))
     with gzip.open(str(tmp_path / "z.gz"), "wb") as f:
         f.write(b"\x12\x34" + raw[2:])
-    with pytest.raises(data.DataError, match="wrong magic number"):
+    with pytest.raises(errors.DataError, match="wrong magic number"):
         data.read_idx(str(tmp_path / "z.gz"))
 
 

@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 
 from vae_jax import distributions as dist
-from vae_jax import evaluate, models
+from vae_jax import evaluate, experiment, models
+from vae_jax import precision as precision_lib
+from vae_jax.xla_cpu import compile as xla_compile
 
 from conftest import requires_fashion_mnist, run_python
 
@@ -183,7 +185,6 @@ def test_iwae_training_then_eval_mode_writes_eval_json(tmp_path):
     """config.loss.name = "iwae" trains; --mode=eval's function restores the checkpoint and
     writes ELBO, IWAE-k and log p(x) with their k, step, data set and seed."""
     from experiments.configs import smoke
-    from vae_jax import train
 
     config = smoke.get_config()
     config.loss.name, config.loss.num_samples = "iwae", 5
@@ -192,8 +193,8 @@ def test_iwae_training_then_eval_mode_writes_eval_json(tmp_path):
     config.eval.num_test_images, config.eval.iwae_k = 200, 5
     config.eval.num_importance_samples, config.eval.chunk = 40, 16
     workdir = str(tmp_path / "run")
-    train.train_and_evaluate(config, workdir)
-    result = train.evaluate_checkpoint(config, workdir)
+    experiment.train_and_evaluate(config, workdir)
+    result = experiment.evaluate_checkpoint(config, workdir)
     with open(os.path.join(workdir, "eval.json")) as f:
         saved = json.load(f)
     assert saved == pytest.approx(result)
@@ -248,7 +249,7 @@ def test_evaluation_asks_for_float32_products_and_training_for_the_default():
     assert _dot_precisions(evaluate.make_elbo_fn(model, binarization="static"),
                            params, x, key) == {"[HIGHEST, HIGHEST]"}
     with pytest.raises(ValueError, match="Unknown matmul precision 'fp64'"):
-        evaluate.at_precision(lambda: None, "fp64")
+        precision_lib.at_precision(lambda: None, "fp64")
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="an XLA:CPU option")
@@ -267,9 +268,9 @@ def test_evaluation_keeps_ynnpack_for_products_only():
                if "__ynn_fusion" in line and "calls=%" in line}
         return sum(1 for b in bodies for name in ynn if b.lstrip().startswith(f"%{name} "))
 
-    plain = jax.jit(functools.partial(evaluate._elbo_batch, model=model,
+    plain = jax.jit(functools.partial(evaluate.elbo_batch, model=model,
                                       binarization="dynamic", num_samples=1))
-    assert evaluate._eval_compiler_options(), "the option was refused: re-check the speed"
+    assert xla_compile.eval_compiler_options(), "the option was refused: re-check the speed"
     assert ynn_reductions(plain) > 0  # what XLA does by default (else this test is moot)
     assert ynn_reductions(evaluate.make_elbo_fn(model, binarization="dynamic")) == 0
 

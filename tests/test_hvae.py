@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from conftest import requires_fashion_mnist
-from vae_jax import active_units, losses, models, sampling, train
+from vae_jax import active_units, experiment, losses, models, sampling
+from vae_jax import config as config_lib
 from vae_jax.models.hvae import HVAE, precision_weighted, vae_to_hvae_params
 
 INFERENCES = ("markov", "ladder")
@@ -310,9 +311,9 @@ def test_burda_two_layer_config_builds_the_paper_architecture():
 
     for loss in ("elbo", "iwae"):
         config = mnist_iwae_2layer.get_config(loss)
-        train.validate_config(config)
+        config_lib.resolve(config)
         assert config.loss.name == loss
-    model = train.build_model(config, (28, 28, 1))
+    model = config_lib.build_model(config, (28, 28, 1))
     params = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 28, 28, 1)),
                             jax.random.key(1))
     shapes = {f"{m}/{l}": v["kernel"].shape for m, d in params["params"].items()
@@ -351,7 +352,7 @@ def test_training_smoke_reports_per_layer_kl_and_active_units(tmp_path, capsys):
     config.train.steps_per_call = 5
     config.train.eval_every_steps = 10
     config.train.checkpoint_every_steps = 10
-    state = train.train_and_evaluate(config, str(tmp_path))
+    state = experiment.train_and_evaluate(config, str(tmp_path))
     assert int(state.step) == 10
     out = capsys.readouterr().out
     line = [l for l in out.splitlines() if l.startswith("eval step 10:")][0]

@@ -28,7 +28,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _runs  # noqa: E402
 from conftest import requires_fashion_mnist  # noqa: E402
 from experiments.configs import smoke  # noqa: E402
-from vae_jax import checkpoint, losses, models, reliability, train  # noqa: E402
+from vae_jax import checkpoint, errors, experiment, losses, models, optim, runtime, train  # noqa: E402
+from vae_jax import config as config_lib  # noqa: E402
 
 pytestmark = requires_fashion_mnist
 
@@ -47,7 +48,7 @@ def ckpt_steps(workdir) -> list[int]:
 
 
 def records(workdir, kind):
-    return [r for r in reliability.MetricsLog.read(os.path.join(workdir, "metrics.jsonl"))
+    return [r for r in runtime.MetricsLog.read(os.path.join(workdir, "metrics.jsonl"))
             if r["kind"] == kind]
 
 
@@ -65,7 +66,7 @@ def snapshot(folder) -> dict:
 def base(tmp_path_factory):
     """One uninterrupted 20-step run: checkpoints at 10 and 20, its final state."""
     workdir = str(tmp_path_factory.mktemp("base"))
-    state = train.train_and_evaluate(smoke_config(), workdir)
+    state = experiment.train_and_evaluate(smoke_config(), workdir)
     return workdir, jax.device_get(state)
 
 
@@ -123,7 +124,7 @@ def test_kill_and_resume_is_bit_identical(tmp_path):
     # The uninterrupted run, in this process.
     reference = str(tmp_path / "reference")
     config = smoke_config(train__num_steps=40)
-    ref_state = train.train_and_evaluate(config, reference)
+    ref_state = experiment.train_and_evaluate(config, reference)
     _runs.assert_same_state(_runs.final_state(workdir, config), ref_state)
     _runs.assert_same_state(_runs.final_state(reference, config), ref_state)
 
@@ -138,9 +139,9 @@ def test_same_seed_is_bit_identical(base, tmp_path):
     """Determinism on CPU: a second run of the same config equals the first bit for bit;
     another seed does not (so the comparison can fail)."""
     _, state = base
-    again = train.train_and_evaluate(smoke_config(), str(tmp_path / "again"))
+    again = experiment.train_and_evaluate(smoke_config(), str(tmp_path / "again"))
     _runs.assert_same_state(again, state)
-    other = train.create_train_state(jax.random.key(1), train.build_model(
+    other = train.create_train_state(jax.random.key(1), config_lib.build_model(
         smoke_config(), (28, 28, 1)), optax.adam(1e-3), (28, 28, 1))
     assert not np.array_equal(jax.tree.leaves(other.params)[0],
                               jax.tree.leaves(state.params)[0])
@@ -154,27 +155,27 @@ def test_sigint_saves_and_exits_with_a_message(base, tmp_path, monkeypatch, caps
     workdir, _ = base
     copy = str(tmp_path / "copy")
     shutil.copytree(workdir, copy)
-    write = reliability.MetricsLog.write
+    write = runtime.MetricsLog.write
 
     def write_then_interrupt(self, step, kind, values):
         write(self, step, kind, values)
         if step == 25 and kind == "train":
             os.kill(os.getpid(), signal.SIGINT)
 
-    monkeypatch.setattr(reliability.MetricsLog, "write", write_then_interrupt)
+    monkeypatch.setattr(runtime.MetricsLog, "write", write_then_interrupt)
     config = smoke_config(train__num_steps=30)
     with pytest.raises(SystemExit) as e:
-        train.train_and_evaluate(config, copy)
-    assert isinstance(e.value, reliability.TrainingInterrupted) and e.value.code == 130
+        experiment.train_and_evaluate(config, copy)
+    assert isinstance(e.value, errors.TrainingInterrupted) and e.value.code == 130
     assert "Stopped by SIGINT at step 25/30; checkpoint saved" in capsys.readouterr().out
     assert ckpt_steps(copy) == [10, 20, 25]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
     monkeypatch.undo()
-    resumed = train.train_and_evaluate(config, copy)
+    resumed = experiment.train_and_evaluate(config, copy)
     assert [r["step"] for r in records(copy, "train")] == [5, 10, 15, 20, 25, 30]
     straight = str(tmp_path / "straight")
     shutil.copytree(workdir, straight)
-    _runs.assert_same_state(resumed, train.train_and_evaluate(config, straight))
+    _runs.assert_same_state(resumed, experiment.train_and_evaluate(config, straight))
 
 
 # ---------------------------------------------------------------------------- checkpoints
@@ -206,7 +207,7 @@ def test_damaged_checkpoint_is_reported_skipped_and_kept(tmp_path, how, capsys):
     checkpoint.save(mngr, 10, _small_state(10))
     checkpoint.save(mngr, 20, _small_state(20))
     damaged = _damage(checkpoint.step_path(mngr, 20), how)
-    with pytest.raises(checkpoint.CheckpointError, match=checkpoint.step_path(mngr, 20)):
+    with pytest.raises(errors.CheckpointError, match=checkpoint.step_path(mngr, 20)):
         checkpoint.restore(mngr, _small_state(0), 20)
     state, step, skipped = checkpoint.restore_latest_good(mngr, _small_state(0))
     assert step == 10 and [p for p, _ in skipped] == [checkpoint.step_path(mngr, 20)]
@@ -224,7 +225,7 @@ def test_training_resumes_past_a_damaged_checkpoint(base, tmp_path):
     copy = str(tmp_path / "copy")
     shutil.copytree(workdir, copy)
     _damage(os.path.join(copy, "checkpoints", "20"), "bitflip")
-    resumed = train.train_and_evaluate(smoke_config(), copy)
+    resumed = experiment.train_and_evaluate(smoke_config(), copy)
     _runs.assert_same_state(resumed, state)
     kept = os.listdir(os.path.join(copy, "checkpoints.damaged"))
     assert len(kept) == 1 and kept[0].startswith("20.")
@@ -237,7 +238,7 @@ def test_checkpoint_of_another_model_names_the_parameter(base):
     before = snapshot(workdir)
     config = smoke_config(model__hidden=(48,))
     with pytest.raises(checkpoint.CheckpointMismatchError) as e:
-        train.train_and_evaluate(config, workdir)
+        experiment.train_and_evaluate(config, workdir)
     msg = str(e.value)
     print(msg)
     assert ("builds: params/params/decoder/hidden_0/bias: checkpoint shape (32,), config "
@@ -266,8 +267,8 @@ def test_nonfinite_loss_stops_naming_step_and_metric_keeping_last_checkpoint(bas
     copy = str(tmp_path / "copy")
     shutil.copytree(workdir, copy)
     config = smoke_config(train__num_steps=40, optim__learning_rate=ABSURD_LR)
-    with pytest.raises(train.NonFiniteLossError) as e:
-        train.train_and_evaluate(config, copy)
+    with pytest.raises(errors.NonFiniteLossError) as e:
+        experiment.train_and_evaluate(config, copy)
     msg = str(e.value)
     print(msg)
     assert "'loss'" in msg and "at step 2" in msg  # steps 21, 22, ...: the run resumed at 20
@@ -280,7 +281,7 @@ def test_skip_nonfinite_discards_exactly_the_bad_updates():
     """A beta schedule that is NaN at step 1 only: with skip, step 1 changes nothing but the
     counter and step 0 is the ordinary update; without skip, NaN reaches the weights."""
     config = smoke_config()
-    model = train.build_model(config, (28, 28, 1))
+    model = config_lib.build_model(config, (28, 28, 1))
     tx = optax.adam(1e-3)
     loss_fn = lambda p, x, k, beta: losses.get("elbo")(p, x, k, model=model, beta=beta)
     nan_at_1 = lambda s: jnp.where(s == 1, jnp.nan, 1.0)
@@ -317,7 +318,7 @@ def test_skip_option_finishes_and_counts(base, tmp_path):
     shutil.copytree(workdir, copy)
     config = smoke_config(train__num_steps=30, optim__learning_rate=ABSURD_LR,
                           train__on_nonfinite="skip")
-    state = train.train_and_evaluate(config, copy)
+    state = experiment.train_and_evaluate(config, copy)
     skipped = sum(r["skipped"] for r in records(copy, "train") if r["step"] > 20)
     assert 0 < skipped <= 10
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.params))
@@ -332,7 +333,7 @@ def test_grad_clip_scales_by_the_global_norm():
     g = {"a": jnp.full((3,), 4.0), "b": jnp.full((2, 2), -3.0)}
     norm = float(optax.global_norm(g))  # sqrt(3*16 + 4*9) = sqrt(84)
     params = jax.tree.map(jnp.zeros_like, g)
-    tx_c, tx = train.make_optimizer(clipped_cfg), train.make_optimizer(base_cfg)
+    tx_c, tx = optim.make_optimizer(clipped_cfg.optim), optim.make_optimizer(base_cfg.optim)
     u_c, _ = tx_c.update(g, tx_c.init(params), params)
     u, _ = tx.update(jax.tree.map(lambda x: x / norm, g), tx.init(params), params)
     for x, y in zip(jax.tree.leaves(u_c), jax.tree.leaves(u)):

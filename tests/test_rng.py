@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vae_jax import rng
+from vae_jax.xla_cpu import rng
 
 SHAPES = [(1,), (7,), (3, 5), (128, 28, 28, 1), (2, 1000, 20), (4, 3, 2, 5)]
 

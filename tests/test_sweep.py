@@ -115,8 +115,6 @@ def test_failed_parallel_point_is_reported(tmp_path):
 @requires_fashion_mnist
 @pytest.mark.slow
 def test_smoke_sweep_trains_each_point_and_skips_finished_ones(tmp_path, monkeypatch):
-    from vae_jax import train
-
     config = sweep_smoke.get_config()
     config.train.num_steps = 4
     config.train.steps_per_call = 2

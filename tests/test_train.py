@@ -13,7 +13,8 @@ from PIL import Image
 
 from conftest import requires_fashion_mnist, run_python
 from experiments.configs import smoke
-from vae_jax import train
+from vae_jax import checkpoint, errors, experiment, train
+from vae_jax import config as config_lib
 
 pytestmark = requires_fashion_mnist
 
@@ -31,7 +32,7 @@ def _config(num_steps=20):
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("uninterrupted"))
-    state = train.train_and_evaluate(_config(20), workdir)
+    state = experiment.train_and_evaluate(_config(20), workdir)
     return workdir, state
 
 
@@ -67,9 +68,9 @@ def test_event_file_holds_train_and_test_metrics(uninterrupted):
 def test_resumed_run_equals_uninterrupted(uninterrupted, tmp_path):
     _, full = uninterrupted
     workdir = str(tmp_path / "resumed")
-    first = train.train_and_evaluate(_config(10), workdir)
+    first = experiment.train_and_evaluate(_config(10), workdir)
     assert int(first.step) == 10
-    resumed = train.train_and_evaluate(_config(20), workdir)
+    resumed = experiment.train_and_evaluate(_config(20), workdir)
     assert int(resumed.step) == 20
     np.testing.assert_array_equal(_flat(resumed.params), _flat(full.params))
     np.testing.assert_array_equal(_flat(resumed.opt_state), _flat(full.opt_state))
@@ -78,10 +79,10 @@ def test_resumed_run_equals_uninterrupted(uninterrupted, tmp_path):
 CODE_8_DEVICES = """
 import jax, numpy as np
 from experiments.configs import smoke
-from vae_jax import train
+from vae_jax import experiment
 assert jax.device_count() == {devices}, jax.devices()
 c = smoke.get_config(); c.train.num_steps = 20
-s = train.train_and_evaluate(c, {workdir!r})
+s = experiment.train_and_evaluate(c, {workdir!r})
 np.save({out!r}, np.concatenate([np.ravel(x) for x in jax.tree.leaves(jax.device_get(s.params))]))
 """
 
@@ -99,10 +100,10 @@ def test_eight_devices_equal_one_device(uninterrupted, tmp_path):
 def test_batch_not_divisible_by_devices_is_a_clear_error(tmp_path):
     code = """
 from experiments.configs import smoke
-from vae_jax import train
+from vae_jax import experiment
 c = smoke.get_config(); c.train.batch_size = 30
 try:
-    train.train_and_evaluate(c, {workdir!r})
+    experiment.train_and_evaluate(c, {workdir!r})
 except ValueError as e:
     print(e)
 """.format(workdir=str(tmp_path / "w"))
@@ -123,7 +124,7 @@ def test_config_validation(field, value, message):
     section, name = field.split(".")
     config[section][name] = value
     with pytest.raises(ValueError, match=message):
-        train.validate_config(config)
+        config_lib.resolve(config)
 
 
 def test_steady_state_loop_makes_no_host_transfers():
@@ -132,9 +133,9 @@ def test_steady_state_loop_makes_no_host_transfers():
     config = _config()
     ds = data.load(config.data.name)
     mesh = parallel.data_mesh()
-    model = train.build_model(config, ds.image_shape)
-    trainer = train.Trainer(config, model, mesh, len(ds.train_images) // config.train.batch_size)
-    keys = train._keys(config.seed)
+    model = config_lib.build_model(config, ds.image_shape)
+    trainer = config_lib.build_trainer(config, model, mesh, len(ds.train_images) // config.train.batch_size)
+    keys = config_lib.root_keys(config.seed)
     state = jax.device_put(train.create_train_state(keys["init"], model, trainer.optimizer,
                                                     ds.image_shape), trainer.replicated)
     images = jax.device_put(ds.train_images, trainer.replicated)
@@ -206,17 +207,17 @@ def test_no_compilation_after_the_first_epoch(tmp_path):
             compiles[0] += 1
 
     jax.monitoring.register_event_duration_secs_listener(on_event)
-    save = train.checkpoint.save
+    save = checkpoint.save
 
     def counting_save(mngr, step, state):
         per_epoch.append(compiles[0])
         return save(mngr, step, state)
 
-    train.checkpoint.save = counting_save
+    checkpoint.save = counting_save
     try:
-        train.train_and_evaluate(config, str(tmp_path / "wd"))
+        experiment.train_and_evaluate(config, str(tmp_path / "wd"))
     finally:
-        train.checkpoint.save = save
+        checkpoint.save = save
         jax.monitoring.unregister_event_duration_listener(on_event)
     assert len(per_epoch) == 6 and per_epoch[0] > 0
     # epoch 1's checkpoint save compiles its checksums; from then on nothing compiles

@@ -22,8 +22,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _runs  # noqa: E402
 from experiments.configs import smoke  # noqa: E402
-from vae_jax import data, parallel, reliability, train  # noqa: E402
-from vae_jax.checkpoint import CheckpointMismatchError  # noqa: E402,F401
+from vae_jax import data, errors, experiment, parallel  # noqa: E402
+from vae_jax.errors import CheckpointMismatchError  # noqa: E402,F401
 
 
 def _idx_header(magic_type: int, shape) -> bytes:
@@ -82,7 +82,7 @@ def _idx(bad):
     return _set(data__name="mnist", data__dir=lambda tmp: synthetic_idx_folder(tmp, bad=bad))
 
 
-VE, CE, DE = ValueError, reliability.ConfigError, data.DataError
+VE, CE, DE = ValueError, errors.ConfigError, errors.DataError
 
 # (case, config change, workdir kind, error, message fragments)
 TABLE = [
@@ -204,7 +204,7 @@ def test_bad_input_table(tmp_path, case, change, kind, error, fragments):
     watched = workdir if os.path.exists(workdir) else os.path.dirname(workdir)
     before = _tree(watched)
     with pytest.raises(error) as e:
-        train.train_and_evaluate(config, workdir)
+        experiment.train_and_evaluate(config, workdir)
     message = str(e.value)
     for fragment in fragments:
         assert fragment in message, f"{case}: {fragment!r} not in {message!r}"

@@ -18,6 +18,8 @@ import numpy as np
 from jax.sharding import Mesh
 
 from vae_jax import data, evaluate
+from vae_jax.precision import EVAL_PRECISION, at_precision
+from vae_jax.xla_cpu.compile import jit_eval
 
 THRESHOLD = 1e-2
 
@@ -43,9 +45,9 @@ def make_posterior_means_fn(model: nn.Module, *, binarization: str,
 
     Float32 matrix products on every backend, like the other evaluation figures.
     """
-    return evaluate.jit_eval(evaluate.at_precision(functools.partial(
+    return jit_eval(at_precision(functools.partial(
         _means_batch, model=model, binarization=binarization, num_samples=num_samples),
-        evaluate.EVAL_PRECISION))
+        EVAL_PRECISION))
 
 
 def posterior_mean_variance(params, images: np.ndarray, *, model: nn.Module,

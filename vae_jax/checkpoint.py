@@ -28,13 +28,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be restored; the message names its path and the fix."""
-
-
-class CheckpointMismatchError(ValueError):
-    """The checkpoint holds another model (shapes / parameter names differ from the config)."""
+from vae_jax.errors import CheckpointError, CheckpointMismatchError
 
 
 def _handlers() -> dict:

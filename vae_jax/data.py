@@ -27,7 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vae_jax import rng
+from vae_jax.errors import DataError
+from vae_jax.xla_cpu import rng
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 
@@ -40,9 +41,12 @@ IDX_FILES = {
 
 BINARIZATIONS = ("dynamic", "static", "none")
 
-
-class DataError(ValueError):
-    """A data set that cannot be found or read; the message says how to fix it."""
+# Label names, for pictures coloured by class.
+CLASS_NAMES = {
+    "fashion_mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                      "Sneaker", "Bag", "Ankle boot"),
+    "mnist": tuple(str(i) for i in range(10)),
+}
 
 
 @dataclasses.dataclass(frozen=True)

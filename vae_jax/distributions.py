@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from vae_jax import rng
+from vae_jax.xla_cpu import rng
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -78,9 +78,9 @@ def gaussian_kl_elementwise(mean: jax.Array, log_std: jax.Array) -> jax.Array:
 
 
 def softplus(x: jax.Array) -> jax.Array:
-    """log(1 + eˣ) = max(x, 0) + log1p(e^{−|x|}): exact, never overflows, and ≈ 3x faster
-    on XLA:CPU than ``jax.nn.softplus`` (``logaddexp``, with its inf/NaN handling); it is
-    the dominant elementwise cost of a k = 5000 log-likelihood evaluation."""
+    """log(1 + eˣ) = max(x, 0) + log1p(e^{−|x|}): exact, never overflows, and faster on
+    XLA:CPU than ``jax.nn.softplus`` (``logaddexp``, with its inf/NaN handling); it is the
+    dominant elementwise cost of a k = 5000 log-likelihood evaluation."""
     return jnp.maximum(x, 0.0) + jnp.log1p(jnp.exp(-jnp.abs(x)))
 
 

@@ -17,73 +17,16 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from vae_jax import data, losses, parallel, rng
+from vae_jax import data, losses, parallel
 from vae_jax import distributions as dist
 from vae_jax.models.vae import VAE
+from vae_jax.precision import EVAL_PRECISION, at_precision
 from vae_jax.progress import Progress
+from vae_jax.xla_cpu import rng
+from vae_jax.xla_cpu.compile import jit_eval
 
 
 PROGRESS_MIN_BATCHES = 20
-# Evaluation figures are compared to the literature to the last nat: float32 matrix products
-# by default. JAX's own default lets GPUs use TF32 (10-bit mantissas) for float32 dots.
-EVAL_PRECISION = "highest"
-PRECISIONS = ("default", "high", "highest", "bfloat16", "tensorfloat32", "float32")
-
-
-# XLA:CPU hands reductions with elementwise producers (the likelihood's Σ over pixels of
-# x·l − softplus(l)) to YNNPACK fusions, which ran the test ELBO ~3x slower than XLA's own
-# loops (39 vs 13 ms per 1000 images, benchmarks/README.md); the train step is faster with
-# them. Evaluation functions keep YNNPACK for matrix products only.
-_CPU_EVAL_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"}
-
-
-@functools.lru_cache(maxsize=None)
-def _eval_compiler_options() -> tuple:
-    """The options above where this backend and XLA version take them, else none."""
-    if jax.default_backend() != "cpu":
-        return ()
-    try:  # an experimental XLA option: a version without it must not break evaluation
-        jax.jit(lambda x: x + 1, compiler_options=_CPU_EVAL_OPTIONS)(np.float32(0))
-    except Exception:  # noqa: BLE001  (XLA reports an unknown option as a runtime error)
-        return ()
-    return tuple(_CPU_EVAL_OPTIONS.items())
-
-
-def jit_eval(fn: Callable) -> Callable:
-    """``jax.jit(fn)`` for evaluation functions, compiled with the options above when called
-    from Python; traced inside another ``jit`` (where XLA takes no per-function options)
-    it is a plain nested ``jax.jit``. ``.lower`` lowers the top-level version."""
-    options = dict(_eval_compiler_options())
-    plain = jax.jit(fn)
-    if not options:
-        return plain
-    top = jax.jit(fn, compiler_options=options)
-
-    @functools.wraps(fn)
-    def call(*args, **kwargs):
-        traced = any(isinstance(a, jax.core.Tracer) for a in jax.tree.leaves((args, kwargs)))
-        return (plain if traced else top)(*args, **kwargs)
-
-    call.lower = top.lower
-    return call
-
-
-def at_precision(fn: Callable, precision: Optional[str]) -> Callable:
-    """``fn`` traced under ``jax.default_matmul_precision(precision)`` (None: JAX's default).
-
-    The precision is fixed into the traced dots, so wrap before ``jax.jit``. On the CPU
-    every setting computes in float32; on GPUs "default" allows TF32 and "highest" does not.
-    """
-    if precision is None:
-        return fn
-    if precision not in PRECISIONS:
-        raise ValueError(f"Unknown matmul precision {precision!r}; valid: {list(PRECISIONS)}.")
-
-    @functools.wraps(fn)
-    def wrapped(*args, **kwargs):
-        with jax.default_matmul_precision(precision):
-            return fn(*args, **kwargs)
-    return wrapped
 
 
 def _pad_to_multiple(images: np.ndarray, multiple: int) -> np.ndarray:
@@ -131,7 +74,10 @@ def _to_host(x: jax.Array) -> np.ndarray:
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
-def _elbo_batch(params, x, key, *, model, binarization, num_samples):
+def elbo_batch(params, x: jax.Array, key: jax.Array, *, model: nn.Module, binarization: str,
+               num_samples: int) -> dict[str, jax.Array]:
+    """Per-example ELBO terms {name: [b]} of uint8 images x [b, H, W, C], binarized with
+    the first half of ``key`` (``make_elbo_fn`` jit-compiles it)."""
     k_bin, k_z = jax.random.split(key)
     xf = data.preprocess(x, k_bin, binarization=binarization)
     return losses.elbo_terms(params, xf, k_z, model=model, num_samples=num_samples)
@@ -146,7 +92,7 @@ def make_elbo_fn(model: nn.Module, *, binarization: str, num_samples: int = 1,
     ``at_precision`` (float32 products by default).
     """
     return jit_eval(at_precision(functools.partial(
-        _elbo_batch, model=model, binarization=binarization, num_samples=num_samples),
+        elbo_batch, model=model, binarization=binarization, num_samples=num_samples),
         precision))
 
 

@@ -1,6 +1,6 @@
 """Read back the scalars a run wrote (TensorBoard event files in its workdir).
 
-``train.train_and_evaluate`` logs train_* metrics, steps_per_s and test_* metrics through
+``experiment.train_and_evaluate`` logs train_* metrics, steps_per_s and test_* metrics through
 clu's writer; ``read_scalars(workdir)`` turns them into arrays for a notebook's plots.
 """
 
@@ -24,7 +24,7 @@ def read_scalars(workdir: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     files = sorted(glob.glob(os.path.join(workdir, "events.out.tfevents.*")))
     if not files:
         raise FileNotFoundError(f"No TensorBoard event files in {workdir}; train there first "
-                                "(train.train_and_evaluate or experiments/main.py).")
+                                "(experiment.train_and_evaluate or experiments/main.py).")
     series: dict[str, dict[int, float]] = {}
     for path in files:
         for event in event_file_loader.EventFileLoader(path).Load():

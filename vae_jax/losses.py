@@ -1,9 +1,13 @@
-"""Objectives as pure functions of (params, x, key).
+"""Objectives as pure functions of (params, x, key), chosen by name from a registry.
 
 ``elbo_terms`` returns per-example terms, each [B], in nats; the caller averages them,
-applies β or converts them to bits/dim. ``elbo`` and ``iwae`` return ``(loss, metrics)``
-ready for ``jax.value_and_grad(..., has_aux=True)``; bind ``model`` (and the other
-keyword-only arguments) with ``functools.partial`` before ``jax.jit``.
+applies β or converts them to bits/dim. Every registered objective has one signature,
+``fn(params, x, key, *, model, beta, **options) -> (loss, metrics)``, ready for
+``jax.value_and_grad(..., has_aux=True)``: ``beta`` is the step's β (the trainer passes the
+schedule's value; objectives that have no β declare it so and are validated to β = 1), and
+``options`` are the ``config.loss`` fields the objective declares when it registers. Bind
+them with ``bind`` (``functools.partial``) before ``jax.jit``; a new objective is a
+function plus ``@register`` and a config, and the trainer stays untouched.
 
 Every model exposes ``terms(x, key, num_samples)`` (see ``models.vae.VAE.terms``); these
 functions only combine what it returns, so hierarchical models reuse them unchanged.
@@ -11,6 +15,7 @@ functions only combine what it returns, so hierarchical models reuse them unchan
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from typing import Callable
@@ -60,8 +65,32 @@ def elbo_terms(params, x: jax.Array, key: jax.Array, *, model: nn.Module,
     return _per_example(_model_terms(params, x, key, model, num_samples))
 
 
-def elbo(params, x: jax.Array, key: jax.Array, *, model: nn.Module, num_samples: int = 1,
-         beta: float | jax.Array = 1.0, free_bits: float = 0.0):
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    """A registered objective: the function, the ``config.loss`` fields it reads, and
+    whether it weights a KL term by β (else β must be 1 with no warm-up)."""
+
+    fn: Callable
+    options: tuple[str, ...]
+    takes_beta: bool
+
+
+_LOSSES: dict[str, Objective] = {}
+
+
+def register(name: str, *, options: tuple[str, ...] = ("num_samples",), takes_beta: bool = True):
+    """Decorator: register ``fn(params, x, key, *, model, beta, **options)`` as ``name``."""
+    def wrap(fn: Callable) -> Callable:
+        if name in _LOSSES:
+            raise ValueError(f"Loss {name!r} is registered twice.")
+        _LOSSES[name] = Objective(fn, tuple(options), takes_beta)
+        return fn
+    return wrap
+
+
+@register("elbo", options=("num_samples", "free_bits"))
+def elbo(params, x: jax.Array, key: jax.Array, *, model: nn.Module,
+         beta: float | jax.Array = 1.0, num_samples: int = 1, free_bits: float = 0.0):
     """Negative (β-)ELBO averaged over the batch, and metrics.
 
     loss = −mean_B[log p(x|z)] + β · Σ_j max(free_bits, mean_B KL_j), where j runs over
@@ -98,13 +127,15 @@ def iwae_bound(params, x: jax.Array, key: jax.Array, *, model: nn.Module,
     return jax.nn.logsumexp(log_w, axis=0) - math.log(num_samples)
 
 
-def iwae(params, x: jax.Array, key: jax.Array, *, model: nn.Module, num_samples: int = 5,
-         beta: float | jax.Array = 1.0, free_bits: float = 0.0):
+@register("iwae", options=("num_samples",), takes_beta=False)
+def iwae(params, x: jax.Array, key: jax.Array, *, model: nn.Module,
+         beta: float | jax.Array = 1.0, num_samples: int = 5):
     """Negative IWAE-k bound averaged over the batch, and metrics (as ``elbo``).
 
-    β and free bits have no meaning for the IWAE bound: β must be 1 and free_bits 0.
+    The IWAE bound has no β (registered with ``takes_beta=False``: ``config.validate``
+    requires β = 1 and no warm-up), so ``beta`` is accepted for the common signature only.
     """
-    del beta, free_bits  # validated at config time (see train.validate_config)
+    del beta  # always 1: see the docstring
     t = _model_terms(params, x, key, model, num_samples)
     log_w = t["log_px_z"] + t["log_pz"] - t["log_qz"]
     bound = jax.nn.logsumexp(log_w, axis=0) - math.log(num_samples)
@@ -115,18 +146,20 @@ def iwae(params, x: jax.Array, key: jax.Array, *, model: nn.Module, num_samples:
     return loss, metrics
 
 
-_LOSSES: dict[str, Callable] = {"elbo": elbo, "iwae": iwae}
-
-
 def names() -> list[str]:
     return sorted(_LOSSES)
 
 
-def get(name: str) -> Callable:
-    """Objective by name: ``fn(params, x, key, *, model, num_samples, beta, free_bits)``."""
+def objective(name: str) -> Objective:
+    """The registered objective ``name`` (its function, options and β handling)."""
     if name not in _LOSSES:
         raise ValueError(f"Unknown loss {name!r}; valid: {names()}. Set config.loss.name.")
     return _LOSSES[name]
+
+
+def get(name: str) -> Callable:
+    """Objective function by name: ``fn(params, x, key, *, model, beta, **options)``."""
+    return objective(name).fn
 
 
 def beta_schedule(step: jax.Array, *, beta: float = 1.0, warmup_steps: int = 0) -> jax.Array:
@@ -137,6 +170,11 @@ def beta_schedule(step: jax.Array, *, beta: float = 1.0, warmup_steps: int = 0) 
     return beta * frac
 
 
-def bind(name: str, model: nn.Module, **kwargs) -> Callable:
-    """``partial(get(name), model=model, **kwargs)``: a (params, x, key, beta=) -> (loss, metrics)."""
-    return functools.partial(get(name), model=model, **kwargs)
+def bind(name: str, model: nn.Module, **options) -> Callable:
+    """``partial(get(name), model=model, **options)``: (params, x, key, *, beta) -> (loss,
+    metrics). Options the objective did not declare are refused, naming them."""
+    unknown = sorted(set(options) - set(objective(name).options))
+    if unknown:
+        raise ValueError(f"Loss {name!r} takes the options {list(objective(name).options)}; "
+                         f"got also {unknown}.")
+    return functools.partial(get(name), model=model, **options)

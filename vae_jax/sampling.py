@@ -1,9 +1,10 @@
 """Prior samples, reconstructions, latent interpolations and traversals -> PNG image grids.
 
 The array functions are pure: (params, inputs, *, model) -> images [N, H, W, C] in [0, 1].
-The writers turn arrays into uint8 grids and PNG files; ``sample_checkpoint`` (``--mode=sample``)
-restores a run's checkpoint and writes them all. Only the label-coloured scatter of 2-D
-encodings needs matplotlib, imported there.
+The writers turn arrays into uint8 grids and PNG files: ``write_training_grids`` at every
+evaluation of a training run, ``write_sample_images`` for ``--mode=sample``
+(``vae_jax.experiment.sample_checkpoint`` restores the checkpoint and calls it). Only the
+label-coloured scatter of 2-D encodings needs matplotlib, imported there.
 """
 
 from __future__ import annotations
@@ -11,13 +12,15 @@ from __future__ import annotations
 import functools
 import math
 import os
-from typing import Optional
+from typing import Any, Mapping, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 from PIL import Image
+
+from vae_jax import data
 
 
 def image_grid(images: np.ndarray, ncols: Optional[int] = None, pad: int = 1) -> np.ndarray:
@@ -218,37 +221,6 @@ def save_latent_scatter(path: str, z: np.ndarray, labels: Optional[np.ndarray] =
 
 # ----------------------------------------------------------------------- --mode=sample
 
-SAMPLE_DEFAULTS = {
-    "temperature": 1.0,        # prior samples z ~ N(0, temperature² I)
-    "num": 64,                 # prior samples and reconstructions shown
-    "pair": (0, 1),            # test-image indices interpolated between
-    "num_interpolation": 10,   # images on each interpolation path, ends included
-    "traversal_dims": 10,      # traverse the this-many most active latent dimensions
-    "traversal_steps": 9,
-    "traversal_extent": 3.0,   # values in [-extent, extent] prior standard deviations
-    "manifold_size": 20,       # 2-D latents: manifold_size² decoded grid
-    "scatter_points": 5000,    # 2-D latents: test encodings in the scatter
-}
-
-CLASS_NAMES = {
-    "fashion_mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                      "Sneaker", "Bag", "Ankle boot"),
-    "mnist": tuple(str(i) for i in range(10)),
-}
-
-
-def sample_settings(config) -> dict:
-    """``SAMPLE_DEFAULTS`` overridden by ``config.sample`` (older configs may lack it)."""
-    settings = dict(SAMPLE_DEFAULTS)
-    if "sample" in config:
-        unknown = sorted(set(config.sample.keys()) - set(SAMPLE_DEFAULTS))
-        if unknown:
-            raise ValueError(f"Unknown config.sample fields {unknown}; valid: "
-                             f"{sorted(SAMPLE_DEFAULTS)}.")
-        settings.update(config.sample.to_dict())
-    return settings
-
-
 def display_inputs(images: np.ndarray, binarization: str) -> jax.Array:
     """uint8 [N, H, W, C] -> the float images we encode for pictures: [N, H, W, C].
 
@@ -274,14 +246,15 @@ def active_dims(params, x: jax.Array, *, model: nn.Module, top: int) -> list[int
 
 def write_sample_images(outdir: str, params, test_images: np.ndarray, key: jax.Array, *,
                         model: nn.Module, binarization: str = "dynamic",
-                        test_labels: Optional[np.ndarray] = None, class_names=None,
-                        settings: Optional[dict] = None) -> dict[str, str]:
+                        settings: Mapping[str, Any], test_labels: Optional[np.ndarray] = None,
+                        class_names=None) -> dict[str, str]:
     """Write every picture of ``--mode=sample`` into ``outdir``; returns {name: path}.
 
-    test_images: uint8 [N, H, W, C]. 2-D latent models also get ``manifold.png`` and
-    (with matplotlib) ``latent_scatter.png``.
+    test_images: uint8 [N, H, W, C]; ``settings``: the ``config.sample`` fields (defaults
+    in ``vae_jax.config.defaults``). 2-D latent models also get ``manifold.png`` and (with
+    matplotlib) ``latent_scatter.png``.
     """
-    s = dict(SAMPLE_DEFAULTS, **(settings or {}))
+    s = dict(settings)
     x = display_inputs(test_images[: max(s["num"], 1000)], binarization)
     paths = {}
 
@@ -319,34 +292,30 @@ def write_sample_images(outdir: str, params, test_images: np.ndarray, key: jax.A
     return paths
 
 
-def sample_checkpoint(config, workdir: str, step: Optional[int] = None,
-                      outdir: Optional[str] = None) -> dict[str, str]:
-    """``--mode=sample``: restore ``workdir``'s checkpoint (latest, or ``step``) and write
-    prior samples, reconstructions, interpolations, traversals (and for 2-D latents the
-    manifold and the label scatter) as PNGs in ``outdir`` (default ``workdir/samples``).
+# ------------------------------------------------------------------ training-time grids
 
-    Settings come from ``config.sample`` (see ``SAMPLE_DEFAULTS``); returns {name: path}.
-    """
-    from vae_jax import data, train  # train imports this module
+def write_training_grids(workdir: str, step: int, params, test_images: np.ndarray,
+                         key: jax.Array, *, model: nn.Module, binarization: str,
+                         num: int = 64) -> dict[str, str]:
+    """PNG grids of prior samples and of test reconstructions beside their originals, in
+    ``workdir/images`` (``samples_<step>.png``, ``reconstructions_<step>.png``)."""
+    samples, x, recons = _grid_arrays(params, test_images[:32], key, model=model,
+                                      binarization=binarization, num=num)
+    folder = os.path.join(workdir, "images")
+    return {
+        "samples": save_png(os.path.join(folder, f"samples_{step:08d}.png"),
+                            image_grid(np.asarray(samples), ncols=8)),
+        "reconstructions": save_png(
+            os.path.join(folder, f"reconstructions_{step:08d}.png"),
+            reconstruction_grid(np.asarray(x), np.asarray(recons), ncols=8)),
+    }
 
-    train.validate_config(config)
-    settings = sample_settings(config)
-    ds = data.load(config.data.name, data_dir=config.data.get("dir") or None,
-                   download=config.data.get("download", False))
-    i, j = settings["pair"]
-    if not (0 <= i < len(ds.test_images) and 0 <= j < len(ds.test_images)):
-        raise ValueError(f"config.sample.pair={settings['pair']} must index the "
-                         f"{len(ds.test_images)} test images.")
-    model = train.build_model(config, ds.image_shape)
-    state = train.restore_state(config, workdir, model, ds.image_shape, step)
-    params = state.ema_params if config.eval.use_ema else state.params
-    outdir = outdir or os.path.join(workdir, "samples")
-    key = jax.random.fold_in(jax.random.key(config.seed), int(state.step))
-    paths = write_sample_images(outdir, params, ds.test_images, key, model=model,
-                                binarization=config.data.binarization,
-                                test_labels=ds.test_labels,
-                                class_names=CLASS_NAMES.get(ds.name), settings=settings)
-    print(f"Wrote {len(paths)} images of step {int(state.step)} to {outdir}:")
-    for name, path in paths.items():
-        print(f"  {name}: {path}")
-    return paths
+
+@functools.partial(jax.jit, static_argnames=("model", "binarization", "num"))
+def _grid_arrays(params, images, key, *, model, binarization, num):
+    """(prior samples [num, H, W, C], inputs x [B, H, W, C], their reconstructions), as one
+    compiled program: op by op they compiled dozens of small programs that stayed resident."""
+    k_sample, k_bin = jax.random.split(key)
+    samples = prior_samples(params, k_sample, model=model, num=num)
+    x = data.preprocess(images, k_bin, binarization=binarization)
+    return samples, x, reconstructions(params, x, model=model)

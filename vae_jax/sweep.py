@@ -8,8 +8,8 @@ leaves are tuples of values, e.g. ::
 
 ``grid(config)`` expands it to points ``{"loss.beta": 0.5, "model.latent_dim": 2}, ...``
 (the last field varies fastest). ``run_sweep`` trains each point with
-``train.train_and_evaluate`` in ``workdir/<name>`` (name from the overrides, e.g.
-``beta=0.5,latent_dim=2``), evaluates it with ``train.evaluate_checkpoint`` and writes
+``experiment.train_and_evaluate`` in ``workdir/<name>`` (name from the overrides, e.g.
+``beta=0.5,latent_dim=2``), evaluates it with ``experiment.evaluate_checkpoint`` and writes
 ``point.json``; points with a ``point.json`` are skipped, so an interrupted sweep resumes.
 Then ``summary.csv``, ``summary.md`` and ``elbo_vs_beta.png`` (when β is swept) are written.
 """
@@ -28,6 +28,7 @@ from typing import Callable, Optional, Sequence
 
 import ml_collections
 
+from vae_jax import experiment
 from vae_jax.progress import Progress
 
 POINT_FILE = "point.json"
@@ -91,8 +92,6 @@ def point_config(config: ml_collections.ConfigDict, point: dict) -> ml_collectio
 
 def run_point(config: ml_collections.ConfigDict, workdir: str, point: dict) -> dict:
     """Train and evaluate one point in ``workdir/<name>``; returns and writes its record."""
-    from vae_jax import train
-
     name = point_name(point)
     point_dir = os.path.join(workdir, name)
     record_path = os.path.join(point_dir, POINT_FILE)
@@ -101,8 +100,8 @@ def run_point(config: ml_collections.ConfigDict, workdir: str, point: dict) -> d
             return json.load(f)
     cfg = point_config(config, point)
     t0 = time.perf_counter()
-    train.train_and_evaluate(cfg, point_dir)
-    result = train.evaluate_checkpoint(cfg, point_dir)
+    experiment.train_and_evaluate(cfg, point_dir)
+    result = experiment.evaluate_checkpoint(cfg, point_dir)
     record = {"name": name, "overrides": point, "step": result["step"],
               "seconds": round(time.perf_counter() - t0, 1)}
     record.update({k: result[k] for k in METRICS if k in result})

@@ -33,12 +33,17 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get(name: str, **kwargs) -> nn.Module:
-    """Build the registered model ``name`` with keyword arguments from ``config.model``."""
+def builder(name: str) -> Callable[..., nn.Module]:
+    """The registered builder ``name``: keyword arguments ``image_shape`` and config.model's."""
     if name not in _REGISTRY:
         raise ValueError(f"Unknown model {name!r}; valid: {names()}. "
                          "Set config.model.name to one of them.")
-    return _REGISTRY[name](**kwargs)
+    return _REGISTRY[name]
+
+
+def get(name: str, **kwargs) -> nn.Module:
+    """Build the registered model ``name`` with keyword arguments from ``config.model``."""
+    return builder(name)(**kwargs)
 
 
 @register("mlp")
@@ -100,4 +105,4 @@ def hierarchical_vae(*, image_shape: Sequence[int], latent_dims: Sequence[int] =
 
 
 __all__ = ["VAE", "HVAE", "MLPEncoder", "MLPDecoder", "ConvEncoder", "ConvDecoder",
-           "ResNetEncoder", "ResNetDecoder", "register", "get", "names"]
+           "ResNetEncoder", "ResNetDecoder", "register", "builder", "get", "names"]

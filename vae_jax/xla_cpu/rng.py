@@ -2,9 +2,10 @@
 
 On the CPU, JAX lowers the Threefry-2x32 hash as a ``fori_loop`` over its five groups of
 four rounds (to keep compile times short). That loop breaks XLA's fusion: every iteration
-materialises the two counter arrays, so drawing the 100,352 Bernoulli pixels of one
-dynamically binarized MNIST batch cost ≈ 1 ms per train step, a fifth of the step
-(benchmarks/README.md). GPU and TPU lowerings are already unrolled.
+materialises the two counter arrays, so the Bernoulli draws of dynamic binarization took a
+large share of the default train step (benchmarks/README.md). GPU and TPU lowerings are
+already unrolled, so there (and with the ``vae_jax.xla_cpu`` switch off) every function
+here is ``jax.random``'s own.
 
 The functions here compute exactly what ``jax.random.bits`` / ``uniform`` / ``normal`` /
 ``bernoulli`` return for a Threefry key under ``jax_threefry_partitionable`` (JAX's default
@@ -24,6 +25,8 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from vae_jax import xla_cpu
 
 _ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
 _PARITY = np.uint32(0x1BD11BDA)
@@ -62,14 +65,15 @@ def threefry2x32(k1: jax.Array, k2: jax.Array, x1: jax.Array, x2: jax.Array):
 
 
 def _available(key: jax.Array, dtype) -> bool:
-    return (jnp.dtype(dtype) == jnp.float32 and jax.config.jax_threefry_partitionable
-            and _key_words(key) is not None)
+    return (xla_cpu.active() and jnp.dtype(dtype) == jnp.float32
+            and jax.config.jax_threefry_partitionable and _key_words(key) is not None)
 
 
 def bits(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     """uint32 ``shape``: equal to ``jax.random.bits(key, shape)`` for a Threefry key."""
     shape = tuple(shape)
-    words = _key_words(key) if jax.config.jax_threefry_partitionable else None
+    words = (_key_words(key) if xla_cpu.active() and jax.config.jax_threefry_partitionable
+             else None)
     n = math.prod(shape)
     if words is None or n >= 2 ** 32 or not shape:
         return jax.random.bits(key, shape, jnp.uint32)

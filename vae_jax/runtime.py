@@ -1,8 +1,8 @@
-"""What keeps long runs alive and honest: checks before anything runs, an exact metrics log
-that survives kills, and a graceful stop on SIGTERM / SIGINT.
+"""The run's footprint in its workdir: the workdir check, an exact metrics log that survives
+kills, atomic JSON files, and a graceful stop on SIGTERM / SIGINT.
 
-* ``check_workdir`` / ``check_model_fits``: run before any compilation and before anything
-  is created in the workdir, so a run that fails validation alters nothing.
+* ``check_workdir``: runs before any compilation and before anything is created in the
+  workdir, so a run that fails validation alters nothing.
 * ``MetricsLog``: ``workdir/metrics.jsonl``, one JSON record per line. A killed run may
   have logged steps after its last checkpoint; on resume ``truncate_after(step)`` drops
   them (atomically: write a copy, then ``os.replace``), so the file ends with each step
@@ -19,21 +19,13 @@ import signal
 import threading
 from typing import Optional
 
-import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-
-class ConfigError(ValueError):
-    """A config, flag or input that cannot work; the message names the field and the fix."""
+from vae_jax.errors import ConfigError
 
 
-class TrainingInterrupted(SystemExit):
-    """Raised after a SIGTERM/SIGINT stop has saved a checkpoint; exit code 128 + signal."""
-
-
-# --------------------------------------------------------------------------- validation
+# --------------------------------------------------------------------------- workdir
 
 def check_workdir(workdir: str) -> None:
     """--workdir must be a writable folder or creatable as one. Creates nothing."""
@@ -55,19 +47,12 @@ def check_workdir(workdir: str) -> None:
                           "permissions.")
 
 
-def check_model_fits(model: nn.Module, image_shape, config_model_name: str) -> None:
-    """Trace (not compile) model.init on [1, *image_shape]; a shape the model cannot take
-    becomes a ConfigError naming the model, the data shape and the fix."""
-    x = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
-    key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype)
-    try:
-        jax.eval_shape(lambda k, x: model.init(k, x, k), key, x)
-    except Exception as e:
-        raise ConfigError(
-            f"config.model.name={config_model_name!r} cannot take the data set's images of "
-            f"shape {tuple(image_shape)} [H, W, C]: {type(e).__name__}: {e} Choose a model "
-            "that fits (e.g. 'mlp' takes any shape; 'conv' needs sides divisible by 4) or "
-            "resize the images.") from None
+def write_json(path: str, obj) -> None:
+    """Write ``obj`` as JSON to ``path`` atomically (a temporary file, then ``os.replace``)."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
 
 
 # ------------------------------------------------------------------------------ metrics

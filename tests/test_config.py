@@ -1,0 +1,123 @@
+"""vae_jax.config: one source of defaults, one validation, what is built from a config."""
+
+from __future__ import annotations
+
+import ml_collections
+import pytest
+
+from experiments.configs import burda, default, fmnist_8bit_conv, smoke
+from vae_jax import config as config_lib
+from vae_jax import errors, losses
+
+
+def test_the_default_experiment_is_the_defaults():
+    assert default.get_config().to_dict() == config_lib.defaults().to_dict()
+
+
+def test_with_defaults_fills_missing_fields_and_keeps_the_given_ones():
+    config = ml_collections.ConfigDict({"train": {"batch_size": 64}, "sample": {}})
+    out = config_lib.with_defaults(config)
+    assert out.train.batch_size == 64
+    assert out.train.num_epochs == config_lib.defaults().train.num_epochs
+    assert out.sample.temperature == 1.0 and out.sample.pair == (0, 1)
+    assert out.model.name == "mlp" and out.seed == 0
+    assert "num_epochs" not in config.train, "the caller's config is not changed"
+
+
+def test_with_defaults_keeps_field_references():
+    """burda.py ties num_epochs to burda_schedule_scale with a FieldReference."""
+    config = config_lib.with_defaults(burda.get_config("mnist", "elbo", scale=0.01))
+    assert config.train.num_epochs == int(0.01 * burda.PAPER_EPOCHS)
+    config.optim.burda_schedule_scale = 0.1
+    assert config.train.num_epochs == int(0.1 * burda.PAPER_EPOCHS)
+
+
+@pytest.mark.parametrize("section, field", [("sample", "temprature"), ("train", "bach_size"),
+                                            ("eval", "num_importance")])
+def test_unknown_fields_are_refused_naming_them(section, field):
+    config = smoke.get_config()
+    with config.unlocked():
+        config[section][field] = 1
+    with pytest.raises(errors.ConfigError, match=f"config.{section}.*{field}.*valid"):
+        config_lib.with_defaults(config)
+
+
+def test_unknown_top_level_field_is_refused():
+    config = ml_collections.ConfigDict({"trian": {"batch_size": 1}})
+    with pytest.raises(errors.ConfigError, match="config.trian is not a config field"):
+        config_lib.with_defaults(config)
+
+
+def test_model_fields_are_the_builders_keyword_arguments():
+    config = config_lib.resolve(fmnist_8bit_conv.get_config())
+    kwargs = config_lib.model_kwargs(config)
+    assert kwargs["likelihood"] == "discretized_logistic_mix5" and kwargs["blocks"] == 1
+    assert config_lib.is_8bit(config)
+    bad = fmnist_8bit_conv.get_config()
+    bad.model.hiden = (3,)
+    with pytest.raises(errors.ConfigError, match="config.model.hiden is not an option of "
+                                                 "model 'resnet'.*'channels'"):
+        config_lib.resolve(bad)
+
+
+def test_the_likelihood_default_is_the_builders():
+    config = smoke.get_config()
+    del config.model["likelihood"]
+    assert config_lib.likelihood(config_lib.resolve(config)) == "bernoulli"
+    config = fmnist_8bit_conv.get_config()
+    del config.model["likelihood"]   # resnet's own default: an 8-bit mixture
+    assert config_lib.likelihood(config_lib.resolve(config)) == "discretized_logistic_mix5"
+
+
+def test_loss_options_are_bound_from_the_registry():
+    """Each objective gets exactly the config.loss fields it registered; an option it does
+    not read, set away from its default, is refused naming the field."""
+    config = config_lib.resolve(smoke.get_config())
+    model = config_lib.build_model(config, (28, 28, 1))
+    assert set(config_lib.build_loss(config, model).keywords) == {"model", "num_samples",
+                                                                  "free_bits"}
+    config.loss.name = "iwae"
+    assert set(config_lib.build_loss(config, model).keywords) == {"model", "num_samples"}
+    config.loss.free_bits = 0.5
+    with pytest.raises(errors.ConfigError, match="config.loss.free_bits=0.5 has no meaning "
+                                                 "for loss 'iwae'"):
+        config_lib.validate(config)
+
+
+def test_a_new_objective_is_a_function_and_a_register_call():
+    @losses.register("_test_scaled_elbo", options=("num_samples",))
+    def scaled(params, x, key, *, model, beta=1.0, num_samples=1):
+        loss, metrics = losses.elbo(params, x, key, model=model, beta=beta,
+                                    num_samples=num_samples)
+        return 2.0 * loss, metrics
+
+    try:
+        config = smoke.get_config()
+        config.loss.name = "_test_scaled_elbo"
+        config = config_lib.resolve(config)
+        fn = config_lib.build_loss(config, config_lib.build_model(config, (28, 28, 1)))
+        assert fn.func is scaled and fn.keywords["num_samples"] == 1
+    finally:
+        losses._LOSSES.pop("_test_scaled_elbo")  # noqa: SLF001  (the registry under test)
+
+
+def test_dynamic_binarization_needs_one_eval_batching():
+    config = smoke.get_config()
+    config.eval.ll_batch_size = 500
+    with pytest.raises(errors.ConfigError, match="config.eval.ll_batch_size=500"):
+        config_lib.resolve(config)
+    config.data.binarization = "static"
+    config_lib.resolve(config)
+
+
+def test_root_keys_are_four_distinct_keys_of_the_seed():
+    import jax
+    import numpy as np
+
+    keys = config_lib.root_keys(0)
+    assert list(keys) == ["init", "train", "order", "eval"]
+    data = [tuple(np.asarray(jax.random.key_data(k))) for k in keys.values()]
+    assert len(set(data)) == 4
+    np.testing.assert_array_equal(jax.random.key_data(config_lib.root_keys(0)["train"]),
+                                  jax.random.key_data(jax.random.split(jax.random.key(0),
+                                                                       4)[1]))

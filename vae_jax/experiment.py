@@ -1,0 +1,305 @@
+"""The three modes of a run: ``train_and_evaluate``, ``evaluate_checkpoint`` and
+``sample_checkpoint``, sharing ``setup`` (config → data → model → checks) and
+``restore_state``. ``run`` is what ``experiments/main.py`` calls; a notebook calls the same
+functions.
+
+Every check runs in ``setup``, before anything is compiled or created in the workdir, so a
+run that fails them leaves the workdir as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import signal
+import time
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+from jax.sharding import Mesh
+
+from vae_jax import checkpoint, data, optim, parallel, progress, runtime, sampling, suite, train
+from vae_jax import config as config_lib
+from vae_jax.errors import CheckpointError, ConfigError, TrainingInterrupted
+from vae_jax.progress import Progress
+
+MODES = ("train", "eval", "sample")
+
+@dataclasses.dataclass
+class Setup:
+    """What every mode starts from: the resolved config, the mesh, the data and the model."""
+
+    config: ml_collections.ConfigDict
+    mesh: Mesh
+    ds: data.Dataset
+    model: nn.Module
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.ds.train_images) // self.config.train.batch_size
+
+
+def setup(config: ml_collections.ConfigDict, workdir: str, *,
+          check_workdir: bool = True) -> Setup:
+    """Resolve and validate ``config``, check ``workdir``, load the data, build the model
+    and check it fits the images. Creates nothing."""
+    config = config_lib.resolve(config)
+    if check_workdir:
+        runtime.check_workdir(workdir)
+    mesh = parallel.data_mesh()
+    parallel.check_batch_size(config.train.batch_size, mesh)
+    parallel.check_batch_size(config.eval.batch_size, mesh, "config.eval.batch_size")
+    ds = data.load(config.data.name, data_dir=config.data.dir or None,
+                   download=config.data.download)
+    if config.train.batch_size > len(ds.train_images):
+        raise ConfigError(f"config.train.batch_size={config.train.batch_size} exceeds the "
+                          f"{len(ds.train_images)} training images of {ds.name!r}.")
+    model = config_lib.build_model(config, ds.image_shape)
+    config_lib.check_model_fits(model, ds.image_shape, config.model.name)
+    return Setup(config, mesh, ds, model)
+
+
+def restore_state(config: ml_collections.ConfigDict, workdir: str, model: nn.Module,
+                  image_shape, step: Optional[int] = None,
+                  steps_per_epoch: Optional[int] = None) -> train.TrainState:
+    """The TrainState saved in ``workdir`` at ``step`` (default: the latest that verifies)."""
+    config = config_lib.with_defaults(config)
+    keys = config_lib.root_keys(config.seed)
+    state = train.create_train_state(
+        keys["init"], model, optim.make_optimizer(config.optim, steps_per_epoch), image_shape)
+    mngr = checkpoint.manager(os.path.join(workdir, "checkpoints"),
+                              max_to_keep=config.train.checkpoints_to_keep)
+    try:
+        if step is not None:
+            return checkpoint.restore(mngr, state, step)
+        restored, _, skipped = checkpoint.restore_latest_good(mngr, state)  # read-only
+        if restored is None:
+            raise CheckpointError(
+                f"No restorable checkpoint in {mngr.directory}"
+                + (f"; damaged: {[p for p, _ in skipped]}" if skipped else "") + ".")
+        return restored
+    finally:
+        mngr.close()
+
+
+# ------------------------------------------------------------------------------ training
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train.TrainState:
+    """Train ``config`` in ``workdir`` (resuming from its latest good checkpoint) and evaluate.
+
+    Writes checkpoints (``workdir/checkpoints``), ``metrics.jsonl`` (each step once, even
+    across kills), TensorBoard event files, PNG grids (``workdir/images``) and
+    ``config.json``; multi-process, only process 0 writes (orbax coordinates checkpoints).
+    Every check runs before anything is compiled or created in ``workdir``. Non-finite
+    metrics raise NonFiniteLossError (the last good checkpoint is kept) unless
+    ``config.train.on_nonfinite="skip"``. SIGTERM/SIGINT: finish the current call, save,
+    raise TrainingInterrupted (a SystemExit, code 128 + signal). Returns the final TrainState.
+    """
+    from clu import metric_writers  # imports TensorFlow; keep it out of library imports
+
+    s = setup(config, workdir)
+    config, mesh, ds, model = s.config, s.mesh, s.ds, s.model
+    os.makedirs(workdir, exist_ok=True)
+    keys = config_lib.root_keys(config.seed)
+    steps_per_epoch = s.steps_per_epoch
+    total_steps = (config.train.num_steps if config.train.num_steps > 0
+                   else config.train.num_epochs * steps_per_epoch)
+    trainer = config_lib.build_trainer(config, model, mesh, steps_per_epoch)
+    is_main = jax.process_index() == 0
+    skip_nonfinite = config.train.on_nonfinite == "skip"
+
+    state = train.create_train_state(keys["init"], model, trainer.optimizer, ds.image_shape)
+    state = jax.device_put(state, trainer.replicated)
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    mngr = checkpoint.manager(ckpt_dir, max_to_keep=config.train.checkpoints_to_keep)
+    restored, restored_step, _ = checkpoint.restore_latest_good(
+        mngr, state, quarantine=ckpt_dir + ".damaged")
+    if restored is not None:
+        state = restored
+        logging.info("Resumed from step %d in %s", restored_step, workdir)
+    metrics_log = runtime.MetricsLog(os.path.join(workdir, "metrics.jsonl"), is_main)
+    dropped = metrics_log.truncate_after(int(state.step))  # records a killed run got ahead by
+    if dropped:
+        logging.info("Dropped %d metrics records after step %d (redone now).", dropped,
+                     int(state.step))
+    if is_main:
+        runtime.write_json(os.path.join(workdir, "config.json"),
+                           json.loads(config.to_json_best_effort()))
+
+    train_images = parallel.put_global(ds.train_images, mesh, trainer.replicated)
+    num_train = len(ds.train_images)
+    # The loop reads only the device copy; on the CPU backend that copy is host memory
+    # too, so keeping the numpy one would hold the training set twice.
+    ds = dataclasses.replace(ds, train_images=None)
+    # placed once, replicated over the mesh: the transfer guard below forbids the implicit
+    # device-to-device copy a single-device key would need on >1 device or process
+    # (a jit, not device_put: multi-process, device_put refuses non-addressable shardings)
+    train_key = jax.jit(lambda k: k, out_shardings=trainer.replicated)(keys["train"])
+    evaluation = config_lib.build_suite(config, model, mesh)
+    writer = metric_writers.create_default_writer(workdir, just_logging=not is_main,
+                                                  asynchronous=False)
+    bar = Progress(total_steps)
+    ckpt_every = config.train.checkpoint_every_steps or steps_per_epoch
+    eval_every = config.train.eval_every_steps or steps_per_epoch
+    step = int(state.step)
+    saved_step = step if restored is not None else None
+    perm, perm_epoch = None, -1
+
+    def last_checkpoint() -> str:
+        latest = mngr.latest_step()
+        return (f"The last good checkpoint, step {latest} in {mngr.directory}, is kept"
+                if latest is not None else "No checkpoint had been written yet")
+
+    # on any exit (done, NaN, signal, error) flush the metrics and close the manager
+    with runtime.StopSignal() as stop, _closing(writer, mngr):
+        while step < total_steps:
+            epoch = step // steps_per_epoch
+            if epoch != perm_epoch:
+                perm = trainer.permutation(keys["order"], jax.device_put(np.int32(epoch)),
+                                           num_train)
+                perm_epoch = epoch
+            stop_at = train.next_stop(step, total_steps, steps_per_epoch,
+                                      config.train.steps_per_call, ckpt_every, eval_every)
+            t0 = time.perf_counter()
+            with jax.transfer_guard("disallow"):  # data and batches never leave the device
+                state, metrics = trainer.call(stop_at - step)(state, train_images, perm,
+                                                              train_key)
+            metrics = jax.device_get(metrics)  # [num_steps] each: the one host sync per call
+            rate = (stop_at - step) / (time.perf_counter() - t0)
+            metrics = train.summarize_call(metrics, step, skip_nonfinite=skip_nonfinite,
+                                           last_checkpoint=last_checkpoint)
+            step = stop_at
+            writer.write_scalars(step, {f"train_{k}": v for k, v in metrics.items()}
+                                 | {"steps_per_s": rate})
+            metrics_log.write(step, "train", metrics)
+            bar.update(step, step / steps_per_epoch, metrics["loss"], rate)
+            if step % eval_every == 0 or step == total_steps:
+                params = state.ema_params if config.eval.use_ema else state.params
+                summary = suite.run_suite(evaluation, params, ds.test_images, keys["eval"])
+                writer.write_scalars(step, summary)
+                metrics_log.write(step, "eval", summary)
+                bar.newline()
+                logging.info("step %d: %s", step,
+                             " ".join(f"{k}={v:.3f}" for k, v in summary.items()))
+                print(f"eval step {step}: " + " ".join(f"{k} {v:.3f}"
+                                                       for k, v in summary.items()), flush=True)
+                if is_main:  # on host copies: no computation over other processes' devices
+                    sampling.write_training_grids(
+                        workdir, step, jax.device_get(params), ds.test_images, keys["eval"],
+                        model=model, binarization=config.data.binarization)
+            if step % ckpt_every == 0 or step == total_steps:
+                checkpoint.save(mngr, step, state)
+                saved_step = step
+            if step < total_steps and stop.requested():
+                if saved_step != step:
+                    checkpoint.save(mngr, step, state)
+                name = signal.Signals(stop.signum).name
+                message = (f"Stopped by {name} at step {step}/{total_steps}; checkpoint saved "
+                           f"in {mngr.directory}. Run the same command to resume.")
+                print(message, flush=True)
+                logging.warning(message)
+                raise TrainingInterrupted(128 + stop.signum)
+    return state
+
+
+@contextlib.contextmanager
+def _closing(writer, mngr):
+    try:
+        yield
+    finally:
+        writer.flush()
+        writer.close()
+        mngr.close()
+
+
+# ------------------------------------------------------------------- evaluation, samples
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
+                        step: Optional[int] = None) -> dict:
+    """``--mode=eval``: test ELBO, IWAE-k and importance-sampled log p(x) of a checkpoint.
+
+    k for log p(x) is ``config.eval.num_importance_samples`` (5000 in the literature) and
+    for the IWAE bound ``config.eval.iwae_k`` (0 skips either); samples stream
+    ``config.eval.chunk`` at a time over batches of ``config.eval.ll_batch_size`` images.
+    Every figure uses the same binarization of the test set. Printed and written to
+    workdir/eval.json with the step, k, data set and seed; bits/dim too for 8-bit
+    likelihoods (distributions.DISCRETE_8BIT).
+    """
+    s = setup(config, workdir)
+    config, ds, model = s.config, s.ds, s.model
+    state = restore_state(config, workdir, model, ds.image_shape, step, s.steps_per_epoch)
+    params = state.ema_params if config.eval.use_ema else state.params
+    keys = config_lib.root_keys(config.seed)
+    # A quick look (or a slow machine) can evaluate the first n test images only.
+    n_test = config.eval.num_test_images or len(ds.test_images)
+    test_images = ds.test_images[:n_test]
+    evaluation = config_lib.build_suite(config, model, s.mesh)
+    result = suite.run_suite(evaluation, params, test_images, keys["eval"], likelihood=True,
+                             active_units_images=ds.test_images)
+    result |= {"step": int(state.step), "dataset": ds.name, "seed": config.seed,
+               "num_test_images": len(test_images), "use_ema": bool(config.eval.use_ema),
+               "binarization": config.data.binarization,
+               "likelihood": config_lib.likelihood(config)}
+    print(json.dumps(result, indent=2, sort_keys=True))
+    if jax.process_index() == 0:
+        runtime.write_json(os.path.join(workdir, "eval.json"), result)
+    return result
+
+
+def sample_checkpoint(config: ml_collections.ConfigDict, workdir: str,
+                      step: Optional[int] = None,
+                      outdir: Optional[str] = None) -> dict[str, str]:
+    """``--mode=sample``: restore ``workdir``'s checkpoint (latest, or ``step``) and write
+    prior samples, reconstructions, interpolations, traversals (and for 2-D latents the
+    manifold and the label scatter) as PNGs in ``outdir`` (default ``workdir/samples``).
+
+    Settings come from ``config.sample`` (defaults in ``vae_jax.config.defaults``);
+    returns {name: path}.
+    """
+    s = setup(config, workdir, check_workdir=False)
+    config, ds, model = s.config, s.ds, s.model
+    settings = config.sample.to_dict()
+    i, j = settings["pair"]
+    if not (0 <= i < len(ds.test_images) and 0 <= j < len(ds.test_images)):
+        raise ConfigError(f"config.sample.pair={settings['pair']} must index the "
+                          f"{len(ds.test_images)} test images.")
+    state = restore_state(config, workdir, model, ds.image_shape, step)
+    params = state.ema_params if config.eval.use_ema else state.params
+    outdir = outdir or os.path.join(workdir, "samples")
+    key = jax.random.fold_in(jax.random.key(config.seed), int(state.step))
+    paths = sampling.write_sample_images(outdir, params, ds.test_images, key, model=model,
+                                         binarization=config.data.binarization,
+                                         settings=settings, test_labels=ds.test_labels,
+                                         class_names=data.CLASS_NAMES.get(ds.name))
+    print(f"Wrote {len(paths)} images of step {int(state.step)} to {outdir}:")
+    for name, path in paths.items():
+        print(f"  {name}: {path}")
+    return paths
+
+
+# ---------------------------------------------------------------------------- launcher
+
+def run(config: ml_collections.ConfigDict, workdir: str, *, mode: str = "train",
+        step: Optional[int] = None, show_progress: bool = True,
+        coordinator_address: Optional[str] = None, num_processes: Optional[int] = None,
+        process_id: Optional[int] = None, auto_distributed: bool = False,
+        distributed_timeout: int = 300):
+    """What ``python -m experiments.main`` does: join a multi-process run if asked, then
+    train (``mode="train"``), evaluate (``"eval"``) or write pictures (``"sample"``)."""
+    if mode not in MODES:
+        raise ConfigError(f"--mode={mode!r}; valid: {list(MODES)}.")
+    parallel.initialize_distributed(coordinator_address, num_processes, process_id,
+                                    auto=auto_distributed, timeout_s=distributed_timeout)
+    if not show_progress:
+        progress.set_enabled(False)
+    if mode == "train":
+        return train_and_evaluate(config, workdir)
+    if mode == "sample":
+        return sample_checkpoint(config, workdir, step)
+    return evaluate_checkpoint(config, workdir, step)

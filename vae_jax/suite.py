@@ -1,0 +1,103 @@
+"""The evaluation suite, one for the training loop and ``--mode=eval``: the test ELBO and
+its terms, active units per layer, and (for ``--mode=eval``) the IWAE-k bound and the
+importance-sampled log p(x), in nats and, for 8-bit likelihoods, bits/dim.
+
+Build a ``Suite`` once per model and run it at every evaluation: its compiled functions are
+reused, so nothing recompiles. Every figure of one run sees the same binarized test set
+(one evaluation key, batches keyed as in ``evaluate.per_example``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import Mesh
+
+from vae_jax import active_units, evaluate, parallel
+from vae_jax import distributions as dist
+from vae_jax.precision import EVAL_PRECISION
+
+
+class Suite:
+    """The evaluation of one model on held-out uint8 images [N, H, W, C].
+
+    ``batch_size`` images per ELBO batch (``num_samples`` draws each); ``iwae_k`` and
+    ``num_importance_samples`` (0 skips either) are streamed ``chunk`` samples at a time
+    over ``ll_batch_size`` images (0: ``batch_size``). ``bits_per_dim``: also report
+    bits/dim (only meaningful for likelihoods over 8-bit pixels).
+    """
+
+    def __init__(self, model: nn.Module, mesh: Mesh, *, binarization: str, batch_size: int,
+                 num_samples: int = 1, precision: Optional[str] = EVAL_PRECISION,
+                 iwae_k: int = 0, num_importance_samples: int = 0, chunk: int = 100,
+                 ll_batch_size: int = 0, bits_per_dim: bool = False):
+        self.model, self.mesh, self.binarization = model, mesh, binarization
+        self.batch_size, self.precision, self.chunk = batch_size, precision, chunk
+        self.ll_batch_size = ll_batch_size or batch_size
+        self.bounds = {"iwae": iwae_k, "log_px": num_importance_samples}
+        self.bits_per_dim = bits_per_dim
+        self.elbo_fn = evaluate.make_elbo_fn(model, binarization=binarization,
+                                             num_samples=num_samples, precision=precision)
+
+    def elbo(self, params, images: np.ndarray, key: jax.Array) -> dict[str, np.ndarray]:
+        """Per-example ELBO terms {name: [N]} (nats)."""
+        return evaluate.per_example(self.elbo_fn, params, images, key,
+                                    batch_size=self.batch_size, mesh=self.mesh)
+
+    def active_units(self, params, images: np.ndarray, key: jax.Array) -> dict[str, float]:
+        """{"test_au_<layer>": active units} (Burda et al.'s A_u > 10⁻²)."""
+        counts = active_units.active_units(params, images, model=self.model, key=key,
+                                           mesh=self.mesh, binarization=self.binarization,
+                                           batch_size=self.batch_size)
+        return {f"test_au_{layer}": float(n) for layer, n in counts.items()}
+
+    def bounds_and_likelihood(self, params, images: np.ndarray, key: jax.Array
+                              ) -> dict[str, float]:
+        """The IWAE-k bound and log p(x) (mean, standard error, k, chunk, seconds)."""
+        parallel.check_batch_size(self.ll_batch_size, self.mesh, "config.eval.ll_batch_size")
+        out = {}
+        for name, k in self.bounds.items():
+            if k <= 0:
+                continue
+            t0 = time.perf_counter()
+            ll = evaluate.log_likelihood(params, images, key, model=self.model, num_samples=k,
+                                         chunk=self.chunk, batch_size=self.ll_batch_size,
+                                         binarization=self.binarization, mesh=self.mesh,
+                                         precision=self.precision)
+            out |= {f"test_{name}": ll["mean"], f"test_{name}_stderr": ll["stderr"],
+                    f"{name}_k": k, f"{name}_chunk": self.chunk,
+                    f"{name}_seconds": time.perf_counter() - t0}
+            if self.bits_per_dim:
+                out |= {f"test_{name}_bpd": ll["bpd"],
+                        f"test_{name}_bpd_stderr": ll["bpd_stderr"]}
+        return out
+
+
+def run_suite(suite: Suite, params, images: np.ndarray, key: jax.Array, *,
+              likelihood: bool = False,
+              active_units_images: Optional[np.ndarray] = None) -> dict[str, float]:
+    """Evaluate ``params`` on ``images``: {"test_<term>": mean nats, "test_au_<layer>": n}.
+
+    ``likelihood`` (``--mode=eval``) adds the ELBO's standard error and time, the IWAE-k
+    bound and log p(x), and bits/dim for 8-bit likelihoods. Active units are counted on
+    ``active_units_images`` (default: ``images``).
+    """
+    t0 = time.perf_counter()
+    test = suite.elbo(params, images, key)
+    result = evaluate.summarize(test, prefix="test_")
+    au_images = images if active_units_images is None else active_units_images
+    result |= suite.active_units(params, au_images, key)
+    if not likelihood:
+        return result
+    result |= {"test_elbo_stderr": evaluate.mean_and_stderr(test["elbo"])[1],
+               "elbo_seconds": time.perf_counter() - t0}
+    result |= suite.bounds_and_likelihood(params, images, key)
+    if suite.bits_per_dim:
+        result["test_elbo_bpd"] = float(dist.bits_per_dim(
+            result["test_elbo"], math.prod(np.shape(images)[1:])))
+    return result

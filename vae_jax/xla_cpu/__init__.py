@@ -1,0 +1,41 @@
+"""CPU-only fast paths, in one place behind one switch.
+
+XLA:CPU leaves three things slow that the GPU and TPU compilers do well, and each has a
+fast path here that computes the same values (tests check them against the reference):
+
+* ``rng``: ``jax.random``'s Threefry draws bit for bit, unrolled so XLA:CPU fuses them
+  (its own CPU lowering is a loop that breaks fusion); falls back to ``jax.random``.
+* ``conv``: strided and transposed convolutions as matrix products (XLA:CPU's gradients of
+  these run through a slow generic loop); falls back to ``lax.conv_general_dilated``.
+* ``compile.jit_eval``: evaluation programs compiled with YNNPACK fusions kept for matrix
+  products only; falls back to a plain ``jax.jit``.
+
+The switch: on by default on the CPU backend and always off on every other backend
+(``active()``); ``VAE_JAX_XLA_CPU=0`` in the environment, or ``set_enabled(False)`` before
+anything is traced, turns every path off at once, so results can be compared with plain
+JAX. The figures behind each path are in benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+
+_ENABLED = os.environ.get("VAE_JAX_XLA_CPU", "1").strip().lower() not in ("0", "false", "no")
+
+
+def set_enabled(enabled: bool) -> None:
+    """Turn the CPU fast paths on or off (affects functions traced afterwards)."""
+    global _ENABLED
+    _ENABLED = bool(enabled)
+
+
+def enabled() -> bool:
+    """Whether the switch is on (``VAE_JAX_XLA_CPU`` / ``set_enabled``)."""
+    return _ENABLED
+
+
+def active() -> bool:
+    """Whether the fast paths apply now: the switch is on and the default backend is the CPU."""
+    return _ENABLED and jax.default_backend() == "cpu"
