@@ -146,6 +146,11 @@ def iwae(params, x: jax.Array, key: jax.Array, *, model: nn.Module,
     return loss, metrics
 
 
+def unregister(name: str) -> None:
+    """Remove objective ``name`` from the registry (e.g. one a notebook or test defined)."""
+    _LOSSES.pop(name, None)
+
+
 def names() -> list[str]:
     return sorted(_LOSSES)
 

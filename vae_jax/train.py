@@ -94,8 +94,8 @@ def global_norm(tree) -> jax.Array:
 
     Written with |x|·|x| (the same floats) so that XLA does not merge these squares with
     Adam's g² (common-subexpression elimination): shared, the squares are written out and
-    reduced in a separate pass; apart, the reduction fuses with its own square. On the CPU
-    that is 6-10 % of the default step (benchmarks/step_breakdown.py).
+    reduced in a separate pass; apart, the reduction fuses with its own square
+    (benchmarks/step_breakdown.py measures the difference).
     """
     return jnp.sqrt(sum(jnp.sum(jnp.abs(x) * jnp.abs(x)) for x in jax.tree.leaves(tree)))
 

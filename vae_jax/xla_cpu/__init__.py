@@ -26,7 +26,8 @@ _ENABLED = os.environ.get("VAE_JAX_XLA_CPU", "1").strip().lower() not in ("0", "
 
 
 def set_enabled(enabled: bool) -> None:
-    """Turn the CPU fast paths on or off (affects functions traced afterwards)."""
+    """Turn the CPU fast paths on or off. It affects functions traced afterwards: a
+    function JAX has already traced (and cached) keeps the path it was traced with."""
     global _ENABLED
     _ENABLED = bool(enabled)
 
