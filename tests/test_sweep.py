@@ -10,7 +10,7 @@ import pytest
 
 from conftest import requires_fashion_mnist
 from experiments.configs import sweep_smoke
-from vae_jax import sweep
+from vae_jax import experiment, sweep
 
 
 def _config(grid):
@@ -131,6 +131,6 @@ def test_smoke_sweep_trains_each_point_and_skips_finished_ones(tmp_path, monkeyp
 
     def fail(*a, **k):
         raise AssertionError("a finished point was trained again")
-    monkeypatch.setattr(train, "train_and_evaluate", fail)
+    monkeypatch.setattr(experiment, "train_and_evaluate", fail)
     again = sweep.run_sweep(config, str(tmp_path))
     assert again == records
