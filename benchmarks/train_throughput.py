@@ -194,7 +194,7 @@ def memory_child(epochs: int) -> None:
     """
     import tempfile
 
-    from clu import metric_writers  # noqa: F401  (import TensorFlow before the baseline)
+    import tensorboardX  # noqa: F401  (import the event writer before the baseline)
     from vae_jax import checkpoint
 
     base, _ = _rss_mb()

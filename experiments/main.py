@@ -25,6 +25,8 @@ flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() with 
                   "auto-detection (Slurm, Open MPI, TPU pods, ...) when no address is given.")
 flags.DEFINE_integer("distributed_timeout", 300, "Multi-process: seconds to wait for every "
                      "process to join before aborting.")
+flags.DEFINE_string("compilation_cache", None, "Folder of the persistent JAX compilation "
+                    "cache (default ~/.cache/vae_jax/jax); empty turns it off.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -37,8 +39,14 @@ def main(argv):
                    coordinator_address=FLAGS.coordinator_address,
                    num_processes=FLAGS.num_processes, process_id=FLAGS.process_id,
                    auto_distributed=FLAGS.distributed,
-                   distributed_timeout=FLAGS.distributed_timeout)
+                   distributed_timeout=FLAGS.distributed_timeout,
+                   compilation_cache=FLAGS.compilation_cache)
+
+
+def cli():
+    """The ``vae-jax`` console script: the same flags as ``python -m experiments.main``."""
+    app.run(main)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli()

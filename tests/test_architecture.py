@@ -21,11 +21,12 @@ LAYERS = [
     {"experiment", "sweep"},
     {"config"},
     {"suite"},
-    {"train", "evaluate", "active_units", "sampling", "checkpoint", "optim", "logs"},
+    {"train", "evaluate", "active_units", "sampling", "checkpoint", "optim", "logs",
+     "summaries"},
     {"losses"},
     {"models"},
     {"data", "distributions"},
-    {"errors", "precision", "parallel", "progress", "runtime", "xla_cpu"},
+    {"errors", "precision", "parallel", "progress", "runtime", "xla_cpu", "jit_cache"},
 ]
 
 

@@ -195,12 +195,24 @@ def _tfds_split(source, name: str, split: str) -> tuple[np.ndarray, Optional[np.
     return images, labels
 
 
-def _load_tfds(name: str, data_dir: Optional[str], download: bool) -> Dataset:
-    import tensorflow_datasets as tfds  # heavy import, only when a tfds data set is asked for
+# tfds.data_source reads ArrayRecord files; tfds prepares TFRecord unless told otherwise.
+TFDS_FILE_FORMAT = "array_record"
 
+
+def _load_tfds(name: str, data_dir: Optional[str], download: bool) -> Dataset:
+    try:  # heavy, optional: only when a tfds data set is asked for
+        import tensorflow_datasets as tfds
+    except ImportError:
+        raise DataError(
+            f"Data set {name!r} was not found: it is not a local data set ('fashion_mnist', "
+            "'mnist' or 'npz' from config.data.dir) and tensorflow-datasets, which reads "
+            "prepared tfds data sets, is not installed. Install it with "
+            f"pip install -e '.[tfds]', then prepare the data: tfds build {name} "
+            f"--file_format={TFDS_FILE_FORMAT} (or --config.data.download=True).") from None
     if download:
         builder = tfds.builder(name, data_dir=data_dir)
-        builder.download_and_prepare()  # needs internet and TensorFlow
+        # needs internet (and TensorFlow, for most builders); ArrayRecord for data_source
+        builder.download_and_prepare(file_format=TFDS_FILE_FORMAT)
     try:
         sources = tfds.data_source(name, split=["train", "test"], data_dir=data_dir,
                                    download=False)
@@ -228,8 +240,9 @@ def _not_found_message(name: str, data_dir: Optional[str], err: Exception | None
                      + (f" under {data_dir!r}" if data_dir else " in tfds' default data dir")
                      + (f" ({type(err).__name__}: {str(err).strip().splitlines()[0]})" if err else "")
                      + ".")
-    lines.append(f"With internet, prepare it once with `tfds build {name}` (needs "
-                 "`pip install 'vae_jax[tfds]'`) or run with --config.data.download=True. "
+    lines.append(f"With internet, prepare it once with `tfds build {name} "
+                 f"--file_format={TFDS_FILE_FORMAT}` (needs `pip install -e '.[tfds]'`; "
+                 "tfds' default TFRecord format cannot be read without TensorFlow) or run with --config.data.download=True. "
                  "Your own images: --config.data.name=npz --config.data.dir=FILE.npz holding "
                  "uint8 arrays 'train' and 'test' [N, H, W(, C)].")
     return " ".join(lines)

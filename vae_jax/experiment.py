@@ -24,7 +24,8 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh
 
-from vae_jax import checkpoint, data, optim, parallel, progress, runtime, sampling, suite, train
+from vae_jax import (checkpoint, data, jit_cache, optim, parallel, progress, runtime, sampling,
+                     suite, summaries, train)
 from vae_jax import config as config_lib
 from vae_jax.errors import CheckpointError, ConfigError, TrainingInterrupted
 from vae_jax.progress import Progress
@@ -101,8 +102,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
     ``config.train.on_nonfinite="skip"``. SIGTERM/SIGINT: finish the current call, save,
     raise TrainingInterrupted (a SystemExit, code 128 + signal). Returns the final TrainState.
     """
-    from clu import metric_writers  # imports TensorFlow; keep it out of library imports
-
     s = setup(config, workdir)
     config, mesh, ds, model = s.config, s.mesh, s.ds, s.model
     os.makedirs(workdir, exist_ok=True)
@@ -142,8 +141,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
     # (a jit, not device_put: multi-process, device_put refuses non-addressable shardings)
     train_key = jax.jit(lambda k: k, out_shardings=trainer.replicated)(keys["train"])
     evaluation = config_lib.build_suite(config, model, mesh)
-    writer = metric_writers.create_default_writer(workdir, just_logging=not is_main,
-                                                  asynchronous=False)
+    writer = summaries.ScalarWriter(workdir, enabled=is_main)
     bar = Progress(total_steps)
     ckpt_every = config.train.checkpoint_every_steps or steps_per_epoch
     eval_every = config.train.eval_every_steps or steps_per_epoch
@@ -289,11 +287,13 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mode: str = "train",
         step: Optional[int] = None, show_progress: bool = True,
         coordinator_address: Optional[str] = None, num_processes: Optional[int] = None,
         process_id: Optional[int] = None, auto_distributed: bool = False,
-        distributed_timeout: int = 300):
-    """What ``python -m experiments.main`` does: join a multi-process run if asked, then
-    train (``mode="train"``), evaluate (``"eval"``) or write pictures (``"sample"``)."""
+        distributed_timeout: int = 300, compilation_cache: Optional[str] = None):
+    """What ``python -m experiments.main`` does: turn on the persistent compilation cache
+    (``jit_cache``; "" turns it off), join a multi-process run if asked, then train
+    (``mode="train"``), evaluate (``"eval"``) or write pictures (``"sample"``)."""
     if mode not in MODES:
         raise ConfigError(f"--mode={mode!r}; valid: {list(MODES)}.")
+    jit_cache.enable(compilation_cache)
     parallel.initialize_distributed(coordinator_address, num_processes, process_id,
                                     auto=auto_distributed, timeout_s=distributed_timeout)
     if not show_progress:

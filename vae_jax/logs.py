@@ -1,42 +1,38 @@
-"""Read back the scalars a run wrote (TensorBoard event files in its workdir).
+"""Read back the scalars a run wrote, from its exact record ``workdir/metrics.jsonl``.
 
-``experiment.train_and_evaluate`` logs train_* metrics, steps_per_s and test_* metrics through
-clu's writer; ``read_scalars(workdir)`` turns them into arrays for a notebook's plots.
+``experiment.train_and_evaluate`` writes every train and eval record there once per step,
+even across kills and resumes (``runtime.MetricsLog``); ``read_scalars(workdir)`` turns
+them into arrays for a notebook's plots, named as in TensorBoard (``train_loss``,
+``test_elbo``, ...). No TensorFlow or TensorBoard is needed to read them.
 """
 
 from __future__ import annotations
 
-import glob
 import os
 
 import numpy as np
+
+from vae_jax.runtime import MetricsLog
 
 
 def read_scalars(workdir: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{tag: (steps int64 [T], values float64 [T])}, sorted by step.
 
-    A resumed run has several event files; they are read in name (= start time) order and a
-    step logged twice keeps its last value.
+    Train records' fields are tagged ``train_<name>``; eval records' fields keep their
+    names (``test_elbo``, ``test_au_z``, ...). A step recorded twice keeps its last value.
     """
-    from tensorboard.backend.event_processing import event_file_loader
-    from tensorboard.util import tensor_util
-
-    files = sorted(glob.glob(os.path.join(workdir, "events.out.tfevents.*")))
-    if not files:
-        raise FileNotFoundError(f"No TensorBoard event files in {workdir}; train there first "
+    path = os.path.join(workdir, "metrics.jsonl")
+    records = MetricsLog.read(path)
+    if not records:
+        raise FileNotFoundError(f"No metrics in {path}; train there first "
                                 "(experiment.train_and_evaluate or experiments/main.py).")
     series: dict[str, dict[int, float]] = {}
-    for path in files:
-        for event in event_file_loader.EventFileLoader(path).Load():
-            for value in event.summary.value:
-                if value.HasField("tensor"):
-                    x = tensor_util.make_ndarray(value.tensor)
-                elif value.HasField("simple_value"):
-                    x = value.simple_value
-                else:
-                    continue
-                if np.ndim(x) == 0:
-                    series.setdefault(value.tag, {})[int(event.step)] = float(x)
+    for record in records:
+        prefix = "train_" if record.get("kind") == "train" else ""
+        for name, value in record.items():
+            if name in ("step", "kind"):
+                continue
+            series.setdefault(prefix + name, {})[int(record["step"])] = float(value)
     out = {}
     for tag, points in series.items():
         steps = np.array(sorted(points), np.int64)

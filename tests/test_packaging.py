@@ -1,0 +1,72 @@
+"""What a user installs and runs: no TensorFlow in the core, one version, the console
+script, the type marker, and the persistent compilation cache of the launcher."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import subprocess
+import sys
+import tomllib
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _runs  # noqa: E402
+import vae_jax  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _pyproject() -> dict:
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        return tomllib.load(f)
+
+
+def test_the_core_install_has_no_tensorflow():
+    core = " ".join(_pyproject()["project"]["dependencies"]).lower()
+    for heavy in ("tensorflow", "clu", "tensorflow-datasets"):
+        assert heavy not in core.replace("tensorboard", ""), heavy
+    assert any("tensorflow" in d for d in _pyproject()["project"]["optional-dependencies"]["tfds"])
+
+
+def test_importing_and_running_the_library_loads_no_tensorflow():
+    code = ("import sys, vae_jax, vae_jax.experiment, vae_jax.summaries, vae_jax.logs; "
+            "vae_jax.summaries.ScalarWriter('/tmp', enabled=False); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('tensorflow', 'clu', 'tensorflow_datasets')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_one_version_source():
+    assert _pyproject()["project"]["dynamic"] == ["version"]
+    assert importlib.metadata.version("vae_jax") == vae_jax.__version__
+
+
+def test_console_script_is_the_launcher():
+    scripts = {e.name: e.value for e in importlib.metadata.entry_points(group="console_scripts")}
+    assert scripts.get("vae-jax") == "experiments.main:cli"
+    assert os.path.isfile(os.path.join(ROOT, "vae_jax", "py.typed"))
+    assert "Apache License" in open(os.path.join(ROOT, "LICENSE")).read(200)
+
+
+@pytest.mark.slow
+def test_the_launcher_fills_the_compilation_cache_and_reuses_it(tmp_path):
+    cache = tmp_path / "xla"
+    env = {k: v for k, v in _runs.env(str(tmp_path / "unused")).items()
+           if not k.startswith("JAX_COMPILATION_CACHE") and not k.startswith("JAX_PERSISTENT")}
+    first = _runs.run(_runs.command(str(tmp_path / "a"), f"--compilation_cache={cache}",
+                                    "--config.train.num_steps=10"), env, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    entries = os.listdir(cache)
+    assert len(entries) >= 5, entries   # train calls, init, evaluation, grids, checksums
+    second = _runs.run(_runs.command(str(tmp_path / "b"), f"--compilation_cache={cache}",
+                                     "--config.train.num_steps=10"), env, timeout=300)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert sorted(os.listdir(cache)) == sorted(entries), "the rerun compiled nothing new"
+    off = _runs.run(_runs.command(str(tmp_path / "c"), "--compilation_cache=",
+                                  "--config.train.num_steps=10"), env, timeout=300)
+    assert off.returncode == 0 and sorted(os.listdir(cache)) == sorted(entries)
