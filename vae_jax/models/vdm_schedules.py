@@ -10,8 +10,8 @@ Three schedules, one module (``NoiseSchedule``):
 * ``"learned_linear"`` (the paper's learned scalar schedule) γ(t) = γ₀ + softplus(w) t with
   γ₀ and w learned; initialised at the configured endpoints.
 * ``"learned_net"``   the paper's monotone network
-  γ̃(t) = l₁(t) + l₃(φ(l₂(l₁(t)))) with positive weights (softplus of free parameters), so
-  γ̃ is strictly increasing, then mapped affinely onto the endpoints:
+  γ̃(t) = a t + Σ_j h_j sigmoid(k_j (t − c_j)) with a, k_j, h_j > 0 (softplus of free
+  parameters), so γ̃ is strictly increasing, then mapped affinely onto the endpoints:
   γ(t) = (1 − f) γ₀ + f γ₁ with f = (γ̃(t) − γ̃(0)) / (γ̃(1) − γ̃(0)). The value of f is
   clipped to [0, 1] and set to exactly 0 / 1 at t = 0 / 1 (its derivative is untouched), so
   γ(0) = γ₀ and γ(1) = γ₁ hold bit for bit whatever the parameters. With
@@ -29,6 +29,8 @@ from typing import Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from vae_jax import rng
 
 SCHEDULES = ("fixed_linear", "learned_linear", "learned_net")
 
@@ -58,10 +60,13 @@ def _positive(raw: jax.Array) -> jax.Array:
 
 
 def _monotone_net(p: dict, t: jax.Array) -> jax.Array:
-    """γ̃(t), strictly increasing in t: t [...] -> [...]. p: positive weights and biases."""
-    h1 = _positive(p["w1"]) * t + p["b1"]                              # [...]
-    h2 = jax.nn.sigmoid(h1[..., None] * _positive(p["w2"]) + p["b2"])  # [..., H]
-    return h1 + jnp.sum(h2 * _positive(p["w3"]), axis=-1) / p["w2"].shape[0]
+    """γ̃(t) = a t + Σ_j h_j sigmoid(k_j (t − c_j)), a, k_j, h_j > 0: t [...] -> [...].
+
+    The paper's l₁ → l₂ → sigmoid → l₃ network with positive weights, its 1→1 affine first
+    layer folded into the hidden units' steepness k_j and centres c_j (same function class).
+    """
+    h = jax.nn.sigmoid(_positive(p["w2"]) * (t[..., None] - p["c"]))     # [..., H]
+    return _positive(p["w1"]) * t + jnp.sum(_positive(p["w3"]) * h, axis=-1)
 
 
 def _unit_fraction(net: Callable[[jax.Array], jax.Array], t: jax.Array) -> jax.Array:
@@ -102,12 +107,13 @@ class NoiseSchedule(nn.Module):
             self.g0 = self.param("gamma_min", nn.initializers.constant(self.gamma_min), ())
             self.gap_raw = self.param("gamma_gap", nn.initializers.constant(gap), ())
         if self.kind == "learned_net":
-            init = nn.initializers.normal(1.0)
+            normal = nn.initializers.normal(1.0)
+            steep = lambda k, shape: 2.0 + normal(k, shape)  # noqa: E731  (k ≈ 2: bends in [0, 1])
             self.net = {
-                "w1": self.param("w1", init, ()), "b1": self.param("b1", init, ()),
-                "w2": self.param("w2", init, (self.hidden,)),
-                "b2": self.param("b2", init, (self.hidden,)),
-                "w3": self.param("w3", init, (self.hidden,)),
+                "w1": self.param("w1", normal, ()),
+                "w2": self.param("w2", steep, (self.hidden,)),
+                "c": self.param("c", nn.initializers.uniform(1.0), (self.hidden,)),
+                "w3": self.param("w3", normal, (self.hidden,)),
             }
 
     def endpoints(self) -> tuple[jax.Array, jax.Array]:
@@ -138,8 +144,8 @@ def sample_times(key: jax.Array, num: int, *, antithetic: bool = True) -> jax.Ar
     Otherwise num i.i.d. U(0, 1) times.
     """
     if not antithetic:
-        return jax.random.uniform(key, (num,))
-    u = jax.random.uniform(key, ())
+        return rng.uniform(key, (num,))
+    u = rng.uniform(key, (1,))[0]
     return jnp.mod(u + jnp.arange(num, dtype=jnp.float32) / num, 1.0)
 
 
