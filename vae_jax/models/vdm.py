@@ -39,6 +39,7 @@ import jax.numpy as jnp
 
 from vae_jax import distributions as dist
 from vae_jax import rng
+from vae_jax.models.common import base_grid
 from vae_jax.models.vdm_nets import ScoreNet
 from vae_jax.models.vdm_schedules import (NoiseSchedule, alpha_sigma_sq, discretize_times,
                                           sample_times)
@@ -378,6 +379,9 @@ def vdm_model(*, image_shape: Sequence[int], likelihood: str = "categorical256",
     if timesteps < 0 or sample_steps <= 0:
         raise ValueError(f"config.model.timesteps={timesteps} must be >= 0 (0: continuous "
                          f"time) and sample_steps={sample_steps} positive.")
+    if levels:
+        base_grid(image_shape, levels, f"The score U-Net (levels={levels})",
+                  "Set config.model.levels lower (0: no downsampling).")
     sched = NoiseSchedule(schedule, gamma_min, gamma_max, learn_endpoints, schedule_hidden)
     net = ScoreNet(channels, blocks, levels, tuple(fourier_exponents), embed_dim,
                    gamma_min, gamma_max)
