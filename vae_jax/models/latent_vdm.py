@@ -1,0 +1,143 @@
+"""A latent diffusion model: an MLP VAE whose prior p(z) is a VDM over the latent z.
+
+The bound, per example (z ~ q(z|x) = N(μ, s²), D latent dimensions):
+
+    log p(x) ≥ E_q[log p(x|z)] + E_q[log p_VDM(z)] − E_q[log q(z|x)]
+    log p_VDM(z) ≥ E[log p(z|z₀)] − KL(q(z₁|z) ‖ N(0, I)) − L_diffusion(z)
+
+with the VDM's forward process q(z_t|z) = N(α_t z, σ_t²) on the latent and a Gaussian
+latent decoder p(z|z₀) = N(z₀/α₀, 1/SNR₀). Both inequalities hold for any encoder and any
+VDM, so the sum is a lower bound on log p(x). Because z₀/α₀ − z = η/√SNR₀ with η ~ N(0, I)
+under q(z₀|z), E[log p(z|z₀)] = D(−½ − ½ log 2π − ½ γ₀) exactly, and with the entropy
+E_q[−log q(z|x)] = Σ_d (½ + ½ log 2π + log s_d) the two collapse to one closed form:
+
+    kl["encoder"] = E_q[log q(z|x) − log p(z|z₀)] = Σ_d (½ γ₀ − log s_d)        [B]
+
+so ``terms``' kl = {"prior", "diffusion", "encoder"} and losses.elbo_terms' elbo =
+log_px_z − Σ kl is the bound above (the prior and diffusion terms are averaged over the L
+draws of z). "encoder" alone may be negative (it is the entropy part of KL(q(z|x) ‖ p(z)));
+the three together bound KL(q(z|x) ‖ p_VDM(z)) from above, which is ≥ 0.
+
+With the discrete-time trajectory VDM, log_pz / log_qz hold log p(z, z_{0..1}) and
+log q(z, z_{0..1} | x) (up to one shared constant), so IWAE over (z, trajectory) draws is a
+valid bound (``exact_log_weights``); otherwise −Σ kl per draw and 0, as in ``models.vdm``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from vae_jax import distributions as dist
+from vae_jax.models.mlp import MLPDecoder, MLPEncoder
+from vae_jax.models.vdm import Diffusion
+from vae_jax.models.vdm_nets import MLPScoreNet
+from vae_jax.models.vdm_schedules import NoiseSchedule, alpha_sigma_sq
+
+
+class LatentVDM(nn.Module):
+    """encoder(x) -> (mean, log_std) [B, D]; decoder(z) -> likelihood outputs; a VDM prior.
+
+    Attributes:
+      encoder, decoder: as ``models.vae.VAE``'s.
+      diffusion: a ``vdm.Diffusion`` over [D] latents.
+      latent_dim: D.
+      likelihood: name in ``distributions.LIKELIHOODS``.
+    """
+
+    encoder: nn.Module
+    decoder: nn.Module
+    diffusion: Diffusion
+    latent_dim: int
+    likelihood: str = "bernoulli"
+
+    @property
+    def exact_log_weights(self) -> bool:
+        """True only with a discrete-time trajectory prior (see the module docstring)."""
+        return self.diffusion.exact_log_weights
+
+    def encode(self, x: jax.Array) -> dist.DiagGaussian:
+        """x: [B, H, W, C] float -> q(z|x), batch [B], event [D]."""
+        return dist.DiagGaussian(*self.encoder(x))
+
+    def decode(self, z: jax.Array):
+        """z: [N, D] -> p(x|z), batch [N], event [H, W, C]."""
+        out = self.decoder(z)
+        n = dist.likelihood_num_params(self.likelihood)
+        return dist.make_likelihood(self.likelihood,
+                                    out.reshape(*out.shape[:-1], out.shape[-1] // n, n))
+
+    def terms(self, x: jax.Array, key: jax.Array, num_samples: int = 1) -> dict:
+        """x: [B, H, W, C] float; z_l ~ q(z|x), l = 1..L, one VDM draw per z_l. Returns:
+          log_px_z: [L, B]  log p(x | z_l)
+          log_pz, log_qz: [L, B]  see the module docstring
+          kl: {"prior": [B], "diffusion": [B], "encoder": [B]}
+        """
+        k_z, k_d = jax.random.split(key)
+        q = self.encode(x)
+        z = q.sample(k_z, num_samples)                            # [L, B, D]
+        L, B, D = z.shape
+        p = self.decode(z.reshape(L * B, D))
+        x_rep = jnp.broadcast_to(x, (L, *x.shape)).reshape(L * B, *x.shape[1:])
+        log_px_z = p.log_prob(x_rep).reshape(L, B)
+        d = self.diffusion.draws(z.reshape(L * B, D), k_d, 1)
+        d = {k: v.reshape(L, B, *v.shape[2:]) for k, v in d.items()}
+        g0, _ = self.diffusion.endpoints()
+        encoder = jnp.sum(0.5 * g0 - q.log_std, axis=-1)
+        kl = {"prior": jnp.mean(d["prior"], 0), "diffusion": jnp.mean(d["diffusion"], 0),
+              "encoder": encoder}
+        if self.exact_log_weights:
+            # log p(z | z₀) and log q(z | x), both without the ½ log 2π per dimension.
+            a2_0, _ = alpha_sigma_sq(g0)
+            r = (z - d["z0"] / jnp.sqrt(a2_0)) * jnp.exp(-0.5 * g0)
+            log_p_z = jnp.sum(-0.5 * r * r - 0.5 * g0, axis=-1)
+            e = (z - q.mean) * jnp.exp(-q.log_std)
+            log_q_z = jnp.sum(-0.5 * e * e - q.log_std, axis=-1)
+            log_pz, log_qz = log_p_z + d["log_p"], log_q_z + d["log_q"]
+        else:
+            log_pz = -(d["prior"] + d["diffusion"] + encoder)
+            log_qz = jnp.zeros_like(log_pz)
+        return {"log_px_z": log_px_z, "log_pz": log_pz, "log_qz": log_qz, "kl": kl}
+
+    def sample_prior(self, key: jax.Array, num: int, temperature: float = 1.0):
+        """z₀ by ancestral sampling (z₁ ~ N(0, temperature² I)), z = z₀/α₀ (the mean of
+        p(z|z₀)): returns p(x|z), batch [num]."""
+        z0 = self.diffusion.sample(key, (num, self.latent_dim), temperature)
+        a2_0, _ = alpha_sigma_sq(self.diffusion.endpoints()[0])
+        return self.decode(z0 / jnp.sqrt(a2_0))
+
+    def __call__(self, x: jax.Array, key: jax.Array) -> dict:
+        """One draw of ``terms`` (touches every parameter, for ``init``)."""
+        return self.terms(x, key, 1)
+
+
+def latent_vdm_model(*, image_shape: Sequence[int], latent_dim: int = 16,
+                     hidden: Sequence[int] = (256,), activation: str = "relu",
+                     likelihood: str = "bernoulli", schedule: str = "learned_linear",
+                     gamma_min: float = -13.3, gamma_max: float = 5.0,
+                     learn_endpoints: bool = False, schedule_hidden: int = 64,
+                     score_hidden: Sequence[int] = (128, 128), embed_dim: int = 32,
+                     timesteps: int = 0, trajectory: bool = True, antithetic: bool = True,
+                     sample_steps: int = 100) -> LatentVDM:
+    """A latent diffusion model (the keyword arguments are ``config.model`` fields).
+
+    hidden / activation / likelihood: the MLP VAE (decoder widths mirror the encoder's).
+    schedule, gamma_min, gamma_max, learn_endpoints, schedule_hidden: the noise schedule.
+    score_hidden, embed_dim: the ``MLPScoreNet``. timesteps, trajectory, antithetic,
+    sample_steps: as ``vdm.vdm_model``.
+    """
+    if timesteps < 0 or sample_steps <= 0:
+        raise ValueError(f"config.model.timesteps={timesteps} must be >= 0 (0: continuous "
+                         f"time) and sample_steps={sample_steps} positive.")
+    n = dist.likelihood_num_params(likelihood)
+    hidden = tuple(hidden)
+    sched = NoiseSchedule(schedule, gamma_min, gamma_max, learn_endpoints, schedule_hidden)
+    net = MLPScoreNet(tuple(score_hidden), embed_dim, gamma_min, gamma_max)
+    return LatentVDM(
+        encoder=MLPEncoder(latent_dim, hidden, activation),
+        decoder=MLPDecoder(tuple(image_shape), n, hidden[::-1], activation),
+        diffusion=Diffusion(sched, net, timesteps, trajectory, antithetic, sample_steps),
+        latent_dim=latent_dim, likelihood=likelihood)
