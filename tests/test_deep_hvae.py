@@ -59,10 +59,9 @@ def tiny():
     model = deep_hvae_model(**TINY)
     x = _binary_images(jax.random.key(0))
     params = _init(model, x)
-    noise = jax.random.split(jax.random.key(1), len(jax.tree.leaves(params)))
-    leaves, tree = jax.tree.flatten(params)
-    perturbed = jax.tree.unflatten(tree, [p + 0.1 * jax.random.normal(k, p.shape)
-                                          for p, k in zip(leaves, noise)])
+    rng = np.random.default_rng(1)   # numpy: eager jax.random would compile per shape
+    perturbed = jax.tree.map(lambda p: p + 0.1 * rng.normal(size=p.shape).astype(np.float32),
+                             params)
     return model, x, params, perturbed
 
 
@@ -284,9 +283,9 @@ def test_zero_init_makes_every_residual_block_the_identity():
 
 def test_scaled_init_divides_the_last_conv_by_sqrt_n_and_zeroes_the_priors(tiny):
     x = jnp.ones((2, 4, 4, 8))
-    k = jax.random.key(8)
-    base = Bottleneck(8, 4, residual=True, last_scale=1.0).init(k, x)["params"]["c4"]["kernel"]
-    scaled = Bottleneck(8, 4, residual=True, last_scale=0.5).init(k, x)["params"]["c4"]["kernel"]
+    base, scaled = jax.jit(lambda k: [
+        Bottleneck(8, 4, residual=True, last_scale=s).init(k, x)["params"]["c4"]["kernel"]
+        for s in (1.0, 0.5)], compiler_options=_FAST_COMPILE)(jax.random.key(8))
     np.testing.assert_allclose(scaled, 0.5 * base, rtol=1e-6)
     model, x, params, _ = tiny                    # residual_init="scaled": N = 3 top-down blocks
     p = params["params"]
@@ -305,7 +304,7 @@ def test_scaled_init_divides_the_last_conv_by_sqrt_n_and_zeroes_the_priors(tiny)
 
 def test_bounded_log_std_stays_inside_the_bound_for_huge_inputs(tiny):
     _, x, _, params = tiny
-    np.testing.assert_allclose(soft_clamp(jnp.array([-1e30, -0.01, 0.0, 3.0, 1e30]), 2.0),
+    np.testing.assert_allclose(soft_clamp(jnp.array([-1e30, -0.01, 0.0, 3.0, 1e30]), bound=2.0),
                                [-2.0, -0.01, 0.0, 2.0 * math.tanh(1.5), 2.0], rtol=1e-4)
     huge = 1e4 * (2.0 * x - 1.0)
     bound = 2.0
@@ -325,19 +324,23 @@ def test_bounded_log_std_stays_inside_the_bound_for_huge_inputs(tiny):
 # ----------------------------------------------------------------------------- (f) bfloat16
 
 def test_bfloat16_compute_keeps_float32_params_and_losses(tiny):
-    model, x, _, params = tiny
+    model, x, at_init, perturbed = tiny
     bf16 = deep_hvae_model(**TINY, dtype="bfloat16")
     shapes = jax.eval_shape(bf16.init, jax.random.key(0), x, jax.random.key(1))
-    assert jax.tree.map(lambda s: s.dtype, shapes) == jax.tree.map(lambda p: p.dtype, params)
+    assert jax.tree.map(lambda s: s.dtype, shapes) == jax.tree.map(lambda p: p.dtype, at_init)
     assert {s.dtype for s in jax.tree.leaves(shapes)} == {jnp.dtype(jnp.float32)}
     key = jax.random.key(11)
-    out = _jitted(("terms", "elbo_terms"), bf16, 4)(params, x, key)
-    assert {v.dtype for v in jax.tree.leaves(out)} == {jnp.dtype(jnp.float32)}
-    a = _jitted(("terms", "elbo_terms"), model, 4)(params, x, key)["elbo_terms"]
-    b = out["elbo_terms"]
-    # bfloat16 keeps 8 mantissa bits: per-image ELBOs within 3 % (about 1.5 nats here).
-    np.testing.assert_allclose(b["elbo"], a["elbo"], rtol=0.03)
-    assert abs(float(b["elbo"].mean() - a["elbo"].mean())) < 0.02 * abs(float(a["elbo"].mean()))
+    # bfloat16 activations (8 mantissa bits), float32 likelihood head and log-probs. Per-image
+    # ELBOs: within 0.5 % at init (measured ≤ 0.1 %), 3 % for the perturbed weights, whose
+    # larger activations lose more (measured 1.4 %, ~1.6 of ~120 nats).
+    for params, rtol in ((at_init, 5e-3), (perturbed, 3e-2)):
+        out = _jitted(("terms", "elbo_terms"), bf16, 4)(params, x, key)
+        assert {v.dtype for v in jax.tree.leaves(out)} == {jnp.dtype(jnp.float32)}
+        a = _jitted(("terms", "elbo_terms"), model, 4)(params, x, key)["elbo_terms"]
+        b = out["elbo_terms"]
+        assert not np.array_equal(b["elbo"], a["elbo"])             # it did run in bfloat16
+        for k in a:
+            np.testing.assert_allclose(b[k], a[k], rtol=rtol, atol=0.05, err_msg=k)
 
 
 # ----------------------------------------------------------------------- (g) sampling paths
@@ -399,6 +402,13 @@ def test_good_configs_normalise_per_resolution_fields():
     m = deep_hvae_model(**{**TINY, "widths": (8, 16), "stochastic": (True, False, True)})
     assert isinstance(m, DeepHVAE)
     assert m.widths == (8, 16) and m.encoder_blocks == (1, 1) and m.num_layers == 2
+    # A deterministic block and width changes between resolutions trace (no compile).
+    x = jnp.zeros((2, 8, 8, 1))
+    shapes = jax.eval_shape(m.init, jax.random.key(0), x, jax.random.key(1))
+    assert shapes["params"]["td_proj_r8"]["kernel"].shape == (1, 1, 16, 8)
+    assert "q_net" not in shapes["params"]["td_r4_1"]
+    t = jax.eval_shape(lambda p: m.apply(p, x, jax.random.key(2), 3, method="terms"), shapes)
+    assert {k: v.shape for k, v in t["kl"].items()} == {"00": (2, 4, 4, 2), "01": (2, 8, 8, 2)}
     assert deep_hvae_model(image_shape=(8, 16, 3), resolutions=(8, 4, 1),
                            widths=8).resolutions == (8, 4, 1)
 

@@ -40,13 +40,14 @@ DTYPES = ("float32", "bfloat16")
 
 # ------------------------------------------------------------------------ configuration
 
-def _per_resolution(name: str, value, n: int, example: str) -> tuple[int, ...]:
-    """An int (every resolution) or one positive int per resolution -> a tuple of n ints."""
+def _per_resolution(name: str, value, res: tuple, example: str) -> tuple[int, ...]:
+    """An int (every resolution) or one int per resolution -> a tuple of len(res) ints."""
+    n = len(res)
     values = (value,) * n if isinstance(value, (int, np.integer)) else tuple(value)
     if len(values) != n or not all(isinstance(v, (int, np.integer)) for v in values):
         raise ValueError(f"config.model.{name}={value!r}: give one int (used at every "
-                         f"resolution) or one int per resolution ({n} values for resolutions "
-                         f"with {n} entries), e.g. {example}.")
+                         f"resolution) or one per resolution ({n} values for resolutions="
+                         f"{res}), e.g. {example}.")
     return tuple(int(v) for v in values)
 
 
@@ -72,10 +73,10 @@ def _checked(*, image_shape, resolutions, encoder_blocks, decoder_blocks, widths
             f"factor, e.g. {_example_resolutions(height)}.")
     res = tuple(int(r) for r in res)
     n = len(res)
-    enc = _per_resolution("encoder_blocks", encoder_blocks, n, "2 or (2,) * n")
-    dec = _per_resolution("decoder_blocks", decoder_blocks, n, "(2, 4, 4)")
-    wid = _per_resolution("widths", widths, n, "64 or (32, 64, 64)")
-    cz = _per_resolution("latent_channels", latent_channels, n, "8")
+    enc = _per_resolution("encoder_blocks", encoder_blocks, res, f"2 or {(2,) * n}")
+    dec = _per_resolution("decoder_blocks", decoder_blocks, res, f"{(2,) * n}")
+    wid = _per_resolution("widths", widths, res, f"64 or {(64,) * n}")
+    cz = _per_resolution("latent_channels", latent_channels, res, f"8 or {(8,) * n}")
     for name, vals, low in (("encoder_blocks", enc, 0), ("decoder_blocks", dec, 0),
                             ("widths", wid, 1), ("latent_channels", cz, 1)):
         if min(vals) < low:
@@ -206,8 +207,10 @@ class DeepHVAE(nn.Module):
                     cfg["latent_channels"][i], next(flags), dec_scale, prior_scale,
                     cfg["log_std_bound"], cfg["activation"], dt, name=f"td_r{r}_{j}"))
         self.td_bias, self.td_proj, self.td_blocks = biases, projs, blocks
+        # The likelihood's parameters are computed in float32 whatever the compute dtype:
+        # log p(x|z) sums thousands of pixels, each a function of them.
         n = dist.likelihood_num_params(cfg["likelihood"])
-        self.out = layers.Conv(self.image_shape[-1] * n, (1, 1), dtype=dt, name="out")
+        self.out = layers.Conv(self.image_shape[-1] * n, (1, 1), dtype=jnp.float32, name="out")
         self._cfg = cfg
 
     # ------------------------------------------------------------------ the two passes
@@ -226,7 +229,7 @@ class DeepHVAE(nn.Module):
         for k, i in enumerate(reversed(range(len(res)))):
             base = jnp.broadcast_to(self.td_bias[k].astype(dt), (num, *self.td_bias[k].shape))
             if h is not None:
-                h = upsample(h, res[i] // res[i + 1])
+                h = upsample(h, factor=res[i] // res[i + 1])
                 h = base + (self.td_proj[str(i)](h) if str(i) in self.td_proj else h)
             else:
                 h = base
@@ -243,7 +246,7 @@ class DeepHVAE(nn.Module):
                 else:
                     h, s = block(h, acts[i], eps)
                 stats.append(s)
-        out = self.out(h).astype(jnp.float32)
+        out = self.out(h.astype(jnp.float32))
         n = dist.likelihood_num_params(cfg["likelihood"])
         out = out.reshape(*out.shape[:-1], out.shape[-1] // n, n)
         return dist.make_likelihood(cfg["likelihood"], out), stats

@@ -12,7 +12,7 @@ returns has float32 parameters whatever the compute dtype.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -23,14 +23,14 @@ from vae_jax.models import layers
 from vae_jax.models.common import activation as get_activation
 
 
-def soft_clamp(x: jax.Array, bound: Optional[float]) -> jax.Array:
+def soft_clamp(x: jax.Array, *, bound: Optional[float]) -> jax.Array:
     """b·tanh(x / b): smooth, ≈ x for |x| ≪ b, always inside (−b, b); identity for None."""
     if not bound:
         return x
     return bound * jnp.tanh(x / bound)
 
 
-def scaled_init(scale: float):
+def scaled_init(scale: float) -> Callable:
     """Flax's default (LeCun normal) kernel init with its std multiplied by ``scale``;
     zeros for scale 0. The same key gives exactly ``scale`` times the default draw."""
     if scale == 0.0:
@@ -49,7 +49,7 @@ def middle_width(width: int, bottleneck: float) -> int:
     return max(1, int(round(width * bottleneck)))
 
 
-def avg_pool(x: jax.Array, factor: int) -> jax.Array:
+def avg_pool(x: jax.Array, *, factor: int) -> jax.Array:
     """[N, H, W, C] -> [N, H/f, W/f, C], mean over f×f windows (a reshape: cheap on CPUs)."""
     if factor == 1:
         return x
@@ -57,7 +57,7 @@ def avg_pool(x: jax.Array, factor: int) -> jax.Array:
     return x.reshape(n, h // factor, factor, w // factor, factor, c).mean(axis=(2, 4))
 
 
-def upsample(x: jax.Array, factor: int) -> jax.Array:
+def upsample(x: jax.Array, *, factor: int) -> jax.Array:
     """[N, H, W, C] -> [N, H·f, W·f, C], nearest neighbour."""
     if factor == 1:
         return x
@@ -131,7 +131,7 @@ class BottomUp(nn.Module):
         acts = []
         for i, (res, width) in enumerate(zip(self.resolutions, self.widths)):
             if i > 0:
-                h = avg_pool(h, self.resolutions[i - 1] // res)
+                h = avg_pool(h, factor=self.resolutions[i - 1] // res)
                 if width != self.widths[i - 1]:
                     h = layers.Conv(width, (1, 1), dtype=self.dtype, name=f"proj_r{res}")(h)
             for j in range(self.blocks[i]):
@@ -188,7 +188,7 @@ class TopDownBlock(nn.Module):
 
     def _gaussian(self, out: jax.Array) -> dist.DiagGaussian:
         mean, log_std = jnp.split(out.astype(jnp.float32), 2, axis=-1)
-        return dist.DiagGaussian(mean, soft_clamp(log_std, self.log_std_bound), event_ndim=3)
+        return dist.DiagGaussian(mean, soft_clamp(log_std, bound=self.log_std_bound), event_ndim=3)
 
     def __call__(self, h: jax.Array, a: Optional[jax.Array] = None,
                  eps: Optional[jax.Array] = None, temperature: float | jax.Array = 1.0):
