@@ -87,7 +87,7 @@ VE, CE, DE = ValueError, errors.ConfigError, errors.DataError
 # (case, config change, workdir kind, error, message fragments)
 TABLE = [
     ("unknown model", _set(model__name="resnet9000"), "dir", VE,
-     ["Unknown model 'resnet9000'", "config.model.name", "valid: ['conv', 'hvae', 'mlp'"]),
+     ["Unknown model 'resnet9000'", "config.model.name", "valid: ['conv', 'deep_hvae', 'hvae', 'latent_vdm', 'mlp'"]),
     ("unknown loss", _set(loss__name="elbo2"), "dir", VE,
      ["Unknown loss 'elbo2'", "config.loss.name", "valid:"]),
     ("unknown binarization", _set(data__binarization="otsu"), "dir", VE,

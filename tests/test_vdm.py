@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from vae_jax import distributions as dist
-from vae_jax import losses, rng
+from vae_jax import losses
+from vae_jax.xla_cpu import rng
 from vae_jax.models import vdm
 from vae_jax.models.vdm_schedules import (NoiseSchedule, discretize_times, linear_gamma,
                                           sample_times)

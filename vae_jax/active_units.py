@@ -29,6 +29,8 @@ def posterior_means(params, x: jax.Array, key: jax.Array, *, model: nn.Module,
     """x: [B, H, W, C] float -> {layer: E_q[z_layer | x] [B, D_layer]}."""
     if hasattr(model, "posterior_means"):
         return model.apply(params, x, key, num_samples, method="posterior_means")
+    if not hasattr(model, "encode"):  # a diffusion model: its encoder is fixed, no units
+        return {}
     return {"z": model.apply(params, x, method=lambda mdl, x: mdl.encode(x).mean)}
 
 

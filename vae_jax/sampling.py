@@ -53,8 +53,20 @@ def prior_samples(params, key: jax.Array, *, model: nn.Module, num: int,
     return model.apply(params, key, num, temperature, method="sample_prior").mean()
 
 
-def reconstructions(params, x: jax.Array, *, model: nn.Module) -> jax.Array:
-    """Mean of p(x | z = μ(x)) for x [B, H, W, C] in [0, 1]: [B, H, W, C]."""
+def can_reconstruct(model: nn.Module) -> bool:
+    """Whether ``reconstructions`` applies: an encoder (``encode``/``decode``) or a model's
+    own ``reconstruct(x, key)`` (a deep hierarchy); a diffusion model has neither."""
+    return hasattr(model, "encode") or hasattr(model, "reconstruct")
+
+
+def reconstructions(params, x: jax.Array, *, model: nn.Module,
+                    key: Optional[jax.Array] = None) -> jax.Array:
+    """Mean of p(x | z = μ(x)) for x [B, H, W, C] in [0, 1]: [B, H, W, C]. Models without an
+    ``encode`` method use their ``reconstruct(x, key)`` (z drawn from q, ``key`` or key 0)."""
+    if not hasattr(model, "encode"):
+        key = jax.random.key(0) if key is None else key
+        return model.apply(params, x, key, method="reconstruct").mean()
+
     def recon(mdl, x):
         return mdl.decode(mdl.encode(x).mean).mean()
     return model.apply(params, x, method=recon)
@@ -255,6 +267,9 @@ def write_sample_images(outdir: str, params, test_images: np.ndarray, key: jax.A
     matplotlib) ``latent_scatter.png``.
     """
     s = dict(settings)
+    if not hasattr(model, "encode"):  # no single latent space: samples (and reconstructions)
+        return _write_samples_only(outdir, params, test_images, key, model=model,
+                                   binarization=binarization, settings=s)
     x = display_inputs(test_images[: max(s["num"], 1000)], binarization)
     paths = {}
 
@@ -292,6 +307,25 @@ def write_sample_images(outdir: str, params, test_images: np.ndarray, key: jax.A
     return paths
 
 
+def _write_samples_only(outdir: str, params, test_images: np.ndarray, key: jax.Array, *,
+                        model: nn.Module, binarization: str, settings: dict) -> dict[str, str]:
+    """``--mode=sample`` for models without one latent space (deep hierarchies, diffusion):
+    prior samples at the temperature, and reconstructions where the model has them."""
+    temperature = settings["temperature"]
+    samples = prior_samples(params, key, model=model, num=settings["num"],
+                            temperature=temperature)
+    name = f"samples_t{temperature:g}" if np.ndim(temperature) == 0 else "samples"
+    paths = {name: save_png(os.path.join(outdir, f"{name}.png"),
+                            image_grid(np.asarray(samples), ncols=8))}
+    if can_reconstruct(model):
+        x = display_inputs(test_images[: min(settings["num"], 32)], binarization)
+        recons = reconstructions(params, x, model=model, key=key)
+        paths["reconstructions"] = save_png(os.path.join(outdir, "reconstructions.png"),
+                                            reconstruction_grid(np.asarray(x),
+                                                                np.asarray(recons)))
+    return paths
+
+
 # ------------------------------------------------------------------ training-time grids
 
 def write_training_grids(workdir: str, step: int, params, test_images: np.ndarray,
@@ -302,13 +336,13 @@ def write_training_grids(workdir: str, step: int, params, test_images: np.ndarra
     samples, x, recons = _grid_arrays(params, test_images[:32], key, model=model,
                                       binarization=binarization, num=num)
     folder = os.path.join(workdir, "images")
-    return {
-        "samples": save_png(os.path.join(folder, f"samples_{step:08d}.png"),
-                            image_grid(np.asarray(samples), ncols=8)),
-        "reconstructions": save_png(
+    paths = {"samples": save_png(os.path.join(folder, f"samples_{step:08d}.png"),
+                                 image_grid(np.asarray(samples), ncols=8))}
+    if recons is not None:
+        paths["reconstructions"] = save_png(
             os.path.join(folder, f"reconstructions_{step:08d}.png"),
-            reconstruction_grid(np.asarray(x), np.asarray(recons), ncols=8)),
-    }
+            reconstruction_grid(np.asarray(x), np.asarray(recons), ncols=8))
+    return paths
 
 
 @functools.partial(jax.jit, static_argnames=("model", "binarization", "num"))
@@ -318,4 +352,6 @@ def _grid_arrays(params, images, key, *, model, binarization, num):
     k_sample, k_bin = jax.random.split(key)
     samples = prior_samples(params, k_sample, model=model, num=num)
     x = data.preprocess(images, k_bin, binarization=binarization)
-    return samples, x, reconstructions(params, x, model=model)
+    recons = (reconstructions(params, x, model=model, key=k_sample)
+              if can_reconstruct(model) else None)
+    return samples, x, recons

@@ -61,6 +61,10 @@ class Suite:
         """The IWAE-k bound and log p(x) (mean, standard error, k, chunk, seconds)."""
         parallel.check_batch_size(self.ll_batch_size, self.mesh, "config.eval.ll_batch_size")
         out = {}
+        if not getattr(self.model, "exact_log_weights", True):
+            # e.g. a continuous-time diffusion model: no per-trajectory importance weights
+            return {"log_px_note": "not estimated: this model has no exact per-sample "
+                                   "importance weights (see its exact_log_weights)"}
         for name, k in self.bounds.items():
             if k <= 0:
                 continue

@@ -12,10 +12,13 @@ import flax.linen as nn
 
 from vae_jax import distributions as dist
 from vae_jax.models.conv import ConvDecoder, ConvEncoder
+from vae_jax.models.deep_hvae import DeepHVAE, deep_hvae_model
 from vae_jax.models.hvae import HVAE
+from vae_jax.models.latent_vdm import LatentVDM, latent_vdm_model
 from vae_jax.models.mlp import MLPDecoder, MLPEncoder
 from vae_jax.models.resnet import ResNetDecoder, ResNetEncoder
 from vae_jax.models.vae import VAE
+from vae_jax.models.vdm import VDM, vdm_model
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
@@ -104,5 +107,12 @@ def hierarchical_vae(*, image_shape: Sequence[int], latent_dims: Sequence[int] =
                 analytic_kl=analytic_kl)
 
 
-__all__ = ["VAE", "HVAE", "MLPEncoder", "MLPDecoder", "ConvEncoder", "ConvDecoder",
+# Deep top-down ResNet VAE (VDVAE / NVAE line), variational diffusion model, and a VAE
+# whose prior is a VDM over its latent: builders in their own modules.
+register("deep_hvae")(deep_hvae_model)
+register("vdm")(vdm_model)
+register("latent_vdm")(latent_vdm_model)
+
+
+__all__ = ["VAE", "HVAE", "DeepHVAE", "VDM", "LatentVDM", "MLPEncoder", "MLPDecoder", "ConvEncoder", "ConvDecoder",
            "ResNetEncoder", "ResNetDecoder", "register", "builder", "get", "names"]

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vae_jax import distributions as dist
-from vae_jax import rng
+from vae_jax.xla_cpu import rng
 from vae_jax.models import layers
 from vae_jax.models.common import ACTIVATIONS
 from vae_jax.models.deep_hvae_blocks import (BottomUp, TopDownBlock, kernel_size,

@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from vae_jax import distributions as dist
-from vae_jax import rng
+from vae_jax.xla_cpu import rng
 from vae_jax.models.common import base_grid
 from vae_jax.models.vdm_nets import ScoreNet
 from vae_jax.models.vdm_schedules import (NoiseSchedule, alpha_sigma_sq, discretize_times,

@@ -30,7 +30,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vae_jax import rng
+from vae_jax.xla_cpu import rng
 
 SCHEDULES = ("fixed_linear", "learned_linear", "learned_net")
 
