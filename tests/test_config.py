@@ -121,3 +121,21 @@ def test_root_keys_are_four_distinct_keys_of_the_seed():
     np.testing.assert_array_equal(jax.random.key_data(config_lib.root_keys(0)["train"]),
                                   jax.random.key_data(jax.random.split(jax.random.key(0),
                                                                        4)[1]))
+
+
+CONFIGS = [("default", None), ("smoke", None), ("fmnist_8bit_conv", None),
+           ("fashion_mnist_vae", None), ("fashion_mnist_iwae", None),
+           ("fashion_mnist_hvae", "2layer"), ("fashion_mnist_hvae", "2layer-ladder"),
+           ("fashion_mnist_deep_hvae", "binary"), ("fashion_mnist_deep_hvae", "8bit"),
+           ("fashion_mnist_vdm", "8bit"), ("fashion_mnist_vdm", "binary"),
+           ("fashion_mnist_vdm", "latent")]
+
+
+@pytest.mark.parametrize("name, variant", CONFIGS, ids=[f"{n}:{v}" for n, v in CONFIGS])
+def test_every_shipped_config_resolves_and_its_model_fits_fashion_mnist(name, variant):
+    import importlib
+
+    module = importlib.import_module(f"experiments.configs.{name}")
+    config = config_lib.resolve(module.get_config(variant) if variant else module.get_config())
+    model = config_lib.build_model(config, (28, 28, 1))
+    config_lib.check_model_fits(model, (28, 28, 1), config.model.name)  # traced, not compiled
