@@ -8,7 +8,7 @@ python -m experiments.main --config=experiments/configs/default.py --workdir=run
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from vae_jax import experiment
+from vae_jax import experiment, runtime
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
@@ -27,6 +27,9 @@ flags.DEFINE_integer("distributed_timeout", 300, "Multi-process: seconds to wait
                      "process to join before aborting.")
 flags.DEFINE_string("compilation_cache", None, "Folder of the persistent JAX compilation "
                     "cache (default ~/.cache/vae_jax/jax); empty turns it off.")
+flags.DEFINE_bool("traceback", False, "Show the traceback of a user's error (a bad config, "
+                  "missing data, a busy workdir, ...; also --verbosity=1), not only its "
+                  "one-paragraph message.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -34,13 +37,15 @@ def main(argv):
     del argv
     if not FLAGS["verbosity"].present:  # orbax logs every checkpoint at INFO
         logging.set_verbosity(logging.WARNING)
-    experiment.run(FLAGS.config, FLAGS.workdir, mode=FLAGS.mode, step=FLAGS.step,
-                   show_progress=FLAGS.progress,
-                   coordinator_address=FLAGS.coordinator_address,
-                   num_processes=FLAGS.num_processes, process_id=FLAGS.process_id,
-                   auto_distributed=FLAGS.distributed,
-                   distributed_timeout=FLAGS.distributed_timeout,
-                   compilation_cache=FLAGS.compilation_cache)
+    # a user's mistake: one paragraph and its exit code (vae_jax.errors.EXIT_CODES)
+    runtime.report_errors(experiment.run, FLAGS.config, FLAGS.workdir, mode=FLAGS.mode,
+                          step=FLAGS.step, show_progress=FLAGS.progress,
+                          coordinator_address=FLAGS.coordinator_address,
+                          num_processes=FLAGS.num_processes, process_id=FLAGS.process_id,
+                          auto_distributed=FLAGS.distributed,
+                          distributed_timeout=FLAGS.distributed_timeout,
+                          compilation_cache=FLAGS.compilation_cache,
+                          show_traceback=FLAGS.traceback or FLAGS.verbosity >= 1)
 
 
 def cli():

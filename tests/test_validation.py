@@ -36,10 +36,11 @@ def synthetic_idx_folder(tmp, *, bad: str) -> str:
     folder = os.path.join(tmp, f"synthetic_idx_{bad}")
     os.makedirs(folder)
     rng = np.random.default_rng(0)
+    n_test = 0 if bad == "empty_test" else 4
     arrays = {"train_images": rng.integers(0, 256, (12, 28, 28), np.uint8),
               "train_labels": rng.integers(0, 10, (12,), np.uint8),
-              "test_images": rng.integers(0, 256, (4, 28, 28), np.uint8),
-              "test_labels": rng.integers(0, 10, (4,), np.uint8)}
+              "test_images": rng.integers(0, 256, (n_test, 28, 28), np.uint8),
+              "test_labels": rng.integers(0, 10, (n_test,), np.uint8)}
     for key, stem in data.IDX_FILES.items():
         raw = _idx_header(0x08, arrays[key].shape) + arrays[key].tobytes()
         if key == "train_images" and bad == "magic":
@@ -145,6 +146,22 @@ TABLE = [
      ["'train' has shape (8, 784)", "[N, H, W]"]),
     ("npz train/test shapes differ", _npz("mixed", train=_u8(8, 28, 28), test=_u8(4, 32, 32)),
      "dir", DE, ["differ in shape"]),
+    ("npz empty train split", _npz("empty_train", train=_u8(0, 28, 28), test=_u8(4, 28, 28)),
+     "dir", DE, ["synthetic_empty_train.npz", "the 'train' split is empty", "at least one"]),
+    ("npz empty test split", _npz("empty_test", train=_u8(8, 28, 28), test=_u8(0, 28, 28)),
+     "dir", DE, ["synthetic_empty_test.npz", "the 'test' split is empty", "at least one"]),
+    ("IDX empty test split", _idx("empty_test"), "dir", DE,
+     ["synthetic_idx_empty_test", "the 'test' split is empty"]),
+    ("npz labels do not match", _npz("labels", train=_u8(8, 28, 28), test=_u8(4, 28, 28),
+                                     train_labels=np.arange(5), test_labels=np.arange(4)),
+     "dir", DE, ["'train_labels' has shape (5,), expected (8,)", "one label per 'train' image"]),
+    ("npz one-pixel images", _npz("1x1", train=_u8(8, 1, 1), test=_u8(4, 1, 1)), "dir", DE,
+     ["synthetic_1x1.npz", "images of 1x1 pixels", "at least 2x2"]),
+    ("npz two-channel images", _npz("2ch", train=_u8(8, 28, 28, 2), test=_u8(4, 28, 28, 2)),
+     "dir", DE, ["images with 2 channels", "1 (grey), 3 (RGB) or 4 (RGBA)"]),
+    ("npz test split of another shape", _npz("channels", train=_u8(8, 28, 28),
+                                             test=_u8(4, 28, 28, 3)), "dir", DE,
+     ["train images (28, 28, 1) and test images (28, 28, 3) differ in shape", "one shape"]),
     ("conv model on 30x30 images", lambda c, tmp: (_npz(
         "30x30", train=_u8(64, 30, 30), test=_u8(16, 30, 30))(c, tmp),
         _set(model__name="conv")(c, tmp)), "dir", CE,

@@ -17,9 +17,13 @@ parameter instead of deep inside Flax or tensorstore.
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import hashlib
+import logging as logging_lib
 import os
 import shutil
+import sys
 import time
 from typing import Any, Optional
 
@@ -35,10 +39,18 @@ def _handlers() -> dict:
     return {"state": ocp.StandardCheckpointHandler(), "checksum": ocp.JsonCheckpointHandler()}
 
 
-def manager(directory: str, *, max_to_keep: int = 3, async_save: bool = False
-            ) -> ocp.CheckpointManager:
-    """A CheckpointManager on ``directory``; saves are atomic (orbax finalises a tmp dir)."""
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+def manager(directory: str, *, max_to_keep: int = 3, async_save: bool = False,
+            read_only: bool = False) -> ocp.CheckpointManager:
+    """A CheckpointManager on ``directory``; saves are atomic (orbax finalises a tmp dir).
+
+    ``read_only`` (``--mode=eval`` / ``sample``, which only restore): creates nothing, and
+    raises CheckpointError when ``directory`` does not exist."""
+    if read_only and not os.path.isdir(directory):
+        raise CheckpointError(f"No checkpoint in {os.path.abspath(directory)}: the folder does "
+                              "not exist. Train first (--mode=train with this --workdir), or "
+                              "give the --workdir of a trained run.")
+    # (create=False rather than orbax's read_only, which warns on every open)
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=not read_only,
                                            enable_async_checkpointing=async_save)
     return ocp.CheckpointManager(os.path.abspath(directory), options=options,
                                  item_handlers=_handlers())
@@ -76,11 +88,67 @@ def fingerprint(state: Any) -> dict[str, str]:
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state: Any, *, force: bool = True) -> None:
-    """Save ``state`` at ``step`` with its checksum; returns once the step is finalised."""
-    mngr.save(int(step), args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        checksum=ocp.args.JsonSave({"sha256": fingerprint(state)})), force=force)
-    mngr.wait_until_finished()
+    """Save ``state`` at ``step`` with its checksum; returns once the step is finalised.
+
+    A save that fails (a full disk, ...) re-raises after removing its own unfinished
+    ``<step>.orbax-checkpoint-tmp*`` folder, which frees the space it took; the steps
+    before it are untouched and stay the latest."""
+    quiet = _QuietFailedSave()
+    try:
+        with quiet:
+            mngr.save(int(step), args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state),
+                checksum=ocp.args.JsonSave({"sha256": fingerprint(state)})), force=force)
+            mngr.wait_until_finished()
+    except Exception:
+        with contextlib.suppress(Exception):  # orbax's other threads of this save end first
+            mngr.wait_until_finished()
+        if jax.process_index() == 0:
+            for tmp in glob.glob(os.path.join(str(mngr.directory),
+                                              f"{int(step)}.orbax-checkpoint-tmp*")):
+                shutil.rmtree(tmp, ignore_errors=True)
+        with contextlib.suppress(Exception):
+            mngr.reload()
+        raise
+
+
+class _QuietFailedSave(logging_lib.Filter):
+    """While saving, drop orbax's ERROR log records of a failed write (each with the
+    traceback of the same error, once per thread): the caller re-raises that error, and
+    the launcher prints it as one paragraph (with its traceback on request)."""
+
+    def filter(self, record) -> bool:
+        return not (record.levelno >= logging_lib.ERROR and "orbax" in record.pathname
+                    and "raised an exception" in record.getMessage())
+
+    def __enter__(self):
+        logging.get_absl_logger().addFilter(self)
+        self.silence_event_loop_noise()
+
+    def __exit__(self, *exc):
+        logging.get_absl_logger().removeFilter(self)
+
+    @staticmethod
+    def silence_event_loop_noise() -> None:
+        """After a failed write, tensorstore's callbacks of the other writes report 'Event
+        loop is closed' to ``sys.unraisablehook`` (orbax closed the save's loop on the first
+        error), even after the save has returned, and asyncio logs their tasks' errors as
+        never retrieved: drop exactly those (the save raised that error), keep the rest."""
+        previous = sys.unraisablehook
+        if getattr(previous, "vae_jax_quiet", False):
+            return
+
+        def hook(unraisable):
+            exc = unraisable.exc_value
+            if not (isinstance(exc, RuntimeError) and "Event loop is closed" in str(exc)):
+                previous(unraisable)
+
+        hook.vae_jax_quiet = True
+        sys.unraisablehook = hook
+        # ... and at exit asyncio reports each failed write's task as never retrieved
+        logging_lib.getLogger("asyncio").addFilter(
+            lambda r: not ("Task exception was never retrieved" in r.getMessage()
+                           and "os_error_code" in r.getMessage()))
 
 
 def latest_step(mngr: ocp.CheckpointManager) -> Optional[int]:

@@ -164,11 +164,13 @@ def _load_npz(path: Optional[str]) -> Dataset:
         labels = contents.get(f"{split}_labels")
         if labels is not None and labels.shape != x.shape[:1]:
             raise DataError(f"{path}: '{split}_labels' has shape {labels.shape}, expected "
-                            f"({x.shape[0]},).")
+                            f"({x.shape[0]},): one label per '{split}' image. Fix the array, "
+                            f"or leave '{split}_labels' out.")
         out[f"{split}_labels"] = None if labels is None else labels.astype(np.int32)
     if out["train"].shape[1:] != out["test"].shape[1:]:
         raise DataError(f"{path}: train images {out['train'].shape[1:]} and test images "
-                        f"{out['test'].shape[1:]} differ in shape.")
+                        f"{out['test'].shape[1:]} differ in shape; both splits must hold "
+                        "images of one shape [H, W, C].")
     if (out["train_labels"] is None) != (out["test_labels"] is None):
         out["train_labels"] = out["test_labels"] = None
     return Dataset("npz", out["train"], out["test"], out["train_labels"], out["test_labels"])
@@ -248,11 +250,46 @@ def _not_found_message(name: str, data_dir: Optional[str], err: Exception | None
     return " ".join(lines)
 
 
+def check(ds: Dataset, source: str) -> Dataset:
+    """Every split usable, before anything is written: neither split empty, as many labels
+    as images, images of at least 2x2 pixels with 1, 3 or 4 channels (the PNG grids), and
+    test images of the training images' shape. A DataError names ``source`` and the fix."""
+    for split, images, labels in (("train", ds.train_images, ds.train_labels),
+                                  ("test", ds.test_images, ds.test_labels)):
+        if len(images) == 0:
+            raise DataError(f"{source}: the {split!r} split is empty (shape {images.shape}). "
+                            f"Both splits need images: put at least one in {split!r} (the "
+                            "test split is evaluated at every evaluation).")
+        if labels is not None and len(labels) != len(images):
+            raise DataError(f"{source}: {len(labels)} {split} labels for {len(images)} {split} "
+                            "images; give one label per image, or no labels.")
+    h, w, c = ds.image_shape
+    if h < 2 or w < 2:
+        raise DataError(f"{source}: images of {h}x{w} pixels (shape {ds.train_images.shape}); "
+                        "a VAE needs images of at least 2x2 pixels. Check the array's layout "
+                        "is [N, H, W] or [N, H, W, C].")
+    if c not in (1, 3, 4):
+        raise DataError(f"{source}: images with {c} channels (shape {ds.train_images.shape}); "
+                        "expected 1 (grey), 3 (RGB) or 4 (RGBA). Check the layout is "
+                        "[N, H, W, C] with channels last.")
+    if ds.test_images.shape[1:] != ds.train_images.shape[1:]:
+        raise DataError(f"{source}: test images {ds.test_images.shape[1:]} and train images "
+                        f"{ds.train_images.shape[1:]} differ in shape; both splits must hold "
+                        "images of one shape [H, W, C].")
+    return ds
+
+
 def load(name: str, *, data_dir: Optional[str] = None, download: bool = False) -> Dataset:
     """Load a data set by name as uint8 arrays (see the module docstring for sources).
 
-    Never downloads unless ``download=True``. Raises DataError with the fix when absent.
+    Never downloads unless ``download=True``. Raises DataError with the fix when absent
+    or unusable (``check``).
     """
+    source = f"{name} data set" + (f" in {data_dir}" if data_dir else "")
+    return check(_load(name, data_dir, download), source)
+
+
+def _load(name: str, data_dir: Optional[str], download: bool) -> Dataset:
     if name == "npz":
         return _load_npz(data_dir)
     if name in ("fashion_mnist", "mnist"):

@@ -27,7 +27,7 @@ from jax.sharding import Mesh
 from vae_jax import (checkpoint, data, jit_cache, optim, parallel, progress, runtime, sampling,
                      suite, summaries, train)
 from vae_jax import config as config_lib
-from vae_jax.errors import CheckpointError, ConfigError, TrainingInterrupted
+from vae_jax.errors import CheckpointError, ConfigError, TrainingInterrupted, WriteError
 from vae_jax.progress import Progress
 
 MODES = ("train", "eval", "sample")
@@ -58,6 +58,14 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *,
     parallel.check_batch_size(config.eval.batch_size, mesh, "config.eval.batch_size")
     ds = data.load(config.data.name, data_dir=config.data.dir or None,
                    download=config.data.download)
+    n_test = config.eval.num_test_images or len(ds.test_images)
+    if min(n_test, len(ds.test_images)) < mesh.size:
+        raise ConfigError(
+            f"{len(ds.test_images)} test images of {ds.name!r}"
+            + (f" (config.eval.num_test_images={n_test})" if config.eval.num_test_images else "")
+            + f" are fewer than the {mesh.size} devices of the data mesh; each device needs "
+            "at least one. Add test images, or run on fewer devices (CUDA_VISIBLE_DEVICES / "
+            "--xla_force_host_platform_device_count).")
     if config.train.batch_size > len(ds.train_images):
         raise ConfigError(f"config.train.batch_size={config.train.batch_size} exceeds the "
                           f"{len(ds.train_images)} training images of {ds.name!r}.")
@@ -74,7 +82,7 @@ def restore_state(config: ml_collections.ConfigDict, workdir: str, model: nn.Mod
     keys = config_lib.root_keys(config.seed)
     state = train.create_train_state(
         keys["init"], model, optim.make_optimizer(config.optim, steps_per_epoch), image_shape)
-    mngr = checkpoint.manager(os.path.join(workdir, "checkpoints"),
+    mngr = checkpoint.manager(os.path.join(workdir, "checkpoints"), read_only=True,
                               max_to_keep=config.train.checkpoints_to_keep)
     try:
         if step is not None:
@@ -83,7 +91,9 @@ def restore_state(config: ml_collections.ConfigDict, workdir: str, model: nn.Mod
         if restored is None:
             raise CheckpointError(
                 f"No restorable checkpoint in {mngr.directory}"
-                + (f"; damaged: {[p for p, _ in skipped]}" if skipped else "") + ".")
+                + (f"; damaged: {[p for p, _ in skipped]}" if skipped else "")
+                + ". Train first (--mode=train with this --workdir), or give the --workdir of "
+                "a trained run.")
         return restored
     finally:
         mngr.close()
@@ -102,9 +112,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
     ``config.train.on_nonfinite="skip"``. SIGTERM/SIGINT: finish the current call, save,
     raise TrainingInterrupted (a SystemExit, code 128 + signal). Returns the final TrainState.
     """
+    is_main = jax.process_index() == 0
+    if is_main:
+        runtime.check_not_busy(workdir)  # fail at once, before loading anything
     s = setup(config, workdir)
+    # One training run per workdir; creating it and its lock file is the first write.
+    with runtime.WorkdirLock(workdir, enabled=is_main):
+        return _train(s, workdir)
+
+
+def _train(s: Setup, workdir: str) -> train.TrainState:
     config, mesh, ds, model = s.config, s.mesh, s.ds, s.model
-    os.makedirs(workdir, exist_ok=True)
     keys = config_lib.root_keys(config.seed)
     steps_per_epoch = s.steps_per_epoch
     total_steps = (config.train.num_steps if config.train.num_steps > 0
@@ -116,20 +134,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
     state = train.create_train_state(keys["init"], model, trainer.optimizer, ds.image_shape)
     state = jax.device_put(state, trainer.replicated)
     ckpt_dir = os.path.join(workdir, "checkpoints")
-    mngr = checkpoint.manager(ckpt_dir, max_to_keep=config.train.checkpoints_to_keep)
-    restored, restored_step, _ = checkpoint.restore_latest_good(
-        mngr, state, quarantine=ckpt_dir + ".damaged")
+    mngr = None
+    saved_step = None
+
+    def last_checkpoint() -> str:
+        latest = mngr.latest_step() if mngr is not None else saved_step
+        return (f"The last good checkpoint, step {latest} in {ckpt_dir}, is kept"
+                if latest is not None else "No checkpoint had been written yet")
+
+    # a failed write (full disk, permissions, vanished folder) -> one WriteError paragraph
+    guard = runtime.WriteGuard(lambda: last_checkpoint() + ".")
+    with guard(ckpt_dir):
+        mngr = checkpoint.manager(ckpt_dir, max_to_keep=config.train.checkpoints_to_keep)
+        restored, restored_step, _ = checkpoint.restore_latest_good(
+            mngr, state, quarantine=ckpt_dir + ".damaged")
     if restored is not None:
         state = restored
         logging.info("Resumed from step %d in %s", restored_step, workdir)
     metrics_log = runtime.MetricsLog(os.path.join(workdir, "metrics.jsonl"), is_main)
-    dropped = metrics_log.truncate_after(int(state.step))  # records a killed run got ahead by
+    with guard(metrics_log.path):
+        dropped = metrics_log.truncate_after(int(state.step))  # a killed run got ahead by
     if dropped:
         logging.info("Dropped %d metrics records after step %d (redone now).", dropped,
                      int(state.step))
     if is_main:
-        runtime.write_json(os.path.join(workdir, "config.json"),
-                           json.loads(config.to_json_best_effort()))
+        with guard(os.path.join(workdir, "config.json")):
+            runtime.write_json(os.path.join(workdir, "config.json"),
+                               json.loads(config.to_json_best_effort()))
 
     train_images = parallel.put_global(ds.train_images, mesh, trainer.replicated)
     num_train = len(ds.train_images)
@@ -141,7 +172,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
     # (a jit, not device_put: multi-process, device_put refuses non-addressable shardings)
     train_key = jax.jit(lambda k: k, out_shardings=trainer.replicated)(keys["train"])
     evaluation = config_lib.build_suite(config, model, mesh)
-    writer = summaries.ScalarWriter(workdir, enabled=is_main)
+    with guard(workdir):
+        writer = summaries.ScalarWriter(workdir, enabled=is_main)
     bar = Progress(total_steps)
     ckpt_every = config.train.checkpoint_every_steps or steps_per_epoch
     eval_every = config.train.eval_every_steps or steps_per_epoch
@@ -149,13 +181,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
     saved_step = step if restored is not None else None
     perm, perm_epoch = None, -1
 
-    def last_checkpoint() -> str:
-        latest = mngr.latest_step()
-        return (f"The last good checkpoint, step {latest} in {mngr.directory}, is kept"
-                if latest is not None else "No checkpoint had been written yet")
-
     # on any exit (done, NaN, signal, error) flush the metrics and close the manager
-    with runtime.StopSignal() as stop, _closing(writer, mngr):
+    with runtime.StopSignal() as stop, _closing(writer, mngr, guard, workdir, metrics_log,
+                                                lambda: saved_step):
         while step < total_steps:
             epoch = step // steps_per_epoch
             if epoch != perm_epoch:
@@ -173,30 +201,37 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
             metrics = train.summarize_call(metrics, step, skip_nonfinite=skip_nonfinite,
                                            last_checkpoint=last_checkpoint)
             step = stop_at
-            writer.write_scalars(step, {f"train_{k}": v for k, v in metrics.items()}
-                                 | {"steps_per_s": rate})
-            metrics_log.write(step, "train", metrics)
+            with guard(workdir):
+                writer.write_scalars(step, {f"train_{k}": v for k, v in metrics.items()}
+                                     | {"steps_per_s": rate})
+            with guard(metrics_log.path):
+                metrics_log.write(step, "train", metrics)
             bar.update(step, step / steps_per_epoch, metrics["loss"], rate)
             if step % eval_every == 0 or step == total_steps:
                 params = state.ema_params if config.eval.use_ema else state.params
                 summary = suite.run_suite(evaluation, params, ds.test_images, keys["eval"])
-                writer.write_scalars(step, summary)
-                metrics_log.write(step, "eval", summary)
+                with guard(workdir):
+                    writer.write_scalars(step, summary)
+                with guard(metrics_log.path):
+                    metrics_log.write(step, "eval", summary)
                 bar.newline()
                 logging.info("step %d: %s", step,
                              " ".join(f"{k}={v:.3f}" for k, v in summary.items()))
                 print(f"eval step {step}: " + " ".join(f"{k} {v:.3f}"
                                                        for k, v in summary.items()), flush=True)
                 if is_main:  # on host copies: no computation over other processes' devices
-                    sampling.write_training_grids(
-                        workdir, step, jax.device_get(params), ds.test_images, keys["eval"],
-                        model=model, binarization=config.data.binarization)
+                    with guard(os.path.join(workdir, "images")):
+                        sampling.write_training_grids(
+                            workdir, step, jax.device_get(params), ds.test_images,
+                            keys["eval"], model=model, binarization=config.data.binarization)
             if step % ckpt_every == 0 or step == total_steps:
-                checkpoint.save(mngr, step, state)
+                with guard(checkpoint.step_path(mngr, step)):
+                    checkpoint.save(mngr, step, state)
                 saved_step = step
             if step < total_steps and stop.requested():
                 if saved_step != step:
-                    checkpoint.save(mngr, step, state)
+                    with guard(checkpoint.step_path(mngr, step)):
+                        checkpoint.save(mngr, step, state)
                 name = signal.Signals(stop.signum).name
                 message = (f"Stopped by {name} at step {step}/{total_steps}; checkpoint saved "
                            f"in {mngr.directory}. Run the same command to resume.")
@@ -207,13 +242,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
 
 
 @contextlib.contextmanager
-def _closing(writer, mngr):
+def _closing(writer, mngr, guard, workdir, metrics_log, saved_step):
+    """Flush and close the writer and the manager on every exit. After a failed write,
+    cut metrics.jsonl back to the last checkpoint in place (it needs no free space) and
+    keep the WriteError: errors while closing on a broken disk are only logged."""
     try:
         yield
-    finally:
+    except WriteError:
+        if saved_step() is not None:
+            with contextlib.suppress(OSError):
+                metrics_log.cut_after(saved_step())
+        for close in (writer.flush, writer.close, mngr.close):
+            try:
+                close()
+            except Exception as e:  # the disk is still full: the WriteError says so
+                logging.warning("While closing after a failed write: %s: %s",
+                                type(e).__name__, e)
+        raise
+    except BaseException:
         writer.flush()
         writer.close()
         mngr.close()
+        raise
+    else:
+        with guard(workdir):
+            writer.flush()
+            writer.close()
+            mngr.close()
 
 
 # ------------------------------------------------------------------- evaluation, samples

@@ -10,6 +10,8 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
+from vae_jax.errors import ConfigError
+
 DATA_AXIS = "data"
 
 
@@ -34,7 +36,7 @@ def check_batch_size(batch_size: int, mesh: Mesh, what: str = "config.train.batc
     n = mesh.size
     if batch_size <= 0 or batch_size % n:
         lower = max(n, batch_size // n * n)
-        raise ValueError(
+        raise ConfigError(
             f"{what}={batch_size} does not divide evenly over the {n} devices of the data "
             f"mesh. Use a multiple of {n} (e.g. {lower} or {lower + n}), or run on fewer "
             "devices (CUDA_VISIBLE_DEVICES / --xla_force_host_platform_device_count).")
@@ -69,11 +71,11 @@ def initialize_distributed(coordinator_address: Optional[str] = None,
     if not any(given) and not auto:
         return
     if any(given) and not all(given):
-        raise ValueError("Multi-process runs need all of --coordinator_address (host:port of "
+        raise ConfigError("Multi-process runs need all of --coordinator_address (host:port of "
                          "process 0), --num_processes and --process_id, or none of them "
                          "with --distributed for auto-detection.")
     if all(given) and not 0 <= process_id < num_processes:
-        raise ValueError(f"--process_id={process_id} must be in [0, --num_processes="
+        raise ConfigError(f"--process_id={process_id} must be in [0, --num_processes="
                          f"{num_processes}).")
     who = (f"process {process_id} of {num_processes} via coordinator {coordinator_address}"
            if all(given) else "a multi-process run (cluster auto-detection)")
