@@ -341,3 +341,225 @@ def test_grad_clip_scales_by_the_global_norm():
     u_unclipped, _ = tx.update(g, tx.init(params), params)
     assert not np.allclose(jax.tree.leaves(u_unclipped)[0], jax.tree.leaves(u_c)[0], rtol=1e-3,
                            atol=0)
+
+
+# --------------------------------------------------------------- one run per workdir
+
+def tree(folder) -> dict:
+    """{relative path: (is_dir, size, mtime_ns, bytes of small files)} of a whole folder."""
+    out = {}
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            p = os.path.join(root, name)
+            st = os.stat(p)
+            small = open(p, "rb").read() if os.path.isfile(p) and st.st_size < 4096 else None
+            out[os.path.relpath(p, folder)] = (os.path.isdir(p), st.st_size, st.st_mtime_ns,
+                                               small)
+    return out
+
+
+def one_paragraph_error(stderr: str, kind: str) -> str:
+    """The launcher's one ERROR line for ``kind``; no traceback anywhere on stderr."""
+    assert "Traceback" not in stderr, stderr[-3000:]
+    assert "Event loop is closed" not in stderr, stderr[-3000:]
+    lines = [line for line in stderr.splitlines() if line.startswith("ERROR: ")]
+    assert len(lines) == 1 and lines[0].startswith(f"ERROR: {kind}: "), stderr[-3000:]
+    return lines[0]
+
+
+def wait_for(path, proc, timeout=240):
+    deadline = time.time() + timeout
+    while not os.path.exists(path):
+        assert proc.poll() is None, f"exited with {proc.returncode} before {path}"
+        assert time.time() < deadline, f"no {path} after {timeout} s"
+        time.sleep(0.05)
+
+
+def test_workdir_lock_names_its_holder_and_frees_on_exit(tmp_path):
+    """In process: a second lock on a held workdir is refused naming this pid; the probe
+    that runs before validation writes nothing; releasing frees it."""
+    workdir = str(tmp_path / "run")
+    with runtime.WorkdirLock(workdir):
+        holder = json.load(open(os.path.join(workdir, ".lock")))
+        assert holder["pid"] == os.getpid() and holder["command"] and holder["host"]
+        before = tree(workdir)
+        for attempt in (lambda: runtime.check_not_busy(workdir),
+                        lambda: runtime.WorkdirLock(workdir).__enter__()):
+            with pytest.raises(errors.WorkdirBusy) as e:
+                attempt()
+            assert f"pid {os.getpid()}" in str(e.value) and "another --workdir" in str(e.value)
+            assert errors.exit_code(e.value) == 6
+        assert tree(workdir) == before
+    runtime.check_not_busy(workdir)
+    with runtime.WorkdirLock(workdir):
+        pass
+
+
+def test_a_failed_write_names_path_error_and_fix(tmp_path):
+    """A real failed write (a folder that vanished) and tensorstore's wrapped ENOSPC both
+    become one WriteError paragraph; an error without an OS error behind it passes."""
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    gone.rmdir()
+    guard = runtime.WriteGuard(lambda: "The last good checkpoint, step 10 in /x, is kept.")
+    with pytest.raises(errors.WriteError) as e:
+        with guard(str(gone / "metrics.jsonl")):
+            open(gone / "metrics.jsonl", "a").write("{}\n")
+    msg = str(e.value)
+    assert str(gone / "metrics.jsonl") in msg and "No such file or directory" in msg
+    assert "step 10" in msg and "restore the missing folder" in msg and "same command" in msg
+    wrapped = ValueError('RESOURCE_EXHAUSTED: Error writing "w/0" in OCDBT database at local '
+                         'file "/ck/20.orbax-checkpoint-tmp/": Failed to write 9 bytes: No '
+                         "space left on device [os_error_code='28']")
+    with pytest.raises(errors.WriteError, match="No space left on device .ENOSPC.*free space"):
+        with guard("/ck/20"):
+            raise RuntimeError("save failed") from wrapped
+    with pytest.raises(KeyError):
+        with guard("/ck/20"):
+            raise KeyError("a bug, not a write")
+
+
+@pytest.mark.slow
+def test_one_training_run_per_workdir(base, tmp_path):
+    """A run paused at step 15 holds the workdir: the same command again exits at once
+    (code 6) naming its pid and writes nothing; --mode=eval reads the workdir meanwhile;
+    the first run then ends with each step once, equal to the uninterrupted run. A run
+    SIGKILLed while holding the lock leaves no stale lock: its rerun trains."""
+    cache, workdir, pause = str(tmp_path / "cache"), str(tmp_path / "run"), tmp_path / "pause"
+    pause.mkdir()
+    first = subprocess.Popen(_runs.command(workdir, driver=True), cwd=_runs.ROOT,
+                             env=_runs.env(cache, VAE_JAX_FAULT="pause_after:15",
+                                           VAE_JAX_PAUSE_DIR=str(pause)),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(pause / "paused", first)
+        before = tree(workdir)
+        assert json.loads(before[".lock"][3])["pid"] == first.pid
+        t0 = time.time()
+        r = _runs.run(_runs.command(workdir), _runs.env(cache))
+        print(f"busy run refused in {time.time() - t0:.1f} s")
+        assert r.returncode == 6, r.stderr[-3000:]
+        line = one_paragraph_error(r.stderr, "WorkdirBusy")
+        assert f"pid {first.pid}" in line and f"--workdir={workdir}" in line
+        assert tree(workdir) == before, "the refused run wrote in the workdir"
+
+        r = _runs.run(_runs.command(workdir, "--mode=eval", "--config.eval.num_test_images=200"),
+                      _runs.env(cache))
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert json.load(open(os.path.join(workdir, "eval.json")))["step"] == 10
+    finally:
+        (pause / "go").touch()
+        out, err = first.communicate(timeout=240)
+    assert first.returncode == 0, err[-3000:]
+    assert [r["step"] for r in records(workdir, "train")] == [5, 10, 15, 20]
+    assert [r["step"] for r in records(workdir, "eval")] == [10, 20]
+    _runs.assert_same_state(_runs.final_state(workdir, smoke_config()), base[1])
+
+    # SIGKILL while holding the lock (paused at step 25 of 30), then the same command.
+    (pause / "paused").unlink()
+    (pause / "go").unlink()
+    with subprocess.Popen(_runs.command(workdir, "--config.train.num_steps=30", driver=True),
+                          cwd=_runs.ROOT, env=_runs.env(cache, VAE_JAX_FAULT="pause_after:25",
+                                                        VAE_JAX_PAUSE_DIR=str(pause)),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as killed:
+        wait_for(pause / "paused", killed)
+        killed.send_signal(signal.SIGKILL)
+        killed.wait()
+    r = _runs.run(_runs.command(workdir, "--config.train.num_steps=30"), _runs.env(cache))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert [r["step"] for r in records(workdir, "train")] == [5, 10, 15, 20, 25, 30]
+
+
+# -------------------------------------------------------------------------- full disk
+
+@pytest.fixture
+def small_filesystem(tmp_path):
+    """A real 8 MB filesystem (tmpfs; needs root and mount permission)."""
+    folder = tmp_path / "fs"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a size-limited tmpfs needs root")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(folder)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+@pytest.mark.slow
+def test_full_disk_stops_with_one_paragraph_and_resumes_bit_identical(base, tmp_path,
+                                                                     small_filesystem):
+    """The filesystem fills up right after checkpoint 10 (a file takes every free byte):
+    the run stops with exit code 7 and one paragraph naming the path, 'No space left on
+    device', the last good checkpoint and the fix; checkpoint 10 stays the latest, no
+    partial checkpoint is left, metrics.jsonl ends at step 10. Freeing the space and
+    rerunning the same command ends bit-identical to the uninterrupted run."""
+    cache, workdir = str(tmp_path / "cache"), str(small_filesystem / "run")
+    filler = small_filesystem / "filler"
+    r = _runs.run(_runs.command(workdir, driver=True),
+                  _runs.env(cache, VAE_JAX_FAULT="fill_disk_after_checkpoint:10",
+                            VAE_JAX_FILL=str(filler)))
+    assert r.returncode == 7, r.stdout[-2000:] + r.stderr[-3000:]
+    line = one_paragraph_error(r.stderr, "WriteError")
+    print(line)
+    assert f"Cannot write {workdir}" in line and "No space left on device (ENOSPC)" in line
+    assert f"The last good checkpoint, step 10 in {workdir}/checkpoints, is kept" in line
+    assert "free space on that filesystem, then run the same command again" in line
+    assert os.listdir(os.path.join(workdir, "checkpoints")) == ["10"]
+    assert max(r["step"] for r in runtime.MetricsLog.read(
+        os.path.join(workdir, "metrics.jsonl"))) == 10
+
+    filler.unlink()
+    r = _runs.run(_runs.command(workdir), _runs.env(cache))
+    assert r.returncode == 0, r.stderr[-3000:]
+    _runs.assert_same_state(_runs.final_state(workdir, smoke_config()), base[1])
+    assert records(workdir, "train") == records(base[0], "train")
+    assert records(workdir, "eval") == records(base[0], "eval")
+
+
+# ----------------------------------------------------------------- errors on the CLI
+
+@pytest.mark.slow
+def test_cli_prints_user_errors_as_one_paragraph_with_their_exit_code(base, tmp_path):
+    """Each kind of user error through the real launcher: one paragraph on stderr, no
+    traceback, its documented exit code, and the workdir unchanged; --traceback shows the
+    traceback. --mode=eval/sample on a workdir without a checkpoint create nothing."""
+    cache = str(tmp_path / "cache")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    tiny = tmp_path / "synthetic_one_test_image.npz"
+    np.savez(tiny, train=np.zeros((64, 28, 28), np.uint8), test=np.zeros((1, 28, 28), np.uint8))
+    nan_copy = str(tmp_path / "nan")
+    shutil.copytree(base[0], nan_copy)
+    cases = [  # (workdir, flags, devices, kind, code, message fragments)
+        (str(empty), ["--config.train.batch_size=-1"], None, "ConfigError", 2,
+         ["config.train.batch_size=-1"]),
+        (str(empty), ["--config.data.name=npz", "--config.data.dir=/nonexistent/s.npz"], None,
+         "DataError", 3, ["not a file"]),
+        (str(empty), ["--config.data.name=npz", f"--config.data.dir={tiny}"], 2,
+         "ConfigError", 2, ["1 test images", "fewer than the 2 devices"]),
+        (str(empty), ["--mode=eval"], None, "CheckpointError", 4,
+         [f"No checkpoint in {empty}/checkpoints", "Train first"]),
+        (str(empty), ["--mode=sample"], None, "CheckpointError", 4,
+         [f"No checkpoint in {empty}/checkpoints"]),
+        (nan_copy, ["--config.train.num_steps=30", f"--config.optim.learning_rate={ABSURD_LR}"],
+         None, "NonFiniteLossError", 5, ["The last good checkpoint, step 20"]),
+    ]
+    for workdir, flags, devices, kind, code, fragments in cases:
+        before = tree(workdir)
+        r = _runs.run(_runs.command(workdir, *flags), _runs.env(cache, devices=devices))
+        assert r.returncode == code, (flags, r.stderr[-3000:])
+        line = one_paragraph_error(r.stderr, kind)
+        for fragment in fragments:
+            assert fragment in line, (fragment, line)
+        if kind != "NonFiniteLossError":  # that one trained (and logged) steps 21-25
+            assert tree(workdir) == before, f"{flags} changed the workdir"
+    assert os.listdir(empty) == []
+
+    r = _runs.run(_runs.command(str(empty), "--config.train.batch_size=-1", "--traceback"),
+                  _runs.env(cache))
+    assert r.returncode == 2 and "Traceback (most recent call last)" in r.stderr
+    assert "ERROR: ConfigError: " in r.stderr

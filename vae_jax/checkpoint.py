@@ -193,6 +193,23 @@ def check_compatible(mngr: ocp.CheckpointManager, step: int, target: Any) -> Non
             "config.json), or a new --workdir for the new model.")
 
 
+def check_latest_compatible(directory: str, target: Any) -> None:
+    """CheckpointMismatchError if the newest checkpoint in ``directory`` whose metadata
+    reads holds another model than ``target`` (arrays or ShapeDtypeStructs). Reads only
+    metadata and creates nothing, so training runs it before taking the workdir."""
+    if not os.path.isdir(directory):
+        return
+    mngr = manager(directory, read_only=True)
+    try:
+        for step in sorted(mngr.all_steps(), reverse=True):
+            try:
+                return check_compatible(mngr, step, target)
+            except CheckpointError:  # damaged: restore_latest_good reports and skips it
+                continue
+    finally:
+        mngr.close()
+
+
 def restore(mngr: ocp.CheckpointManager, target: Any, step: Optional[int] = None) -> Any:
     """Restore ``step`` (default: the latest) into the structure/sharding of ``target``.
 

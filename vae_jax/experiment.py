@@ -116,6 +116,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
     if is_main:
         runtime.check_not_busy(workdir)  # fail at once, before loading anything
     s = setup(config, workdir)
+    # another model's checkpoint is refused too before anything is written (metadata only)
+    optimizer = optim.make_optimizer(s.config.optim, s.steps_per_epoch)
+    checkpoint.check_latest_compatible(os.path.join(workdir, "checkpoints"), jax.eval_shape(
+        lambda k: train.create_train_state(k, s.model, optimizer, s.ds.image_shape),
+        config_lib.root_keys(s.config.seed)["init"]))
     # One training run per workdir; creating it and its lock file is the first write.
     with runtime.WorkdirLock(workdir, enabled=is_main):
         return _train(s, workdir)
