@@ -1,0 +1,65 @@
+"""Data sets by name, preprocessing, and on-device batching.
+
+``load(name, ...)`` returns uint8 images [N, H, W, C] (and int32 labels) for the train and
+test splits. Sources, tried in this order:
+
+* ``fashion_mnist`` / ``mnist``: the four standard IDX files (``.gz`` or not) in a folder
+  (``config.data.dir``; Fashion-MNIST defaults to ``/usr/share/datasets/fashion-mnist``,
+  where Debian's ``dataset-fashion-mnist`` puts it), else a prepared tfds copy.
+* ``npz``: a user's ``.npz`` file (``config.data.dir`` is its path) holding ``train`` and
+  ``test`` uint8 arrays [N, H, W] or [N, H, W, C], optionally ``train_labels``/``test_labels``.
+* any other name: a *prepared* tfds data set via ``tfds.data_source(download=False)``.
+  ``download=True`` (``config.data.download``) opts into tfds' download and preparation,
+  which needs internet and TensorFlow. Nothing downloads by default.
+
+The training images go to the device(s) once, split over the ``data`` axis (``sharded``:
+each device holds 1/n of the rows); each epoch's permutation is drawn on device and batches
+are gathered there (``epoch_permutation``, ``gather_sharded``). Modules: ``dataset``,
+``idx``, ``npz``, ``tfds`` (sources), ``preprocess``, ``sharded``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+from vae_jax.data import idx, npz, tfds
+from vae_jax.data.dataset import CLASS_NAMES, Dataset, check
+from vae_jax.data.idx import FASHION_MNIST_DIR, IDX_FILES, read_idx
+from vae_jax.data.preprocess import BINARIZATIONS, epoch_permutation, gather_batch, preprocess
+from vae_jax.data.tfds import TFDS_FILE_FORMAT
+from vae_jax.errors import DataError
+
+__all__ = ["BINARIZATIONS", "CLASS_NAMES", "Dataset", "FASHION_MNIST_DIR", "IDX_FILES",
+           "TFDS_FILE_FORMAT", "check", "epoch_permutation", "gather_batch", "load",
+           "preprocess", "read_idx"]
+
+
+def load(name: str, *, data_dir: Optional[str] = None, download: bool = False) -> Dataset:
+    """Load a data set by name as uint8 arrays (see the module docstring for sources).
+
+    Never downloads unless ``download=True``. Raises DataError with the fix when absent
+    or unusable (``check``).
+    """
+    source = f"{name} data set" + (f" in {data_dir}" if data_dir else "")
+    return check(_load(name, data_dir, download), source)
+
+
+def _load(name: str, data_dir: Optional[str], download: bool) -> Dataset:
+    if name == "npz":
+        return npz.load(data_dir)
+    if name in ("fashion_mnist", "mnist"):
+        folder = data_dir or (FASHION_MNIST_DIR if name == "fashion_mnist" else None)
+        if idx.folder_complete(folder):
+            return idx.load_folder(name, folder)
+        if data_dir and os.path.isdir(data_dir) and any(
+                idx.find(data_dir, s) for s in IDX_FILES.values()):
+            missing = [s for s in IDX_FILES.values() if not idx.find(data_dir, s)]
+            raise DataError(f"{data_dir} holds only some of the {name} IDX files; missing "
+                            f"{missing} (.gz or not).")
+        try:
+            return tfds.load(name, None, download)
+        except DataError:
+            raise DataError(tfds.not_found_message(name, data_dir)) from None
+    return tfds.load(name, data_dir, download)
+
