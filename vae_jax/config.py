@@ -45,6 +45,12 @@ def defaults() -> ml_collections.ConfigDict:
     c.data.dir = ""                 # "" = the data set's default location
     c.data.download = False         # opt in to a tfds download (needs internet)
     c.data.binarization = "dynamic"  # "dynamic", "static" or "none" (8-bit likelihoods)
+    # "device": the training set split over the devices (1/n each), batches gathered there;
+    # "stream": batches read on the host and prefetched; "auto": "device" when the set's
+    # share per device fits device_budget_mb, else "stream" (the choice is printed)
+    c.data.pipeline = "auto"
+    c.data.device_budget_mb = 0     # MB per device for "auto"; 0 = the backend's default
+    c.data.prefetch = 2             # "stream": calls' batches read ahead on a host thread
 
     c.model = ml_collections.ConfigDict()   # the registered builder's keyword arguments
     c.model.name = "mlp"
@@ -240,6 +246,17 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if config.data.binarization not in data.BINARIZATIONS:
         raise err(f"Unknown binarization {config.data.binarization!r} "
                   f"(config.data.binarization); valid: {list(data.BINARIZATIONS)}.")
+    if config.data.pipeline not in data.PIPELINES:
+        raise err(f"config.data.pipeline={config.data.pipeline!r}; valid: "
+                  f"{list(data.PIPELINES)} ('auto' picks 'device' when the training set "
+                  "fits config.data.device_budget_mb per device, else 'stream').")
+    if not _number(config.data.device_budget_mb) or config.data.device_budget_mb < 0:
+        raise err(f"config.data.device_budget_mb={config.data.device_budget_mb!r} must be "
+                  ">= 0 (MB per device; 0 = the backend's default).")
+    if (isinstance(config.data.prefetch, bool) or not isinstance(config.data.prefetch, int)
+            or config.data.prefetch < 1):
+        raise err(f"config.data.prefetch={config.data.prefetch!r} must be a positive "
+                  "integer (calls' batches read ahead on the streaming pipeline).")
     if not isinstance(config.data.name, str) or not config.data.name:
         raise err(f"config.data.name={config.data.name!r}: give a data set name such as "
                   "'fashion_mnist', 'mnist', 'npz' or a prepared tfds name.")

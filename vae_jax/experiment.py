@@ -40,6 +40,8 @@ class Setup:
     mesh: Mesh
     ds: data.Dataset
     model: nn.Module
+    pipeline: str = "device"   # the training input: "device" or "stream" (data.pipeline)
+    pipeline_reason: str = ""
 
     @property
     def steps_per_epoch(self) -> int:
@@ -69,9 +71,16 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *,
     if config.train.batch_size > len(ds.train_images):
         raise ConfigError(f"config.train.batch_size={config.train.batch_size} exceeds the "
                           f"{len(ds.train_images)} training images of {ds.name!r}.")
+    pipeline, reason = data.pipeline.choose(
+        config.data.pipeline, len(ds.train_images), int(np.prod(ds.image_shape)), mesh.size,
+        config.data.device_budget_mb)
+    if pipeline == "device":
+        data.process_rows(len(ds.train_images), mesh)  # no process is left without rows
+    else:
+        data.stream.check_process_share(config.train.batch_size, mesh)
     model = config_lib.build_model(config, ds.image_shape)
     config_lib.check_model_fits(model, ds.image_shape, config.model.name)
-    return Setup(config, mesh, ds, model)
+    return Setup(config, mesh, ds, model, pipeline, reason)
 
 
 def restore_state(config: ml_collections.ConfigDict, workdir: str, model: nn.Module,
@@ -167,11 +176,20 @@ def _train(s: Setup, workdir: str) -> train.TrainState:
             runtime.write_json(os.path.join(workdir, "config.json"),
                                json.loads(config.to_json_best_effort()))
 
-    train_images = parallel.put_global(ds.train_images, mesh, trainer.replicated)
     num_train = len(ds.train_images)
+    print(f"Input pipeline {s.pipeline!r}: {s.pipeline_reason}.", flush=True)
+    train_images = source = None
+    if s.pipeline == "device":
+        # Split over the devices, each holding 1/n of the rows; a process places only the
+        # rows of its own devices (it read the whole file: IDX / npz are sliced after).
+        first, last = data.process_rows(num_train, mesh)
+        train_images = trainer.put_train_images(ds.train_images[first:last],
+                                                num_rows=num_train, row_offset=first)
+    else:
+        source = ds.train_images  # read on the host, a batch at a time (data.Stream)
     # The loop reads only the device copy; on the CPU backend that copy is host memory
     # too, so keeping the numpy one would hold the training set twice.
-    ds = dataclasses.replace(ds, train_images=None)
+    ds = s.ds = dataclasses.replace(ds, train_images=None)  # the caller's reference too
     # placed once, replicated over the mesh: the transfer guard below forbids the implicit
     # device-to-device copy a single-device key would need on >1 device or process
     # (a jit, not device_put: multi-process, device_put refuses non-addressable shardings)
@@ -186,21 +204,35 @@ def _train(s: Setup, workdir: str) -> train.TrainState:
     saved_step = step if restored is not None else None
     perm, perm_epoch = None, -1
 
+    def schedule(step: int) -> int:
+        return train.next_stop(step, total_steps, steps_per_epoch, config.train.steps_per_call,
+                               ckpt_every, eval_every)
+
+    stream = None if source is None else data.Stream(
+        source, mesh, batch_size=config.train.batch_size, steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps, schedule=schedule, prefetch=config.data.prefetch,
+        order=lambda epoch: jax.device_get(trainer.permutation(
+            keys["order"], jax.device_put(np.int32(epoch)), num_train)))
+    del source
+
     # on any exit (done, NaN, signal, error) flush the metrics and close the manager
     with runtime.StopSignal() as stop, _closing(writer, mngr, guard, workdir, metrics_log,
-                                                lambda: saved_step):
+                                                lambda: saved_step), \
+            contextlib.closing(stream) if stream else contextlib.nullcontext():
         while step < total_steps:
-            epoch = step // steps_per_epoch
-            if epoch != perm_epoch:
-                perm = trainer.permutation(keys["order"], jax.device_put(np.int32(epoch)),
-                                           num_train)
-                perm_epoch = epoch
-            stop_at = train.next_stop(step, total_steps, steps_per_epoch,
-                                      config.train.steps_per_call, ckpt_every, eval_every)
-            t0 = time.perf_counter()
-            with jax.transfer_guard("disallow"):  # data and batches never leave the device
-                state, metrics = trainer.call(stop_at - step)(state, train_images, perm,
-                                                              train_key)
+            epoch, t0 = step // steps_per_epoch, time.perf_counter()
+            if stream is not None:  # read and placed ahead by the stream's thread
+                stop_at, batches = stream.batches(step)
+                call, args = trainer.call_streamed(), (batches,)
+            else:
+                if epoch != perm_epoch:
+                    perm = trainer.permutation(keys["order"], jax.device_put(np.int32(epoch)),
+                                               num_train)
+                    perm_epoch = epoch
+                stop_at = schedule(step)
+                call, args = trainer.call(stop_at - step), (train_images, perm)
+            with jax.transfer_guard("disallow"):  # no implicit transfer inside a call
+                state, metrics = call(state, *args, train_key)
             metrics = jax.device_get(metrics)  # [num_steps] each: the one host sync per call
             rate = (stop_at - step) / (time.perf_counter() - t0)
             metrics = train.summarize_call(metrics, step, skip_nonfinite=skip_nonfinite,

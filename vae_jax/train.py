@@ -7,7 +7,9 @@ exactly what an uninterrupted run does.
 
 Speed: ``steps_per_call`` steps run inside one ``lax.scan`` per dispatch; the training set
 lives on the device(s) and batches are gathered there, so the host only sees the metrics
-once per call. The host loop that drives it is ``vae_jax.experiment``.
+once per call. The training set is split over the devices (``data.sharded``), 1/n on
+each; the batch of every step is gathered from the shards on device. The host loop that
+drives it is ``vae_jax.experiment``.
 """
 
 from __future__ import annotations
@@ -102,18 +104,34 @@ def global_norm(tree) -> jax.Array:
 
 def train_steps(state: TrainState, images: jax.Array, perm: jax.Array, train_key: jax.Array, *,
                 step_fn: Callable, num_steps: int, batch_size: int, steps_per_epoch: int,
-                batch_sharding) -> tuple[TrainState, dict]:
+                batch_sharding, row_mesh=None) -> tuple[TrainState, dict]:
     """``num_steps`` steps of one epoch in a ``lax.scan``; metrics stacked [num_steps].
 
-    images: uint8 [N, H, W, C] on device; perm: int32 [N], this epoch's order.
+    images: uint8 [N', H, W, C] on device, split over ``row_mesh``'s data axis
+    (``data.put_sharded``, N' >= N rows) or, with ``row_mesh=None``, whole on every device;
+    perm: int32 [N], this epoch's order. Either way step s sees images[perm[i*B:(i+1)*B]].
     """
     def body(state, _):
         index = state.step % steps_per_epoch
-        batch = data.gather_batch(images, perm, index, batch_size)
+        if row_mesh is None:
+            batch = data.gather_batch(images, perm, index, batch_size)
+        else:
+            batch = data.gather_sharded(images, perm, index, batch_size, row_mesh)
         batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
         return step_fn(state, batch, train_key)
 
     return jax.lax.scan(body, state, None, length=num_steps)
+
+
+def train_steps_streamed(state: TrainState, batches: jax.Array, train_key: jax.Array, *,
+                         step_fn: Callable, batch_sharding) -> tuple[TrainState, dict]:
+    """One step per batch of ``batches`` (uint8 [num_steps, B, H, W, C], read on the host:
+    ``data.Stream``) in a ``lax.scan``; metrics stacked [num_steps]."""
+    def body(state, batch):
+        batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
+        return step_fn(state, batch, train_key)
+
+    return jax.lax.scan(body, state, batches)
 
 
 class Trainer:
@@ -127,8 +145,11 @@ class Trainer:
     def __init__(self, model: nn.Module, mesh, *, loss_fn: Callable,
                  optimizer: optax.GradientTransformation, beta_fn: Callable,
                  binarization: str, ema_decay: float, batch_size: int, steps_per_epoch: int,
-                 skip_nonfinite: bool = False, matmul_precision: Optional[str] = None):
+                 skip_nonfinite: bool = False, matmul_precision: Optional[str] = None,
+                 shard_data: bool = True):
         self.model, self.mesh, self.optimizer = model, mesh, optimizer
+        # True: the training set is split over the devices (1/n each, put_train_images)
+        self.shard_data = shard_data
         self.batch_size, self.steps_per_epoch = batch_size, steps_per_epoch
         self.step_fn = at_precision(functools.partial(
             train_step, loss_fn=loss_fn, optimizer=optimizer, binarization=binarization,
@@ -136,9 +157,19 @@ class Trainer:
             matmul_precision)
         self.replicated = parallel.replicated(mesh)
         self.batch_sharding = parallel.batch_sharded(mesh)
-        self._calls: dict[int, Callable] = {}
+        self._calls: dict[int | str, Callable] = {}
         self.permutation = jax.jit(data.epoch_permutation, static_argnums=2,
                                    out_shardings=self.replicated)
+
+    def put_train_images(self, images: np.ndarray, *, num_rows: Optional[int] = None,
+                         row_offset: int = 0) -> jax.Array:
+        """The training set on the devices as ``call`` expects it: split over the data axis
+        (``data.put_sharded``; ``images`` may be only this process's rows, from
+        ``row_offset`` of ``num_rows``) or, with ``shard_data=False``, whole on each."""
+        if self.shard_data:
+            return data.put_sharded(images, self.mesh, num_rows=num_rows,
+                                    row_offset=row_offset)
+        return parallel.put_global(images, self.mesh, self.replicated)
 
     def call(self, num_steps: int) -> Callable:
         """jit(state, images, perm, key) -> (state, metrics [num_steps]); state donated."""
@@ -146,9 +177,18 @@ class Trainer:
             fn = functools.partial(
                 train_steps, step_fn=self.step_fn, num_steps=num_steps,
                 batch_size=self.batch_size, steps_per_epoch=self.steps_per_epoch,
-                batch_sharding=self.batch_sharding)
+                batch_sharding=self.batch_sharding,
+                row_mesh=self.mesh if self.shard_data else None)
             self._calls[num_steps] = jax.jit(fn, donate_argnums=0)
         return self._calls[num_steps]
+
+    def call_streamed(self) -> Callable:
+        """jit(state, batches [n, B, ...], key) -> (state, metrics [n]); state donated."""
+        if "streamed" not in self._calls:
+            self._calls["streamed"] = jax.jit(functools.partial(
+                train_steps_streamed, step_fn=self.step_fn,
+                batch_sharding=self.batch_sharding), donate_argnums=0)
+        return self._calls["streamed"]
 
 
 # ---------------------------------------------------------------------- the call schedule

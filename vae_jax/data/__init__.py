@@ -15,7 +15,7 @@ test splits. Sources, tried in this order:
 The training images go to the device(s) once, split over the ``data`` axis (``sharded``:
 each device holds 1/n of the rows); each epoch's permutation is drawn on device and batches
 are gathered there (``epoch_permutation``, ``gather_sharded``). Modules: ``dataset``,
-``idx``, ``npz``, ``tfds`` (sources), ``preprocess``, ``sharded``.
+``idx``, ``npz``, ``tfds`` (sources), ``batches`` (preprocessing, order, gather), ``sharded``.
 """
 
 from __future__ import annotations
@@ -26,13 +26,18 @@ from typing import Optional
 from vae_jax.data import idx, npz, tfds
 from vae_jax.data.dataset import CLASS_NAMES, Dataset, check
 from vae_jax.data.idx import FASHION_MNIST_DIR, IDX_FILES, read_idx
-from vae_jax.data.preprocess import BINARIZATIONS, epoch_permutation, gather_batch, preprocess
+from vae_jax.data.batches import BINARIZATIONS, epoch_permutation, gather_batch, preprocess
+from vae_jax.data.pipeline import PIPELINES
+from vae_jax.data.sharded import (gather_sharded, padded_rows, process_rows, put_sharded,
+                                  row_sharding)
+from vae_jax.data.stream import Stream
 from vae_jax.data.tfds import TFDS_FILE_FORMAT
 from vae_jax.errors import DataError
 
-__all__ = ["BINARIZATIONS", "CLASS_NAMES", "Dataset", "FASHION_MNIST_DIR", "IDX_FILES",
-           "TFDS_FILE_FORMAT", "check", "epoch_permutation", "gather_batch", "load",
-           "preprocess", "read_idx"]
+__all__ = ["BINARIZATIONS", "CLASS_NAMES", "Dataset", "FASHION_MNIST_DIR", "IDX_FILES", "PIPELINES",
+           "TFDS_FILE_FORMAT", "check", "epoch_permutation", "gather_batch", "gather_sharded",
+           "load", "padded_rows", "preprocess", "process_rows", "put_sharded", "read_idx",
+           "row_sharding", "Stream"]
 
 
 def load(name: str, *, data_dir: Optional[str] = None, download: bool = False) -> Dataset:
