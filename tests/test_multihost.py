@@ -28,14 +28,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_two_processes_match_one_process(tmp_path):
-    cache = str(tmp_path / "xla_cache")
-    multi, single = str(tmp_path / "two_processes"), str(tmp_path / "one_process")
+def _two_processes(workdir: str, cache: str, *overrides: str) -> list[str]:
     port = _free_port()
     procs = [subprocess.Popen(
-        _runs.command(multi, f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
-                      f"--process_id={i}"),
+        _runs.command(workdir, f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
+                      f"--process_id={i}", *overrides),
         env=_runs.env(cache, devices=1), cwd=_runs.ROOT, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True) for i in range(2)]
     try:
@@ -46,22 +43,37 @@ def test_two_processes_match_one_process(tmp_path):
                 p.kill()
     for p, out in zip(procs, outs):
         assert p.returncode == 0, out[-4000:]
+    return outs
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process(tmp_path):
+    """Both input pipelines: the training set split over the two processes' devices (each
+    process places only its rows) and the stream (each process reads only its half of
+    every batch) end bit for bit where one process over two devices does."""
+    cache = str(tmp_path / "xla_cache")
+    single = str(tmp_path / "one_process")
     r = _runs.run(_runs.command(single), _runs.env(cache, devices=2))
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-
     config = smoke.get_config()
-    # Each device computes the same half-batch in both set-ups and the all-reduce of two
-    # partial sums is exact (a + b == b + a), so the results agree bit for bit.
-    _runs.assert_same_state(_runs.final_state(multi, config), _runs.final_state(single, config))
+    for pipeline in ("device", "stream"):
+        multi = str(tmp_path / f"two_processes_{pipeline}")
+        outs = _two_processes(multi, cache, f"--config.data.pipeline={pipeline}")
+        assert all(f"Input pipeline {pipeline!r}" in out for out in outs)
+        # Each device computes the same half-batch in both set-ups and the all-reduce of
+        # two partial sums is exact (a + b == b + a), so the results agree bit for bit.
+        _runs.assert_same_state(_runs.final_state(multi, config),
+                                _runs.final_state(single, config))
 
-    # Only process 0 writes: one TensorBoard file, each metrics step once, the same numbers.
-    assert len(glob.glob(os.path.join(multi, "events.out.tfevents.*"))) == 1
-    log = runtime.MetricsLog.read
-    multi_records = log(os.path.join(multi, "metrics.jsonl"))
-    assert [r["step"] for r in multi_records if r["kind"] == "train"] == [5, 10, 15, 20]
-    assert multi_records == log(os.path.join(single, "metrics.jsonl"))
-    assert sorted(os.listdir(os.path.join(multi, "images"))) == sorted(
-        os.listdir(os.path.join(single, "images")))
+        # Only process 0 writes: one TensorBoard file, each metrics step once, the same
+        # numbers.
+        assert len(glob.glob(os.path.join(multi, "events.out.tfevents.*"))) == 1
+        log = runtime.MetricsLog.read
+        multi_records = log(os.path.join(multi, "metrics.jsonl"))
+        assert [r["step"] for r in multi_records if r["kind"] == "train"] == [5, 10, 15, 20]
+        assert multi_records == log(os.path.join(single, "metrics.jsonl"))
+        assert sorted(os.listdir(os.path.join(multi, "images"))) == sorted(
+            os.listdir(os.path.join(single, "images")))
 
 
 @pytest.mark.slow

@@ -144,7 +144,8 @@ def test_steady_state_loop_makes_no_host_transfers():
     keys = config_lib.root_keys(config.seed)
     state = jax.device_put(train.create_train_state(keys["init"], model, trainer.optimizer,
                                                     ds.image_shape), trainer.replicated)
-    images = jax.device_put(ds.train_images, trainer.replicated)
+    images = trainer.put_train_images(ds.train_images)  # split over the data axis
+    assert images.sharding.spec == data.row_sharding(mesh).spec
     perm = trainer.permutation(keys["order"], jax.device_put(np.int32(0)), len(ds.train_images))
     fn = trainer.call(5)
     state, metrics = fn(state, images, perm, keys["train"])  # compile outside the guard

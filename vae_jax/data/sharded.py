@@ -66,13 +66,13 @@ def put_sharded(images: np.ndarray, mesh: Mesh, *, num_rows: int | None = None,
         rows = index[0]
         start, stop = rows.start or 0, total if rows.stop is None else rows.stop
         out = np.zeros((stop - start, *images.shape[1:]), images.dtype)
-        lo, hi = max(start, row_offset), min(stop, row_offset + len(images), num_rows)
+        lo, hi = start, min(stop, num_rows)  # the real rows of this shard
+        if lo < hi and not row_offset <= lo < hi <= row_offset + len(images):
+            raise DataError(f"rows [{lo}, {hi}) of the training set were needed on this "
+                            f"process, which holds only [{row_offset}, "
+                            f"{row_offset + len(images)}).")
         if lo < hi:
-            out[lo - start:hi - start] = images[lo - row_offset:hi - row_offset]
-        elif start < num_rows:  # real rows this process was not given
-            raise DataError(f"rows [{start}, {min(stop, num_rows)}) of the training set "
-                            f"were needed on this process, which holds only "
-                            f"[{row_offset}, {row_offset + len(images)}).")
+            out[:hi - lo] = images[lo - row_offset:hi - row_offset]
         return out
 
     return jax.make_array_from_callback(shape, row_sharding(mesh), shard)
