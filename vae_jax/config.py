@@ -71,6 +71,9 @@ def defaults() -> ml_collections.ConfigDict:
     c.optim.eps = 1e-8
     c.optim.weight_decay = 0.0
     c.optim.grad_clip_norm = 0.0    # 0 = off
+    # drop (skip, count, log) an update whose global gradient norm, before clipping,
+    # exceeds this (VDVAE's skip threshold); 0 = off
+    c.optim.skip_grad_norm = 0.0
 
     c.train = ml_collections.ConfigDict()
     c.train.batch_size = 128
@@ -317,7 +320,7 @@ def _validate_options(config: ml_collections.ConfigDict) -> None:
         value = config[section][name]
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise err(f"config.{path}={value!r} must be a positive integer.")
-    for path in ("optim.grad_clip_norm", "train.checkpoint_every_steps",
+    for path in ("optim.grad_clip_norm", "optim.skip_grad_norm", "train.checkpoint_every_steps",
                  "train.eval_every_steps", "train.num_steps", "train.num_epochs",
                  "loss.warmup_steps", "loss.free_bits", "eval.ll_batch_size",
                  "eval.num_test_images", "eval.iwae_k", "eval.num_importance_samples"):
@@ -359,6 +362,7 @@ def build_trainer(config: ml_collections.ConfigDict, model: nn.Module, mesh,
         ema_decay=config.train.ema_decay, batch_size=config.train.batch_size,
         steps_per_epoch=steps_per_epoch,
         skip_nonfinite=config.train.on_nonfinite == "skip",
+        skip_grad_norm=config.optim.skip_grad_norm,
         matmul_precision=config.train.matmul_precision)
 
 
