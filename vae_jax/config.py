@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from vae_jax import data, distributions, losses, models, optim, suite, train
+from vae_jax import data, distributions, losses, mixed_precision, models, optim, suite, train
 from vae_jax.errors import ConfigError
 from vae_jax.precision import EVAL_PRECISION, PRECISIONS
 
@@ -81,6 +81,10 @@ def defaults() -> ml_collections.ConfigDict:
     c.train.num_steps = 0           # > 0 overrides num_epochs
     c.train.steps_per_call = 100    # steps fused per dispatch with lax.scan
     c.train.matmul_precision = "default"   # JAX's default: TF32 allowed on GPUs
+    # "bfloat16": the train step's linear layers compute in bf16 (vae_jax.mixed_precision;
+    # a model with its own dtype, deep_hvae, runs in it); parameters, optimizer state, EMA,
+    # losses and every evaluation stay float32
+    c.train.compute_dtype = "float32"
     c.train.ema_decay = 0.999
     c.train.checkpoint_every_steps = 0     # 0 = every epoch
     c.train.checkpoints_to_keep = 3
@@ -336,6 +340,10 @@ def _validate_options(config: ml_collections.ConfigDict) -> None:
             raise err(f"config.{path}={value!r}; valid: {list(PRECISIONS)} "
                       "('highest' computes float32 products on every backend; 'default' "
                       "lets GPUs use TF32).")
+    if config.train.compute_dtype not in mixed_precision.COMPUTE_DTYPES:
+        raise err(f"config.train.compute_dtype={config.train.compute_dtype!r}; valid: "
+                  f"{list(mixed_precision.COMPUTE_DTYPES)} (parameters, optimizer state and "
+                  "reported figures stay float32 either way).")
     if config.train.on_nonfinite not in NONFINITE_POLICIES:
         raise err(f"config.train.on_nonfinite={config.train.on_nonfinite!r}; valid: "
                   f"{list(NONFINITE_POLICIES)} ('raise' stops at the first NaN/Inf keeping "
@@ -356,7 +364,7 @@ def build_trainer(config: ml_collections.ConfigDict, model: nn.Module, mesh,
                   steps_per_epoch: int) -> train.Trainer:
     """The ``train.Trainer`` of ``config`` (objective, optimizer, β schedule, step options)."""
     return train.Trainer(
-        model, mesh, loss_fn=build_loss(config, model),
+        model, mesh, loss_fn=train_loss(config, model),
         optimizer=optim.make_optimizer(config.optim, steps_per_epoch),
         beta_fn=beta_fn(config), binarization=config.data.binarization,
         ema_decay=config.train.ema_decay, batch_size=config.train.batch_size,
@@ -364,6 +372,16 @@ def build_trainer(config: ml_collections.ConfigDict, model: nn.Module, mesh,
         skip_nonfinite=config.train.on_nonfinite == "skip",
         skip_grad_norm=config.optim.skip_grad_norm,
         matmul_precision=config.train.matmul_precision)
+
+
+def train_loss(config: ml_collections.ConfigDict, model: nn.Module) -> Callable:
+    """The train step's loss: ``build_loss`` computed in ``config.train.compute_dtype``.
+    A model with a ``dtype`` field of its own (deep_hvae) is cloned with that dtype; any
+    other has its linear layers cast (``mixed_precision.in_compute_dtype``)."""
+    dtype = config.train.compute_dtype
+    if dtype != "float32" and "dtype" in getattr(model, "__dataclass_fields__", {}):
+        return build_loss(config, model.clone(dtype=dtype))
+    return mixed_precision.in_compute_dtype(build_loss(config, model), dtype)
 
 
 def build_suite(config: ml_collections.ConfigDict, model: nn.Module, mesh) -> suite.Suite:
