@@ -23,7 +23,7 @@ LAYERS = [
     {"suite"},
     {"train", "evaluate", "active_units", "sampling", "checkpoint", "optim", "logs",
      "summaries"},
-    {"losses"},
+    {"losses", "mixed_precision"},
     {"models"},
     {"data", "distributions"},
     {"errors", "precision", "parallel", "progress", "runtime", "xla_cpu", "jit_cache"},

@@ -114,6 +114,8 @@ TABLE = [
      ["config.train.num_epochs or config.train.num_steps"]),
     ("negative clip norm", _set(optim__grad_clip_norm=-1.0), "dir", CE,
      ["config.optim.grad_clip_norm=-1.0", ">= 0"]),
+    ("negative skip threshold", _set(optim__skip_grad_norm=-5.0), "dir", CE,
+     ["config.optim.skip_grad_norm=-5.0", ">= 0"]),
     ("unknown non-finite policy", _set(train__on_nonfinite="ignore"), "dir", CE,
      ["config.train.on_nonfinite='ignore'", "['raise', 'skip']"]),
     ("EMA decay of 1", _set(train__ema_decay=1.0), "dir", VE, ["config.train.ema_decay=1.0"]),

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from vae_jax import data, distributions, losses, models, optim, suite, train
+from vae_jax import data, distributions, losses, mixed_precision, models, optim, suite, train
 from vae_jax.errors import ConfigError
 from vae_jax.precision import EVAL_PRECISION, PRECISIONS
 
@@ -77,6 +77,9 @@ def defaults() -> ml_collections.ConfigDict:
     c.optim.eps = 1e-8
     c.optim.weight_decay = 0.0
     c.optim.grad_clip_norm = 0.0    # 0 = off
+    # drop (skip, count, log) an update whose global gradient norm, before clipping,
+    # exceeds this (VDVAE's skip threshold); 0 = off
+    c.optim.skip_grad_norm = 0.0
 
     c.train = ml_collections.ConfigDict()
     c.train.batch_size = 128
@@ -84,6 +87,10 @@ def defaults() -> ml_collections.ConfigDict:
     c.train.num_steps = 0           # > 0 overrides num_epochs
     c.train.steps_per_call = 100    # steps fused per dispatch with lax.scan
     c.train.matmul_precision = "default"   # JAX's default: TF32 allowed on GPUs
+    # "bfloat16": the train step's linear layers compute in bf16 (vae_jax.mixed_precision;
+    # a model with its own dtype, deep_hvae, runs in it); parameters, optimizer state, EMA,
+    # losses and every evaluation stay float32
+    c.train.compute_dtype = "float32"
     c.train.ema_decay = 0.999
     c.train.checkpoint_every_steps = 0     # 0 = every epoch
     c.train.checkpoints_to_keep = 3
@@ -334,7 +341,7 @@ def _validate_options(config: ml_collections.ConfigDict) -> None:
         value = config[section][name]
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise err(f"config.{path}={value!r} must be a positive integer.")
-    for path in ("optim.grad_clip_norm", "train.checkpoint_every_steps",
+    for path in ("optim.grad_clip_norm", "optim.skip_grad_norm", "train.checkpoint_every_steps",
                  "train.eval_every_steps", "train.num_steps", "train.num_epochs",
                  "loss.warmup_steps", "loss.free_bits", "eval.ll_batch_size",
                  "eval.num_test_images", "eval.iwae_k", "eval.num_importance_samples"):
@@ -350,6 +357,10 @@ def _validate_options(config: ml_collections.ConfigDict) -> None:
             raise err(f"config.{path}={value!r}; valid: {list(PRECISIONS)} "
                       "('highest' computes float32 products on every backend; 'default' "
                       "lets GPUs use TF32).")
+    if config.train.compute_dtype not in mixed_precision.COMPUTE_DTYPES:
+        raise err(f"config.train.compute_dtype={config.train.compute_dtype!r}; valid: "
+                  f"{list(mixed_precision.COMPUTE_DTYPES)} (parameters, optimizer state and "
+                  "reported figures stay float32 either way).")
     if config.train.on_nonfinite not in NONFINITE_POLICIES:
         raise err(f"config.train.on_nonfinite={config.train.on_nonfinite!r}; valid: "
                   f"{list(NONFINITE_POLICIES)} ('raise' stops at the first NaN/Inf keeping "
@@ -370,13 +381,24 @@ def build_trainer(config: ml_collections.ConfigDict, model: nn.Module, mesh,
                   steps_per_epoch: int) -> train.Trainer:
     """The ``train.Trainer`` of ``config`` (objective, optimizer, β schedule, step options)."""
     return train.Trainer(
-        model, mesh, loss_fn=build_loss(config, model),
+        model, mesh, loss_fn=train_loss(config, model),
         optimizer=optim.make_optimizer(config.optim, steps_per_epoch),
         beta_fn=beta_fn(config), binarization=config.data.binarization,
         ema_decay=config.train.ema_decay, batch_size=config.train.batch_size,
         steps_per_epoch=steps_per_epoch,
         skip_nonfinite=config.train.on_nonfinite == "skip",
+        skip_grad_norm=config.optim.skip_grad_norm,
         matmul_precision=config.train.matmul_precision)
+
+
+def train_loss(config: ml_collections.ConfigDict, model: nn.Module) -> Callable:
+    """The train step's loss: ``build_loss`` computed in ``config.train.compute_dtype``.
+    A model with a ``dtype`` field of its own (deep_hvae) is cloned with that dtype; any
+    other has its linear layers cast (``mixed_precision.in_compute_dtype``)."""
+    dtype = config.train.compute_dtype
+    if dtype != "float32" and "dtype" in getattr(model, "__dataclass_fields__", {}):
+        return build_loss(config, model.clone(dtype=dtype))
+    return mixed_precision.in_compute_dtype(build_loss(config, model), dtype)
 
 
 def build_suite(config: ml_collections.ConfigDict, model: nn.Module, mesh) -> suite.Suite:

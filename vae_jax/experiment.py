@@ -236,7 +236,8 @@ def _train(s: Setup, workdir: str) -> train.TrainState:
             metrics = jax.device_get(metrics)  # [num_steps] each: the one host sync per call
             rate = (stop_at - step) / (time.perf_counter() - t0)
             metrics = train.summarize_call(metrics, step, skip_nonfinite=skip_nonfinite,
-                                           last_checkpoint=last_checkpoint)
+                                           last_checkpoint=last_checkpoint,
+                                           skip_grad_norm=config.optim.skip_grad_norm)
             step = stop_at
             with guard(workdir):
                 writer.write_scalars(step, {f"train_{k}": v for k, v in metrics.items()}

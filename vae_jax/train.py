@@ -62,13 +62,19 @@ def create_train_state(key: jax.Array, model: nn.Module, optimizer: optax.Gradie
 def train_step(state: TrainState, batch: jax.Array, train_key: jax.Array, *,
                loss_fn: Callable, optimizer: optax.GradientTransformation,
                binarization: str, beta_fn: Callable, ema_decay: float,
-               skip_nonfinite: bool = False):
+               skip_nonfinite: bool = False, skip_grad_norm: float = 0.0):
     """One update on a uint8 batch [B, H, W, C]. Returns (new state, metrics of scalars).
 
     ``loss_fn(params, x, key, beta=...) -> (loss, metrics)`` with the model already bound.
-    ``skip_nonfinite``: when the loss or the gradient norm is NaN/Inf, keep the old params,
-    optimizer and EMA state (the step counter still advances, so later steps use the same
-    keys and batches as without the bad one); ``metrics["skipped"]`` is 1 for such a step.
+    A skipped update keeps the old params, optimizer and EMA state; the step counter still
+    advances, so later steps use the same keys and batches as without the bad one. Two
+    reasons, each counted in its own metric (1 for a skipped step) when it is on:
+
+    * ``skip_nonfinite``: the loss or the gradient norm is NaN/Inf -> ``skipped_nonfinite``;
+    * ``skip_grad_norm`` > 0: the global gradient norm (before any clipping) exceeds it
+      (VDVAE's skip threshold) -> ``skipped_grad_norm``.
+
+    With either on, ``metrics["skipped"]`` is 1 for a step skipped for any reason.
     """
     key = jax.random.fold_in(train_key, state.step)
     k_data, k_z = jax.random.split(key)
@@ -83,11 +89,17 @@ def train_step(state: TrainState, batch: jax.Array, train_key: jax.Array, *,
     grad_norm = global_norm(grads)
     metrics = dict(metrics, grad_norm=grad_norm, beta=beta)
     new = TrainState(state.step + 1, params, opt_state, ema)
+    reasons = {}
     if skip_nonfinite:
-        ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-        new = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new,
+        reasons["nonfinite"] = ~(jnp.isfinite(loss) & jnp.isfinite(grad_norm))
+    if skip_grad_norm > 0:  # a NaN norm is not > the threshold: that is the NaN policy's
+        reasons["grad_norm"] = grad_norm > skip_grad_norm
+    if reasons:
+        skip = functools.reduce(jnp.logical_or, reasons.values())
+        new = jax.tree.map(lambda n, o: jnp.where(skip, o, n), new,
                            state.replace(step=state.step + 1))
-        metrics["skipped"] = 1.0 - ok.astype(jnp.float32)
+        metrics |= {f"skipped_{r}": s.astype(jnp.float32) for r, s in reasons.items()}
+        metrics["skipped"] = skip.astype(jnp.float32)
     return new, metrics
 
 
@@ -145,15 +157,16 @@ class Trainer:
     def __init__(self, model: nn.Module, mesh, *, loss_fn: Callable,
                  optimizer: optax.GradientTransformation, beta_fn: Callable,
                  binarization: str, ema_decay: float, batch_size: int, steps_per_epoch: int,
-                 skip_nonfinite: bool = False, matmul_precision: Optional[str] = None,
-                 shard_data: bool = True):
+                 skip_nonfinite: bool = False, skip_grad_norm: float = 0.0,
+                 matmul_precision: Optional[str] = None, shard_data: bool = True):
         self.model, self.mesh, self.optimizer = model, mesh, optimizer
         # True: the training set is split over the devices (1/n each, put_train_images)
         self.shard_data = shard_data
         self.batch_size, self.steps_per_epoch = batch_size, steps_per_epoch
         self.step_fn = at_precision(functools.partial(
             train_step, loss_fn=loss_fn, optimizer=optimizer, binarization=binarization,
-            beta_fn=beta_fn, ema_decay=ema_decay, skip_nonfinite=skip_nonfinite),
+            beta_fn=beta_fn, ema_decay=ema_decay, skip_nonfinite=skip_nonfinite,
+            skip_grad_norm=skip_grad_norm),
             matmul_precision)
         self.replicated = parallel.replicated(mesh)
         self.batch_sharding = parallel.batch_sharded(mesh)
@@ -211,24 +224,58 @@ def next_stop(step: int, total_steps: int, steps_per_epoch: int, steps_per_call:
 
 
 def summarize_call(metrics: dict, start: int, *, skip_nonfinite: bool,
-                   last_checkpoint: Callable[[], str]) -> dict[str, float]:
-    """Per-step metrics [n] of one call from ``start`` -> their means; NaN/Inf handling.
+                   last_checkpoint: Callable[[], str],
+                   skip_grad_norm: float = 0.0) -> dict[str, float]:
+    """Per-step metrics [n] of one call from ``start`` -> their means; skipped updates and
+    NaN/Inf handling.
 
-    "raise": NonFiniteLossError naming the first bad step and metric. The state of this
-    call is never saved, so the last good checkpoint stays the latest; ``last_checkpoint()``
-    says which it is, for the message. "skip": means over the steps that were applied,
-    plus ``skipped`` (how many were discarded).
+    Skipped updates (``train_step``'s ``skipped`` / ``skipped_<reason>``) are left out of
+    the means and counted: ``skipped`` (all) and ``skipped_<reason>`` per call; each
+    reason's steps are logged, and when more than half of the call's updates were skipped a
+    warning (logged and printed) names the threshold and the fix.
+    "raise" (``skip_nonfinite`` False): NonFiniteLossError naming the first bad step and
+    metric. The state of this call is never saved, so the last good checkpoint stays the
+    latest; ``last_checkpoint()`` says which it is, for the message. "skip": non-finite
+    updates were discarded (reason ``nonfinite``).
     """
     metrics = {k: np.asarray(v, np.float64) for k, v in metrics.items()}
-    if skip_nonfinite:
-        skipped = metrics.pop("skipped") > 0
-        if skipped.any():
-            logging.warning("Skipped %d non-finite updates at steps %s.", int(skipped.sum()),
-                            (start + 1 + np.flatnonzero(skipped)).tolist())
-        kept = ~skipped
-        out = {k: float(np.mean(v[kept])) if kept.any() else float("nan")
-               for k, v in metrics.items()}
-        return out | {"skipped": float(skipped.sum())}
+    reasons = {k: metrics.pop(k) > 0 for k in sorted(metrics) if k.startswith("skipped_")}
+    skipped = metrics.pop("skipped", np.zeros(0)) > 0
+    if not skip_nonfinite:
+        _raise_on_nonfinite(metrics, start, last_checkpoint)
+    if not reasons:
+        return {k: float(np.mean(v)) for k, v in metrics.items()}
+    for name, bad in reasons.items():
+        if bad.any():
+            logging.warning("Skipped %d updates (%s) at steps %s.", int(bad.sum()),
+                            _REASONS.get(name, name),
+                            (start + 1 + np.flatnonzero(bad)).tolist())
+    if skipped.sum() * 2 > len(skipped):
+        message = (f"Most updates were skipped: {int(skipped.sum())} of {len(skipped)} in "
+                   f"steps {start + 1}-{start + len(skipped)} ("
+                   + ", ".join(f"{int(b.sum())} {_REASONS.get(n, n)}" for n, b in reasons.items())
+                   + "). Training is not progressing.")
+        if "skipped_grad_norm" in reasons and reasons["skipped_grad_norm"].any():
+            message += (f" The gradient norm exceeded config.optim.skip_grad_norm="
+                        f"{skip_grad_norm:g}: raise it above the typical norm (train_grad_norm), "
+                        "or lower config.optim.learning_rate.")
+        if "skipped_nonfinite" in reasons and reasons["skipped_nonfinite"].any():
+            message += (" Non-finite losses or gradients: lower config.optim.learning_rate "
+                        "or set config.optim.grad_clip_norm.")
+        logging.warning(message)
+        print("WARNING: " + message, flush=True)
+    kept = ~skipped
+    out = {k: float(np.mean(v[kept])) if kept.any() else float("nan")
+           for k, v in metrics.items()}
+    return out | {k: float(b.sum()) for k, b in reasons.items()} | {
+        "skipped": float(skipped.sum())}
+
+
+_REASONS = {"skipped_nonfinite": "non-finite loss or gradients",
+            "skipped_grad_norm": "gradient norm above config.optim.skip_grad_norm"}
+
+
+def _raise_on_nonfinite(metrics: dict, start: int, last_checkpoint: Callable[[], str]) -> None:
     bad = {k: ~np.isfinite(v) for k, v in metrics.items()}
     if any(b.any() for b in bad.values()):
         first = min(int(np.argmax(b)) for b in bad.values() if b.any())
@@ -239,6 +286,3 @@ def summarize_call(metrics: dict, start: int, *, skip_nonfinite: bool,
             f"{start + first}). {last_checkpoint()}; nothing after it was saved. Lower "
             "config.optim.learning_rate, set config.optim.grad_clip_norm, or set "
             "config.train.on_nonfinite='skip' to discard such updates.")
-    return {k: float(np.mean(v)) for k, v in metrics.items()}
-
-
