@@ -128,14 +128,28 @@ CONFIGS = [("default", None), ("smoke", None), ("fmnist_8bit_conv", None),
            ("fashion_mnist_hvae", "2layer"), ("fashion_mnist_hvae", "2layer-ladder"),
            ("fashion_mnist_deep_hvae", "binary"), ("fashion_mnist_deep_hvae", "8bit"),
            ("fashion_mnist_vdm", "8bit"), ("fashion_mnist_vdm", "binary"),
-           ("fashion_mnist_vdm", "latent")]
+           ("fashion_mnist_vdm", "latent"), ("fashion_mnist_vdm", "cifar10")]
+IMAGE_SHAPES = {"fashion_mnist": (28, 28, 1), "cifar10": (32, 32, 3)}
 
 
 @pytest.mark.parametrize("name, variant", CONFIGS, ids=[f"{n}:{v}" for n, v in CONFIGS])
-def test_every_shipped_config_resolves_and_its_model_fits_fashion_mnist(name, variant):
+def test_every_shipped_config_resolves_and_its_model_fits_its_images(name, variant):
     import importlib
 
     module = importlib.import_module(f"experiments.configs.{name}")
     config = config_lib.resolve(module.get_config(variant) if variant else module.get_config())
-    model = config_lib.build_model(config, (28, 28, 1))
-    config_lib.check_model_fits(model, (28, 28, 1), config.model.name)  # traced, not compiled
+    shape = IMAGE_SHAPES[config.data.name]
+    model = config_lib.build_model(config, shape)
+    config_lib.check_model_fits(model, shape, config.model.name)  # traced, not compiled
+
+
+def test_the_cifar10_vdm_is_8bit_at_the_papers_scale():
+    from experiments.configs import fashion_mnist_vdm
+
+    config = config_lib.resolve(fashion_mnist_vdm.get_config("cifar10"))
+    assert config.data.name == "cifar10" and config.data.binarization == "none"
+    assert config.model.likelihood == "categorical256" and config_lib.likelihood(config) == \
+        "categorical256"
+    assert (config.model.channels, config.model.blocks) == (128, 8)
+    with pytest.raises(ValueError, match="choose one of.*cifar10"):
+        fashion_mnist_vdm.get_config("cifar")
