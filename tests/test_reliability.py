@@ -201,6 +201,22 @@ def _damage(step_dir, how):
     return target
 
 
+def test_manager_keeps_the_newest_steps_without_deprecated_orbax_arguments(tmp_path):
+    """max_to_keep goes to orbax as a preservation policy and the items as a handler
+    registry (orbax 0.12 deprecates its max_to_keep / item_handlers arguments)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        mngr = checkpoint.manager(str(tmp_path / "ckpt"), max_to_keep=2)
+        for step in (10, 20, 30, 40):
+            checkpoint.save(mngr, step, _small_state(step))
+    assert mngr.all_steps() == [30, 40]
+    assert sorted(os.listdir(tmp_path / "ckpt")) == ["30", "40"]
+    _runs.assert_same_state(checkpoint.restore(mngr, _small_state(0)), _small_state(40))
+    mngr.close()
+
+
 @pytest.mark.parametrize("how", ["truncated", "bitflip"])
 def test_damaged_checkpoint_is_reported_skipped_and_kept(tmp_path, how, capsys):
     mngr = checkpoint.manager(str(tmp_path / "ckpt"))

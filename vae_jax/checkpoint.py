@@ -35,8 +35,17 @@ from absl import logging
 from vae_jax.errors import CheckpointError, CheckpointMismatchError
 
 
-def _handlers() -> dict:
-    return {"state": ocp.StandardCheckpointHandler(), "checksum": ocp.JsonCheckpointHandler()}
+def _handler_registry() -> ocp.handlers.DefaultCheckpointHandlerRegistry:
+    """The two items and their handlers, for saving and restoring (orbax's current API; its
+    ``item_handlers`` argument is deprecated)."""
+    registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
+    for item, handler, save_args, restore_args in (
+            ("state", ocp.StandardCheckpointHandler(), ocp.args.StandardSave,
+             ocp.args.StandardRestore),
+            ("checksum", ocp.JsonCheckpointHandler(), ocp.args.JsonSave, ocp.args.JsonRestore)):
+        registry.add(item, save_args, handler)
+        registry.add(item, restore_args, handler)
+    return registry
 
 
 def manager(directory: str, *, max_to_keep: int = 3, async_save: bool = False,
@@ -49,11 +58,14 @@ def manager(directory: str, *, max_to_keep: int = 3, async_save: bool = False,
         raise CheckpointError(f"No checkpoint in {os.path.abspath(directory)}: the folder does "
                               "not exist. Train first (--mode=train with this --workdir), or "
                               "give the --workdir of a trained run.")
-    # (create=False rather than orbax's read_only, which warns on every open)
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=not read_only,
-                                           enable_async_checkpointing=async_save)
+    # (create=False rather than orbax's read_only, which warns on every open; the newest
+    # max_to_keep steps kept through a preservation policy, orbax's max_to_keep being
+    # deprecated)
+    options = ocp.CheckpointManagerOptions(
+        preservation_policy=ocp.checkpoint_managers.LatestN(n=max_to_keep),
+        create=not read_only, enable_async_checkpointing=async_save)
     return ocp.CheckpointManager(os.path.abspath(directory), options=options,
-                                 item_handlers=_handlers())
+                                 handler_registry=_handler_registry())
 
 
 def step_path(mngr: ocp.CheckpointManager, step: int) -> str:

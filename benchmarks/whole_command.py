@@ -1,0 +1,156 @@
+"""The whole default command's process wall time against a minimal jitted script, one run.
+
+    python benchmarks/whole_command.py --rounds=3 --epochs=10
+
+Each round runs, as fresh subprocesses, in turn:
+
+* ``vae_jax, cold cache``: ``python -m experiments.main --config=experiments/configs/default.py
+  --workdir=<fresh> --config.train.num_epochs=10 --config.data.binarization=static`` with an
+  empty persistent compilation cache (``JAX_COMPILATION_CACHE_DIR`` set to a new folder);
+* ``vae_jax, warm cache``: the same command on another fresh workdir, the cache filled by the
+  cold run (a rerun of the same experiment);
+* ``minimal script``: the MINIMAL source below: the same MLP VAE (784-500-20, ReLU, Bernoulli
+  pixels, static binarization, Adam 1e-3, batch 128, 468 steps per epoch), one jitted
+  ``lax.scan`` per epoch and a jitted test ELBO of the 10,000 test images after each.
+
+It prints each process's wall time (start to exit, imports and data loading included), the
+medians and the ratios vae_jax / script; then the import time of ``experiments.main`` in a
+fresh process. No test runs it; the figures depend on the machine (quote one run's ratios).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+MINIMAL = r'''
+import gzip, sys, time
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+EPOCHS, BATCH = int(sys.argv[1]), 128
+FOLDER = "/usr/share/datasets/fashion-mnist/"
+
+
+def idx(name):
+    with gzip.open(FOLDER + name) as f:
+        return np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 784)
+
+
+train = jnp.asarray(idx("train-images-idx3-ubyte.gz") > 127, jnp.float32)
+test = jnp.asarray(idx("t10k-images-idx3-ubyte.gz") > 127, jnp.float32)
+
+
+class VAE(nn.Module):
+    @nn.compact
+    def __call__(self, x, key):
+        h = nn.relu(nn.Dense(500)(x))
+        mean, log_std = nn.Dense(20)(h), nn.Dense(20)(h)
+        z = mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape)
+        logits = nn.Dense(784)(nn.relu(nn.Dense(500)(z)))
+        log_px = -jnp.sum(optax.sigmoid_binary_cross_entropy(logits, x), -1)
+        kl = 0.5 * jnp.sum(mean ** 2 + jnp.exp(2 * log_std) - 1 - 2 * log_std, -1)
+        return log_px - kl   # ELBO per image
+
+
+model, opt = VAE(), optax.adam(1e-3)
+params = model.init(jax.random.key(0), train[:1], jax.random.key(1))
+opt_state = opt.init(params)
+steps = train.shape[0] // BATCH
+
+
+@jax.jit
+def epoch(params, opt_state, key, data):
+    perm = jax.random.permutation(key, data.shape[0])[:steps * BATCH].reshape(steps, BATCH)
+
+    def step(carry, inp):
+        params, opt_state = carry
+        idx, k = inp
+        loss, g = jax.value_and_grad(lambda p: -model.apply(p, data[idx], k).mean())(params)
+        updates, opt_state = opt.update(g, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), loss
+
+    (params, opt_state), losses = jax.lax.scan(
+        step, (params, opt_state), (perm, jax.random.split(key, steps)))
+    return params, opt_state, losses.mean()
+
+
+@jax.jit
+def test_elbo(params, key, data):
+    return model.apply(params, data, key).mean()
+
+
+key = jax.random.key(42)
+for e in range(EPOCHS):
+    key, k1, k2 = jax.random.split(key, 3)
+    params, opt_state, loss = epoch(params, opt_state, k1, train)
+    print(f"epoch {e + 1} train loss {float(loss):.2f} test ELBO {float(test_elbo(params, k2, test)):.2f}",
+          flush=True)
+'''
+
+
+def _timed(cmd, env) -> float:
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if out.returncode != 0:
+        sys.exit(f"{cmd} failed ({out.returncode}):\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
+    last = [line for line in (out.stdout + out.stderr).splitlines() if "ELBO" in line]
+    print(f"    {wall:6.1f} s   {last[-1][-90:] if last else ''}", flush=True)
+    return wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=10)
+    args = parser.parse_args()
+    tmp = tempfile.mkdtemp(prefix="whole_command_")
+    script = os.path.join(tmp, "minimal.py")
+    with open(script, "w") as f:
+        f.write(MINIMAL)
+    env = dict(os.environ, VAE_JAX_PROGRESS="0", PYTHONPATH=ROOT)
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    vae = [sys.executable, "-m", "experiments.main", "--config=experiments/configs/default.py",
+           f"--config.train.num_epochs={args.epochs}", "--config.data.binarization=static"]
+    times = {"vae_jax, cold cache": [], "vae_jax, warm cache": [], "minimal script": []}
+    for r in range(args.rounds):
+        cache = os.path.join(tmp, f"cache{r}")
+        os.makedirs(cache)
+        for name in times:
+            print(f"round {r + 1}: {name}", flush=True)
+            if name == "minimal script":
+                times[name].append(_timed([sys.executable, script, str(args.epochs)], env))
+            else:
+                workdir = os.path.join(tmp, f"run{r}_{name[-10:-6]}")
+                times[name].append(_timed(vae + [f"--workdir={workdir}"],
+                                          dict(env, JAX_COMPILATION_CACHE_DIR=cache)))
+    script_median = statistics.median(times["minimal script"])
+    print(f"\n{args.epochs} epochs, static binarization, batch 128, test ELBO each epoch; "
+          f"process wall, medians of {args.rounds}:")
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        print(f"  {name:<20} {med:6.1f} s  ({', '.join(f'{t:.1f}' for t in ts)})  "
+              f"ratio to the script {med / script_median:.2f}")
+    imports = []
+    for _ in range(3):
+        out = subprocess.run([sys.executable, "-c", "import time; t = time.perf_counter(); "
+                              "import experiments.main; print(time.perf_counter() - t)"],
+                             cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+        imports.append(float(out.stdout.split()[-1]))
+    print(f"  import experiments.main: {statistics.median(imports):.2f} s (median of 3; "
+          f"`python -X importtime -c 'import experiments.main'` breaks it down)")
+
+
+if __name__ == "__main__":
+    main()
