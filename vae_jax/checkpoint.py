@@ -13,6 +13,11 @@ from the newest step, skipping (and reporting, never deleting) any it cannot ver
 ``check_compatible`` compares a checkpoint's shapes with the target's from orbax's
 metadata, without restoring, so a config with another model shape fails naming the
 parameter instead of deep inside Flax or tensorstore.
+
+Training saves synchronously: ``save`` returns once its step is finalised, so a failed write
+is reported as a WriteError naming that step's path and the step before it as the last good
+checkpoint, and metrics.jsonl is cut back to a step known to be on disk. (Orbax's
+asynchronous saves would report a write's failure only at the next save or at exit.)
 """
 
 from __future__ import annotations
