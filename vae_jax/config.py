@@ -23,7 +23,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from vae_jax import data, distributions, losses, mixed_precision, models, optim, suite, train
+from vae_jax import (data, distributions, losses, mixed_precision, models, optim, sampling,
+                     suite, train)
 from vae_jax.errors import ConfigError
 from vae_jax.precision import EVAL_PRECISION, PRECISIONS
 
@@ -111,7 +112,9 @@ def defaults() -> ml_collections.ConfigDict:
     c.eval.num_test_images = 0      # > 0: evaluate only the first n test images
 
     c.sample = ml_collections.ConfigDict()   # --mode=sample (vae_jax.sampling)
-    c.sample.temperature = 1.0      # prior samples z ~ N(0, temperature² I)
+    # prior samples z ~ N(0, temperature² I); models with layers (deep_hvae) also take one
+    # value per stochastic layer, top-down, e.g. (1.0, 0.8, 0.6, ...)
+    c.sample.temperature = ml_collections.FieldReference(1.0, field_type=object)
     c.sample.num = 64               # prior samples and reconstructions shown
     c.sample.pair = (0, 1)          # test images interpolated between
     c.sample.num_interpolation = 10  # images on each interpolation path, ends included
@@ -365,6 +368,7 @@ def _validate_options(config: ml_collections.ConfigDict) -> None:
         raise err(f"config.train.on_nonfinite={config.train.on_nonfinite!r}; valid: "
                   f"{list(NONFINITE_POLICIES)} ('raise' stops at the first NaN/Inf keeping "
                   "the last good checkpoint, 'skip' discards such updates and counts them).")
+    sampling.validate_temperature(config.sample.temperature)
     ll_batch = config.eval.ll_batch_size or config.eval.batch_size
     # The ELBO's batch size fixes which binarization each image gets; a different batching
     # for log p(x) would binarize the test set differently.

@@ -360,6 +360,7 @@ def sample_checkpoint(config: ml_collections.ConfigDict, workdir: str,
     if not (0 <= i < len(ds.test_images) and 0 <= j < len(ds.test_images)):
         raise ConfigError(f"config.sample.pair={settings['pair']} must index the "
                           f"{len(ds.test_images)} test images.")
+    sampling.check_temperature(settings["temperature"], model)
     state = restore_state(config, workdir, model, ds.image_shape, step)
     params = state.ema_params if config.eval.use_ema else state.params
     outdir = outdir or os.path.join(workdir, "samples")

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from vae_jax import data
+from vae_jax.errors import ConfigError
 
 
 def image_grid(images: np.ndarray, ncols: Optional[int] = None, pad: int = 1) -> np.ndarray:
@@ -278,7 +279,7 @@ def write_sample_images(outdir: str, params, test_images: np.ndarray, key: jax.A
 
     temperature = float(s["temperature"])
     samples = prior_samples(params, key, model=model, num=s["num"], temperature=temperature)
-    write(f"samples_t{temperature:g}", image_grid(np.asarray(samples), ncols=8))
+    write(samples_name(temperature), image_grid(np.asarray(samples), ncols=8))
     originals = x[: min(s["num"], 32)]
     write("reconstructions", reconstruction_grid(
         np.asarray(originals), np.asarray(reconstructions(params, originals, model=model))))
@@ -307,6 +308,37 @@ def write_sample_images(outdir: str, params, test_images: np.ndarray, key: jax.A
     return paths
 
 
+def validate_temperature(value) -> None:
+    """``config.sample.temperature``: a number >= 0 or a non-empty tuple of them."""
+    values = tuple(value) if isinstance(value, (tuple, list)) else (value,)
+    if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in values):
+        raise ConfigError(
+            f"config.sample.temperature={value!r}: give a number >= 0 or, for a model with "
+            "stochastic layers (deep_hvae), one per layer in top-down order, e.g. "
+            "--config.sample.temperature=0.8 or '(1.0, 0.8, 0.6)'.")
+
+
+def check_temperature(temperature, model: nn.Module) -> None:
+    """A per-layer ``config.sample.temperature`` needs a model with that many layers."""
+    if not isinstance(temperature, (tuple, list)):
+        return
+    layers = getattr(model, "num_layers", None)
+    if layers is None or len(temperature) != layers:
+        have = ("has no stochastic layers to take one each" if layers is None
+                else f"has {layers} stochastic layers (top-down)")
+        raise ConfigError(
+            f"config.sample.temperature={tuple(temperature)!r} gives {len(temperature)} "
+            f"per-layer values but model {type(model).__name__} {have}: give one number, or "
+            + ("one per layer." if layers is not None else "use a model with layers."))
+
+
+def samples_name(temperature) -> str:
+    """The prior samples' picture name: ``samples_t0.8``, or per layer (top-down)
+    ``samples_t1-0.8-0.6``."""
+    values = np.atleast_1d(np.asarray(temperature, np.float64))
+    return "samples_t" + "-".join(f"{v:g}" for v in values)
+
+
 def _write_samples_only(outdir: str, params, test_images: np.ndarray, key: jax.Array, *,
                         model: nn.Module, binarization: str, settings: dict) -> dict[str, str]:
     """``--mode=sample`` for models without one latent space (deep hierarchies, diffusion):
@@ -314,7 +346,7 @@ def _write_samples_only(outdir: str, params, test_images: np.ndarray, key: jax.A
     temperature = settings["temperature"]
     samples = prior_samples(params, key, model=model, num=settings["num"],
                             temperature=temperature)
-    name = f"samples_t{temperature:g}" if np.ndim(temperature) == 0 else "samples"
+    name = samples_name(temperature)
     paths = {name: save_png(os.path.join(outdir, f"{name}.png"),
                             image_grid(np.asarray(samples), ncols=8))}
     if can_reconstruct(model):
