@@ -25,7 +25,7 @@ LAYERS = [
      "summaries"},
     {"losses", "mixed_precision"},
     {"models"},
-    {"data", "distributions"},
+    {"data", "distributions", "defaults"},
     {"errors", "precision", "parallel", "progress", "runtime", "xla_cpu", "jit_cache"},
 ]
 

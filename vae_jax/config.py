@@ -25,105 +25,15 @@ import ml_collections
 
 from vae_jax import (data, distributions, losses, mixed_precision, models, optim, sampling,
                      suite, train)
+from vae_jax.defaults import defaults
 from vae_jax.errors import ConfigError
-from vae_jax.precision import EVAL_PRECISION, PRECISIONS
+from vae_jax.precision import PRECISIONS
 
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("constant", "cosine", "burda")
 NONFINITE_POLICIES = ("raise", "skip")
 SECTIONS = ("data", "model", "loss", "optim", "train", "eval", "sample")
 OTHER_TOP_LEVEL = ("seed", "sweep")  # ``sweep`` is read by vae_jax.sweep
-
-
-def defaults() -> ml_collections.ConfigDict:
-    """Every config field with its default: the default experiment (the classic 784-500-20
-    MLP VAE on Fashion-MNIST, batch 128, Adam 1e-3, 30 epochs, dynamic binarization)."""
-    c = ml_collections.ConfigDict()
-    c.seed = 0
-
-    c.data = ml_collections.ConfigDict()
-    c.data.name = "fashion_mnist"
-    c.data.dir = ""                 # "" = the data set's default location
-    c.data.download = False         # opt in to a tfds download (needs internet)
-    c.data.binarization = "dynamic"  # "dynamic", "static" or "none" (8-bit likelihoods)
-    # "device": the training set split over the devices (1/n each), batches gathered there;
-    # "stream": batches read on the host and prefetched; "auto": "device" when the set's
-    # share per device fits device_budget_mb, else "stream" (the choice is printed)
-    c.data.pipeline = "auto"
-    c.data.device_budget_mb = 0     # MB per device for "auto"; 0 = the backend's default
-    c.data.prefetch = 2             # "stream": calls' batches read ahead on a host thread
-
-    c.model = ml_collections.ConfigDict()   # the registered builder's keyword arguments
-    c.model.name = "mlp"
-    c.model.latent_dim = 20
-    c.model.hidden = (500,)
-    c.model.activation = "relu"
-    c.model.likelihood = "bernoulli"
-
-    c.loss = ml_collections.ConfigDict()
-    c.loss.name = "elbo"            # a registered objective: "elbo" or "iwae"
-    c.loss.num_samples = 1          # L (ELBO) or k (IWAE)
-    c.loss.beta = 1.0
-    c.loss.warmup_steps = 0         # linear KL warm-up from beta=0
-    c.loss.free_bits = 0.0          # nats per latent dimension
-
-    c.optim = ml_collections.ConfigDict()
-    c.optim.name = "adam"           # or "adamw"
-    c.optim.learning_rate = 1e-3
-    c.optim.schedule = "constant"   # "constant", "cosine" (over decay_steps) or "burda"
-    c.optim.decay_steps = 0
-    c.optim.burda_schedule_scale = 1.0  # "burda": stage i runs 3^i · scale epochs
-    c.optim.b1 = 0.9
-    c.optim.b2 = 0.999
-    c.optim.eps = 1e-8
-    c.optim.weight_decay = 0.0
-    c.optim.grad_clip_norm = 0.0    # 0 = off
-    # drop (skip, count, log) an update whose global gradient norm, before clipping,
-    # exceeds this (VDVAE's skip threshold); 0 = off
-    c.optim.skip_grad_norm = 0.0
-
-    c.train = ml_collections.ConfigDict()
-    c.train.batch_size = 128
-    c.train.num_epochs = 30
-    c.train.num_steps = 0           # > 0 overrides num_epochs
-    c.train.steps_per_call = 100    # steps fused per dispatch with lax.scan
-    c.train.matmul_precision = "default"   # JAX's default: TF32 allowed on GPUs
-    # "bfloat16": the train step's linear layers compute in bf16 (vae_jax.mixed_precision;
-    # a model with its own dtype, deep_hvae, runs in it); parameters, optimizer state, EMA,
-    # losses and every evaluation stay float32
-    c.train.compute_dtype = "float32"
-    c.train.ema_decay = 0.999
-    c.train.checkpoint_every_steps = 0     # 0 = every epoch
-    c.train.checkpoints_to_keep = 3
-    c.train.eval_every_steps = 0           # 0 = every epoch
-    c.train.on_nonfinite = "raise"         # NaN/Inf loss or grads: "raise" or "skip"
-
-    c.eval = ml_collections.ConfigDict()
-    c.eval.batch_size = 1000
-    c.eval.num_samples = 1          # L for the test ELBO
-    c.eval.use_ema = False
-    c.eval.matmul_precision = EVAL_PRECISION   # float32 products for every reported nat
-    # --mode=eval: importance-sampled log p(x) with k samples (Burda et al.: 5000) and the
-    # IWAE-k bound; 0 skips. Samples stream `chunk` at a time over `ll_batch_size` images.
-    c.eval.num_importance_samples = 5000
-    c.eval.iwae_k = 50
-    c.eval.chunk = 100
-    c.eval.ll_batch_size = 0        # 0 = eval.batch_size
-    c.eval.num_test_images = 0      # > 0: evaluate only the first n test images
-
-    c.sample = ml_collections.ConfigDict()   # --mode=sample (vae_jax.sampling)
-    # prior samples z ~ N(0, temperature² I); models with layers (deep_hvae) also take one
-    # value per stochastic layer, top-down, e.g. (1.0, 0.8, 0.6, ...)
-    c.sample.temperature = ml_collections.FieldReference(1.0, field_type=object)
-    c.sample.num = 64               # prior samples and reconstructions shown
-    c.sample.pair = (0, 1)          # test images interpolated between
-    c.sample.num_interpolation = 10  # images on each interpolation path, ends included
-    c.sample.traversal_dims = 10    # the most active latent dimensions, one row each
-    c.sample.traversal_steps = 9
-    c.sample.traversal_extent = 3.0  # values in [-extent, extent] prior standard deviations
-    c.sample.manifold_size = 20     # latent_dim == 2 only: manifold_size² decoded grid
-    c.sample.scatter_points = 5000  # latent_dim == 2 only: test encodings in the scatter
-    return c
 
 
 def with_defaults(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
