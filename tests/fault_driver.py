@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 def _install(kind: str, step: int) -> None:
     if kind == "sigkill_in_checkpoint":
-        from orbax.checkpoint._src.path import atomicity
+        from orbax.checkpoint.path import atomicity  # orbax's public path API
 
         original = atomicity.AtomicRenameTemporaryPath.finalize
 
