@@ -54,3 +54,12 @@ def assert_same_state(a, b) -> None:
         x, y = np.asarray(x), np.asarray(y)
         assert x.dtype == y.dtype and x.shape == y.shape
         assert np.array_equal(x, y), f"max |diff| {np.max(np.abs(x - y))}"
+
+
+def with_model(config, name: str, **fields):
+    """``config`` with its model section replaced by model ``name`` and ``fields`` only
+    (the builder's own defaults for the rest), as a config file for another family does."""
+    import ml_collections
+
+    config.model = ml_collections.ConfigDict({"name": name, **fields})
+    return config

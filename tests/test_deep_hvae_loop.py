@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from conftest import run_python
+import _runs  # noqa: E402  (tests/ helpers)
 from experiments.configs import smoke
 from vae_jax import checkpoint, errors, experiment
-from vae_jax import config as config_lib
 
 pytestmark = pytest.mark.slow  # each run compiles a deep_hvae: tens of seconds on the CPU
 
@@ -26,12 +26,7 @@ MODEL = dict(resolutions=(8, 4), encoder_blocks=1, decoder_blocks=(1, 1), widths
 def make_config(data_path: str, num_steps: int):
     config = smoke.get_config()
     config.data.name, config.data.dir = "npz", data_path
-    config.model = config_lib.defaults().model
-    with config.model.unlocked():
-        for field in ("latent_dim", "hidden", "activation", "likelihood"):
-            del config.model[field]
-        config.model.name = "deep_hvae"
-        config.model.update(MODEL)
+    _runs.with_model(config, "deep_hvae", **MODEL)
     # 48 images, batch 16: 3 steps an epoch, cut into calls of 2 and 1
     config.train.batch_size, config.eval.batch_size = 16, 16
     config.train.num_steps, config.train.steps_per_call = num_steps, 2

@@ -11,6 +11,7 @@ import numpy as np
 import optax
 import pytest
 
+import _runs
 from vae_jax import config as config_lib, data, mixed_precision, models, train
 
 SHAPE = (8, 8, 1)
@@ -32,13 +33,7 @@ RTOL = 0.02
 
 def _config(name, dtype):
     config = config_lib.defaults()
-    config.model = config_lib.defaults().model
-    with config.model.unlocked():
-        for field in ("latent_dim", "hidden", "activation", "likelihood"):
-            del config.model[field]
-        config.model.name = name
-        for k, v in MODELS[name].items():
-            config.model[k] = v
+    _runs.with_model(config, name, **MODELS[name])
     if config_lib.is_8bit(config):
         config.data.binarization = "none"
     config.train.compute_dtype = dtype

@@ -10,9 +10,9 @@ import os
 import numpy as np
 import pytest
 
+import _runs  # noqa: E402  (tests/ helpers)
 from experiments.configs import smoke
 from vae_jax import experiment
-from vae_jax import config as config_lib
 
 MODELS = {
     "deep_hvae": dict(resolutions=(8, 4), encoder_blocks=1, decoder_blocks=(1, 1), widths=8,
@@ -29,13 +29,7 @@ def _config(tmp_path, name):
              test=rng.integers(0, 256, (16, 8, 8), np.uint8))
     config = smoke.get_config()
     config.data.name, config.data.dir = "npz", str(path)
-    config.model = config_lib.defaults().model
-    with config.model.unlocked():
-        for field in ("latent_dim", "hidden", "activation", "likelihood"):
-            del config.model[field]
-        config.model.name = name
-        for k, v in MODELS[name].items():
-            config.model[k] = v
+    _runs.with_model(config, name, **MODELS[name])
     config.train.batch_size, config.eval.batch_size = 16, 16
     config.train.num_steps, config.train.steps_per_call = 4, 2
     config.train.checkpoint_every_steps = config.train.eval_every_steps = 4

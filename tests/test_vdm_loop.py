@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import run_python
+import _runs  # noqa: E402  (tests/ helpers)
 from experiments.configs import smoke
 from vae_jax import experiment
 from vae_jax import config as config_lib
@@ -38,13 +39,8 @@ def make_config(data_path: str, name: str, num_steps: int = 4):
     subprocess below builds the same config)."""
     config = smoke.get_config()
     config.data.name, config.data.dir = "npz", data_path
-    config.model = config_lib.defaults().model
-    with config.model.unlocked():
-        for field in ("latent_dim", "hidden", "activation", "likelihood"):
-            del config.model[field]
-        config.model.name = name
-        for k, v in MODELS[name].items():
-            config.model[k] = v
+    fields = dict(MODELS[name])  # a "name" field: another variant of that model
+    _runs.with_model(config, fields.pop("name", name), **fields)
     if MODELS[name].get("likelihood") == "categorical256":
         config.data.binarization = "none"
     config.train.batch_size, config.eval.batch_size = 16, 16
