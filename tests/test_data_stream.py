@@ -79,9 +79,11 @@ def _rss_mb() -> float:
 
 def test_stream_host_memory_stays_flat_over_epochs():
     """30 epochs of 10 steps of 40 × 12 KB images through the stream, on the devices: a
-    stream that kept what it read would grow by 4.9 MB an epoch (147 MB in all); resident
-    memory after the second epoch grows by less than 10 MB. (The whole loop's memory over
-    epochs, with evaluation and checkpoints, is in benchmarks/README.md.)"""
+    stream that kept what it read would grow by 4.9 MB an epoch (98 MB over the last 20);
+    resident memory grows by less than 30 MB over those 20 epochs. (A one-off step of
+    ~10 MB, an allocator arena, was seen in CI, so the bound is on the growth over many
+    epochs, not on the largest sample. The whole loop's memory over epochs, with evaluation
+    and checkpoints, is in benchmarks/README.md.)"""
     mesh = parallel.data_mesh()
     x = np.random.default_rng(0).integers(0, 256, (400, 64, 64, 3), np.uint8)
     stream = data.Stream(x, mesh, batch_size=40, steps_per_epoch=10, total_steps=300,
@@ -96,7 +98,7 @@ def test_stream_host_memory_stays_flat_over_epochs():
             rss.append(_rss_mb())
     stream.close()
     assert total == sum(int(x.astype(np.int64).sum()) for _ in range(30))  # every row once
-    assert len(rss) == 30 and max(rss[2:]) - rss[1] < 10, rss
+    assert len(rss) == 30 and rss[-1] - rss[9] < 30, rss
 
 
 def test_auto_chooses_by_size_and_says_why():
