@@ -33,7 +33,7 @@ import os
 import shutil
 import sys
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import jax
 import numpy as np
@@ -218,17 +218,23 @@ def check_compatible(mngr: ocp.CheckpointManager, step: int, target: Any) -> Non
             "config.json), or a new --workdir for the new model.")
 
 
-def check_latest_compatible(directory: str, target: Any) -> None:
+def check_latest_compatible(directory: str, target: Any, data_check: Optional[
+        Callable[[Optional[dict], int, str], None]] = None) -> None:
     """CheckpointMismatchError if the newest checkpoint in ``directory`` whose metadata
-    reads holds another model than ``target`` (arrays or ShapeDtypeStructs). Reads only
-    metadata and creates nothing, so training runs it before taking the workdir."""
+    reads holds another model than ``target`` (arrays or ShapeDtypeStructs); then
+    ``data_check(its data item or None, step, path)`` (a streaming run refuses another data
+    set). Reads only metadata and JSON and creates nothing, so training runs it before
+    taking the workdir."""
     if not os.path.isdir(directory):
         return
     mngr = manager(directory, read_only=True)
     try:
         for step in sorted(mngr.all_steps(), reverse=True):
             try:
-                return check_compatible(mngr, step, target)
+                check_compatible(mngr, step, target)
+                if data_check is not None:
+                    data_check(read_data_state(mngr, step), step, step_path(mngr, step))
+                return
             except CheckpointError:  # damaged: restore_latest_good reports and skips it
                 continue
     finally:

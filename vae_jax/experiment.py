@@ -126,11 +126,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
     if is_main:
         runtime.check_not_busy(workdir)  # fail at once, before loading anything
     s = setup(config, workdir)
-    # another model's checkpoint is refused too before anything is written (metadata only)
+    # another model's (or data set's) checkpoint is refused before anything is written
     optimizer = optim.make_optimizer(s.config.optim, s.steps_per_epoch)
     checkpoint.check_latest_compatible(os.path.join(workdir, "checkpoints"), jax.eval_shape(
         lambda k: train.create_train_state(k, s.model, optimizer, s.ds.image_shape),
-        config_lib.root_keys(s.config.seed)["init"]))
+        config_lib.root_keys(s.config.seed)["init"]), data_check=None if s.pipeline != "stream"
+        else data.resume_check(s.ds.train_images, s.config.train.batch_size, s.steps_per_epoch))
     # One training run per workdir; creating it and its lock file is the first write.
     with runtime.WorkdirLock(workdir, enabled=is_main):
         return _train(s, workdir)
@@ -212,10 +213,8 @@ def _train(s: Setup, workdir: str) -> train.TrainState:
         total_steps=total_steps, schedule=schedule, prefetch=config.data.prefetch,
         num_workers=config.data.num_workers, order=lambda epoch: jax.device_get(
             trainer.permutation(keys["order"], jax.device_put(np.int32(epoch)), num_train)))
-    if stream is not None and restored is not None:  # the iterator's state, checked
-        stream.resume(checkpoint.read_data_state(mngr, restored_step), restored_step,
-                      checkpoint.step_path(mngr, restored_step))
-    data_state = stream.state if stream else lambda step: None  # saved with each checkpoint
+    if stream is not None and restored is not None:  # the iterator's state (checked)
+        stream.resume(checkpoint.read_data_state(mngr, restored_step), restored_step)
     # on any exit (done, NaN, signal, error) flush the metrics and close the manager
     with runtime.StopSignal() as stop, _closing(writer, mngr, guard, workdir, metrics_log,
                                                 lambda: saved_step), \
@@ -265,12 +264,12 @@ def _train(s: Setup, workdir: str) -> train.TrainState:
                             keys["eval"], model=model, binarization=config.data.binarization)
             if step % ckpt_every == 0 or step == total_steps:
                 with guard(checkpoint.step_path(mngr, step)):
-                    checkpoint.save(mngr, step, state, data_state=data_state(step))
+                    checkpoint.save(mngr, step, state, data_state=stream and stream.state(step))
                 saved_step = step
             if step < total_steps and stop.requested():
                 if saved_step != step:
                     with guard(checkpoint.step_path(mngr, step)):
-                        checkpoint.save(mngr, step, state, data_state=data_state(step))
+                        checkpoint.save(mngr, step, state, data_state=stream and stream.state(step))
                 name = signal.Signals(stop.signum).name
                 message = (f"Stopped by {name} at step {step}/{total_steps}; checkpoint saved "
                            f"in {mngr.directory}. Run the same command to resume.")

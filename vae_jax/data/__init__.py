@@ -34,7 +34,7 @@ from vae_jax.data import grain_pipeline, idx, image_folder, npz, npz_shards, tfd
 from vae_jax.data.dataset import CLASS_NAMES, Dataset, check
 from vae_jax.data.idx import FASHION_MNIST_DIR, IDX_FILES, read_idx
 from vae_jax.data.batches import BINARIZATIONS, epoch_permutation, gather_batch, preprocess
-from vae_jax.data.grain_pipeline import GrainReader, require_grain
+from vae_jax.data.grain_pipeline import GrainReader, require_grain, resume_check
 from vae_jax.data.pipeline import PIPELINES
 from vae_jax.data.rows import Rows, fingerprint
 from vae_jax.data.sharded import (gather_sharded, padded_rows, process_rows, put_sharded,
@@ -46,7 +46,8 @@ from vae_jax.errors import DataError
 __all__ = ["BINARIZATIONS", "CLASS_NAMES", "Dataset", "FASHION_MNIST_DIR", "GrainReader",
            "IDX_FILES", "PIPELINES", "Rows", "TFDS_FILE_FORMAT", "check", "epoch_permutation",
            "fingerprint", "gather_batch", "gather_sharded", "load", "padded_rows", "preprocess",
-           "process_rows", "put_sharded", "read_idx", "require_grain", "row_sharding", "Stream"]
+           "process_rows", "put_sharded", "read_idx", "require_grain", "resume_check",
+           "row_sharding", "Stream"]
 
 
 def load(name: str, *, data_dir: Optional[str] = None, download: bool = False,

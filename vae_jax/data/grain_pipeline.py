@@ -18,7 +18,8 @@ grain is an extra (``pip install -e '.[stream]'``), imported only when a stream 
 
 from __future__ import annotations
 
-from typing import Optional
+import functools
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -125,30 +126,47 @@ class GrainReader:
     def resume(self, saved: Optional[dict], step: int, where: str = "the checkpoint") -> None:
         """Continue from ``saved`` (``state`` of ``step``, read back from ``where``); None
         (a checkpoint without it): from the step alone. A mismatch is an error naming both."""
-        if saved is None:
-            return
-        if saved.get("step") != int(step):
-            raise CheckpointError(f"{where}: the data iterator's state is for step "
-                                  f"{saved.get('step')} but the train state for step {step}; "
-                                  "the checkpoint is inconsistent. Remove that step's folder "
-                                  "to resume from the one before.")
-        for key, mine in (("source", self.fingerprint), ("batch_size", self.batch_size)):
-            if saved.get(key) != mine:
-                raise DataError(
-                    f"{where} was written streaming a training set with {key}={saved.get(key)!r}"
-                    f", but this run has {key}={mine!r}: the data set (or its batch size) "
-                    "changed, so the run cannot resume where it stopped. Use the data and "
-                    "config the run was started with, or a new --workdir.")
-        epoch, position = divmod(int(step), self.steps_per_epoch)
-        if (saved.get("epoch"), saved.get("position")) != (epoch, position):
-            raise CheckpointError(f"{where}: the data iterator's state is at epoch "
-                                  f"{saved.get('epoch')} batch {saved.get('position')}, but "
-                                  f"step {step} is epoch {epoch} batch {position} "
-                                  f"({self.steps_per_epoch} batches an epoch).")
-        if saved.get("grain") is not None:
-            self._resume = (epoch, position, saved["grain"])
+        check_resume(saved, step, where, fingerprint=self.fingerprint,
+                     batch_size=self.batch_size, steps_per_epoch=self.steps_per_epoch)
+        if saved is not None and saved.get("grain") is not None:
+            self._resume = (saved["epoch"], saved["position"], saved["grain"])
 
     def close(self) -> None:
         if self._it is not None:
             self._it.close()  # grain's read threads stop
             self._it = self._at = None
+
+
+def check_resume(saved: Optional[dict], step: int, where: str, *, fingerprint: str,
+                 batch_size: int, steps_per_epoch: int) -> None:
+    """A stream state ``saved`` at ``where`` (or None: nothing to check) fits a run
+    resuming at ``step`` over a training set of ``fingerprint``: CheckpointError when it is
+    for another step, DataError naming both values when the data set or batch changed."""
+    if saved is None:
+        return
+    if saved.get("step") != int(step):
+        raise CheckpointError(f"{where}: the data iterator's state is for step "
+                              f"{saved.get('step')} but the train state for step {step}; the "
+                              "checkpoint is inconsistent. Move that step's folder aside to "
+                              "resume from the one before.")
+    for key, mine in (("source", fingerprint), ("batch_size", batch_size)):
+        if saved.get(key) != mine:
+            raise DataError(
+                f"{where} was written streaming a training set with {key}={saved.get(key)!r}, "
+                f"but this run has {key}={mine!r}: the data set (or the batch size) changed, "
+                "so the run cannot resume where it stopped. Use the data and config the run "
+                "was started with (its workdir's config.json), or a new --workdir.")
+    epoch, position = divmod(int(step), steps_per_epoch)
+    if (saved.get("epoch"), saved.get("position")) != (epoch, position):
+        raise CheckpointError(f"{where}: the data iterator's state is at epoch "
+                              f"{saved.get('epoch')} batch {saved.get('position')}, but step "
+                              f"{step} is epoch {epoch} batch {position} ({steps_per_epoch} "
+                              "batches an epoch).")
+
+
+def resume_check(source, batch_size: int, steps_per_epoch: int
+                 ) -> Callable[[Optional[dict], int, str], None]:
+    """``check_resume`` for a stream over ``source``, as ``(saved, step, where) -> None``:
+    run on the latest checkpoint before anything is written to the workdir."""
+    return functools.partial(check_resume, fingerprint=fingerprint(source),
+                             batch_size=batch_size, steps_per_epoch=steps_per_epoch)

@@ -140,6 +140,8 @@ def load(pattern: str) -> Dataset:
                               if "train_labels" in files else None)
                 test_labels.append(f["test_labels"].astype(np.int32)
                                    if "test_labels" in files else None)
+        except DataError:
+            raise
         except (zipfile.BadZipFile, ValueError, OSError) as e:
             raise DataError(f"Cannot read {path} as one of {LAYOUT}: {e}") from e
     if not tests:
