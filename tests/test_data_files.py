@@ -138,10 +138,10 @@ def test_grain_reads_the_stream_order_and_resumes_from_its_saved_state(tmp_path)
     for workers in (0, 3):
         stream = _stream(rows, workers)
         np.testing.assert_array_equal(_read_all(stream, 0, 30), want)
-        state = stream.state(15)  # mid-epoch 1: grain's own state after 3 batches
+        state = stream.state(15)  # mid-epoch 1: grain's own state after 15 batches
         assert state == {"step": 15, "epoch": 1, "position": 3, "batch_size": 4,
-                         "source": rows.fingerprint, "grain": {"next_index": 3}}
-        assert json.loads(json.dumps(state)) == state and stream.state(24)["grain"] is None
+                         "source": rows.fingerprint, "grain": {"next_index": 15}}
+        assert json.loads(json.dumps(state)) == state
         stream.close()
         resumed = _stream(rows, workers)
         resumed.resume(state, 15)
@@ -165,8 +165,9 @@ def _rss_mb() -> float:
 def test_file_backed_stream_memory_stays_flat_over_epochs(tmp_path):
     """30 epochs of 10 steps of 40 × 12 KB images from memory-mapped npz shards through
     grain (2 read threads): a stream that kept what it read would grow by 4.9 MB an epoch
-    (98 MB over the last 20), one that left each epoch's grain iterator open by its threads
-    and buffers. Resident memory grows by less than 30 MB over those 20 epochs (the mapped
+    (98 MB over the last 20); one that started grain's read threads afresh each epoch grew
+    by a malloc arena now and then (~15 MB over 20 epochs, more on a loaded machine), one
+    that left them running by 2 threads an epoch. Resident memory grows by less than 30 MB over those 20 epochs (the mapped
     file itself, 4.9 MB, is resident once read) and the thread count stays put."""
     x = _rng_images(400, (64, 64, 3))
     rows = data.load("npz", data_dir=_shards(tmp_path / "big", x, xt=x[:2],
@@ -184,12 +185,12 @@ def test_file_backed_stream_memory_stays_flat_over_epochs(tmp_path):
     stream.close()
     assert total == 30 * int(rows[:].astype(np.int64).sum())  # every row once an epoch
     assert len(rss) == 30 and rss[-1] - rss[9] < 30, rss
-    assert max(threads[9:]) <= threads[9] + 1, threads
+    assert max(threads[9:]) - max(threads[:10]) < 10, threads  # a leak: 40 more
 
 
 # ------------------------------------------------------------------- whole training loop
 
-def _fashion(n_train=320, n_test=100):
+def _fashion(n_train=320, n_test=1000):  # 1000 test images: the smoke runs' eval program
     ds = data.load("fashion_mnist")
     return ds.train_images[:n_train], ds.test_images[:n_test]
 
@@ -198,16 +199,22 @@ def _config(num_steps, pipeline, name, folder):
     config = smoke.get_config()
     config.train.num_steps, config.data.pipeline = num_steps, pipeline
     config.data.name, config.data.dir, config.data.num_workers = name, folder, 2
+    config.train.eval_every_steps = num_steps  # one evaluation, at the end: seconds saved
     return config
 
 
 @requires_fashion_mnist
-def test_file_backed_streams_train_like_the_on_device_path(tmp_path, capsys):
-    """320 real Fashion-MNIST images (10 steps an epoch), 25 steps: the on-device path on
-    the single .npz, and on the shards (it reads only its rows), and grain streaming the
-    shards and a folder of the same images as PNG files end with the same parameters, bit
-    for bit: every path feeds the same uint8 batches to the same compiled step. A rerun
-    streaming another data set into the same workdir is refused before it writes."""
+@pytest.mark.slow
+def test_file_backed_streams_train_like_on_device_and_resume_a_sigkill_bit_identically(
+        tmp_path, capsys):
+    """320 real Fashion-MNIST images (10 steps an epoch), 25 steps. In process: the
+    on-device path on the single .npz and on npz shards (it reads only its rows), and grain
+    streaming a folder of the same images as PNG files. In subprocesses: grain streaming the
+    shards, checkpoints every 5 steps, SIGKILLed inside the write of checkpoint 20, then
+    rerun: it resumes from checkpoint 15 (mid-epoch), whose ``data`` item holds grain's
+    state. All four end with the same parameters, bit for bit: every path feeds the same
+    uint8 batches to the same compiled step, and how calls are cut does not change a step.
+    Then a rerun streaming another data set into a workdir is refused before it writes."""
     x, xt = _fashion()
     single = str(tmp_path / "all.npz")
     np.savez(single, train=x, test=xt)
@@ -216,17 +223,32 @@ def test_file_backed_streams_train_like_the_on_device_path(tmp_path, capsys):
     runs = {}
     for key, pipeline, name, where in (("device", "device", "npz", single),
                                        ("device_shards", "device", "npz", shards),
-                                       ("shards", "stream", "npz", shards),
                                        ("png", "stream", "image_folder", folder)):
         runs[key] = experiment.train_and_evaluate(_config(25, pipeline, name, where),
                                                   str(tmp_path / key))
-    out = capsys.readouterr().out
-    assert out.count("Input pipeline 'stream'") == 2
-    for key in ("device_shards", "shards", "png"):
+    assert capsys.readouterr().out.count("Input pipeline 'stream'") == 1
+    # the session's compilation cache (conftest): the subprocesses compile nothing new
+    workdir, cache = str(tmp_path / "killed"), os.environ["JAX_COMPILATION_CACHE_DIR"]
+    overrides = ("--config.train.num_steps=25", "--config.data.pipeline=stream",
+                 "--config.data.name=npz", f"--config.data.dir={shards}",
+                 "--config.train.checkpoint_every_steps=5", "--config.data.num_workers=2",
+                 "--config.train.eval_every_steps=25")
+    r = _runs.run(_runs.command(workdir, *overrides, driver=True),
+                  _runs.env(cache, VAE_JAX_FAULT="sigkill_in_checkpoint:20"))
+    assert r.returncode == -signal.SIGKILL, r.stdout[-2000:] + r.stderr[-3000:]
+    mngr = checkpoint.manager(os.path.join(workdir, "checkpoints"), read_only=True)
+    assert mngr.all_steps()[-1] == 15
+    assert checkpoint.read_data_state(mngr, 15) == {
+        "step": 15, "epoch": 1, "position": 5, "batch_size": 32, "grain": {"next_index": 15},
+        "source": data.load("npz", data_dir=shards).train_images.fingerprint}
+    r = _runs.run(_runs.command(workdir, *overrides), _runs.env(cache))
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert "Input pipeline 'stream'" in r.stdout
+    runs["shards"] = _runs.final_state(workdir, smoke.get_config())
+    for key in ("device_shards", "png", "shards"):
         _runs.assert_same_state(runs["device"], runs[key])
-    mngr = checkpoint.manager(str(tmp_path / "shards" / "checkpoints"), read_only=True)
-    assert checkpoint.read_data_state(mngr, 25)["grain"] == {"next_index": 5}
-    assert checkpoint.read_data_state(mngr, 20)["grain"] is None  # an epoch's start
+    png = checkpoint.manager(str(tmp_path / "png" / "checkpoints"), read_only=True)
+    assert checkpoint.read_data_state(png, 25)["grain"] == {"next_index": 25}
     device = checkpoint.manager(str(tmp_path / "device" / "checkpoints"), read_only=True)
     assert checkpoint.read_data_state(device, 25) is None  # the on-device path: the step
     before = os.listdir(tmp_path / "png"), os.path.getmtime(tmp_path / "png" / "config.json")
@@ -235,33 +257,6 @@ def test_file_backed_streams_train_like_the_on_device_path(tmp_path, capsys):
         experiment.train_and_evaluate(_config(30, "stream", "npz", shards), str(tmp_path / "png"))
     assert before == (os.listdir(tmp_path / "png"),
                       os.path.getmtime(tmp_path / "png" / "config.json"))
-
-
-@requires_fashion_mnist
-@pytest.mark.slow
-def test_grain_stream_killed_mid_epoch_resumes_bit_identically(tmp_path):
-    """npz shards of 320 images (10 steps an epoch) streamed through grain, checkpoints
-    every 5 steps, SIGKILL inside the write of checkpoint 20 of 25: the rerun resumes from
-    checkpoint 15 (mid-epoch), whose ``data`` item holds grain's state, and ends where an
-    uninterrupted run does."""
-    x, xt = _fashion()
-    shards = _shards(tmp_path / "shards", x, xt=xt, cuts=(0, 100, 250))
-    config = _config(25, "stream", "npz", shards)
-    config.train.checkpoint_every_steps = 5
-    full = experiment.train_and_evaluate(config, str(tmp_path / "full"))
-    workdir, cache = str(tmp_path / "killed"), str(tmp_path / "cache")
-    overrides = ("--config.train.num_steps=25", "--config.data.pipeline=stream",
-                 "--config.data.name=npz", f"--config.data.dir={shards}",
-                 "--config.train.checkpoint_every_steps=5", "--config.data.num_workers=2")
-    r = _runs.run(_runs.command(workdir, *overrides, driver=True),
-                  _runs.env(cache, VAE_JAX_FAULT="sigkill_in_checkpoint:20"))
-    assert r.returncode == -signal.SIGKILL, r.stdout[-2000:] + r.stderr[-3000:]
-    mngr = checkpoint.manager(os.path.join(workdir, "checkpoints"), read_only=True)
-    assert mngr.all_steps()[-1] == 15
-    assert checkpoint.read_data_state(mngr, 15)["grain"] == {"next_index": 5}
-    r = _runs.run(_runs.command(workdir, *overrides), _runs.env(cache))
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-    _runs.assert_same_state(_runs.final_state(workdir, smoke.get_config()), full)
 
 
 # -------------------------------------------------------------------------- bad input

@@ -1,17 +1,21 @@
-"""The streaming path's reader: a grain pipeline per epoch that reads and decodes this
-process's part of every batch on host threads (``GrainReader``), and its state, saved with
-each checkpoint so that a run killed mid-epoch resumes from the same record.
+"""The streaming path's reader: one grain pipeline for the whole run that reads and decodes
+this process's part of every batch on host threads (``GrainReader``), and its state, saved
+with each checkpoint so that a run killed mid-epoch resumes from the same record.
 
-Epoch e's pipeline: ``grain.MapDataset.source(BatchRows)`` (element i: the row indices
-perm_e[i*B + lo : i*B + hi], this process's positions [lo, hi) of batch i) ``.map(ReadRows)``
-(``source[idx]``: uint8 [hi - lo, H, W, C], memory-mapped or decoded on the host)
+The pipeline: ``grain.MapDataset.source(BatchRows)`` (element j, the batch of global step j:
+the row indices perm_e[i*B + lo : i*B + hi] with (e, i) = divmod(j, steps_per_epoch), this
+process's positions [lo, hi) of batch i) ``.map(ReadRows)`` (``source[idx]``: uint8
+[hi - lo, H, W, C], memory-mapped or decoded on the host)
 ``.to_iter_dataset(ReadOptions(num_threads=config.data.num_workers))``. perm_e is the
-on-device path's permutation, so both paths see the same batches in the same order.
+on-device path's permutation, handed over by the ``Stream`` as it draws it (``provide``;
+on the caller's thread, in step order, as multi-process runs need), so both paths see the
+same batches in the same order. One iterator, not one an epoch: its read threads live as
+long as the run (threads started afresh every epoch grew the heap by a malloc arena each).
 
 The saved state (JSON): ``{"step", "epoch", "position", "batch_size", "source": the
-training set's fingerprint, "grain": grain's own ``get_state()`` after ``position`` batches of
-``epoch``}``; ``resume`` checks it against the restored step and the data set, then sets
-grain's iterator from it.
+training set's fingerprint, "grain": grain's own ``get_state()`` after ``step`` batches}``;
+``resume`` checks it against the restored step and the data set, then sets grain's iterator
+from it.
 
 grain is an extra (``pip install -e '.[stream]'``), imported only when a stream is built.
 """
@@ -19,6 +23,7 @@ grain is an extra (``pip install -e '.[stream]'``), imported only when a stream 
 from __future__ import annotations
 
 import functools
+import threading
 from typing import Callable, Optional
 
 import numpy as np
@@ -43,20 +48,51 @@ def require_grain():
     return grain
 
 
-class BatchRows:
-    """grain source: element i = the row indices int64 [hi - lo] of batch i that this
-    process reads (positions [lo, hi) of each batch of ``batch_size`` in ``perm``)."""
+class Orders:
+    """Each epoch's permutation int [N], put by the stream's caller and waited for by
+    grain's read threads (which may run ahead into an epoch not drawn yet)."""
 
-    def __init__(self, perm: np.ndarray, batch_size: int, lo: int, hi: int, steps: int):
-        self.perm, self.batch_size, self.lo, self.hi, self.steps = (
-            np.asarray(perm, np.int64), batch_size, lo, hi, steps)
+    def __init__(self):
+        self._perms: dict[int, np.ndarray] = {}
+        self._cond = threading.Condition()
+        self._closed = False
+
+    def put(self, epoch: int, perm: np.ndarray) -> None:
+        with self._cond:
+            if epoch not in self._perms:
+                self._perms = {e: p for e, p in self._perms.items() if e >= epoch - 2}
+                self._perms[epoch] = np.asarray(perm, np.int64)
+                self._cond.notify_all()
+
+    def get(self, epoch: int) -> np.ndarray:
+        with self._cond:
+            self._cond.wait_for(lambda: epoch in self._perms or self._closed)
+            if epoch not in self._perms:
+                raise RuntimeError(f"the stream closed before epoch {epoch}'s order was drawn")
+            return self._perms[epoch]
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
+class BatchRows:
+    """grain source: element j = the row indices int64 [hi - lo] of global step j's batch
+    that this process reads (positions [lo, hi) of the batch of ``batch_size``)."""
+
+    def __init__(self, orders: Orders, batch_size: int, lo: int, hi: int,
+                 steps_per_epoch: int, total_steps: int):
+        self.orders, self.batch_size, self.lo, self.hi = orders, batch_size, lo, hi
+        self.steps_per_epoch, self.total_steps = steps_per_epoch, total_steps
 
     def __len__(self) -> int:
-        return self.steps
+        return self.total_steps
 
-    def __getitem__(self, i: int) -> np.ndarray:
-        start = int(i) * self.batch_size
-        return self.perm[start + self.lo:start + self.hi]
+    def __getitem__(self, j: int) -> np.ndarray:
+        epoch, i = divmod(int(j), self.steps_per_epoch)
+        start = i * self.batch_size
+        return self.orders.get(epoch)[start + self.lo:start + self.hi]
 
 
 class ReadRows:
@@ -70,48 +106,36 @@ class ReadRows:
 
 
 class GrainReader:
-    """``read(epoch, perm, first, k)``: uint8 [k, hi - lo, H, W, C], batches first..first+k-1
-    of ``epoch`` (this process's positions [lo, hi) of each), through one grain iterator per
-    epoch; reads of consecutive calls continue the iterator, any other start re-opens it.
+    """``read(epoch, first, k)``: uint8 [k, hi - lo, H, W, C], batches first..first+k-1 of
+    ``epoch`` (this process's positions [lo, hi) of each), through one grain iterator over
+    the run's ``total_steps`` batches; a read that does not continue the last one seeks it.
 
-    Called from one thread (the ``Stream``'s); ``state`` from another, for a step whose call
-    has been read."""
+    ``provide(epoch, perm)`` before reading an epoch; ``read`` from one thread (the
+    ``Stream``'s); ``state`` from another, for a step whose call has been read."""
 
     def __init__(self, source, *, batch_size: int, lo: int, hi: int, steps_per_epoch: int,
-                 num_workers: int = 0):
-        self.grain = require_grain()
-        self.source, self.batch_size, self.lo, self.hi = source, batch_size, lo, hi
-        self.steps_per_epoch, self.num_workers = steps_per_epoch, num_workers
+                 total_steps: int, num_workers: int = 0):
+        grain = require_grain()
+        self.batch_size, self.steps_per_epoch = batch_size, steps_per_epoch
         self.fingerprint = fingerprint(source)
-        self._it, self._at = None, None  # the open iterator, (epoch, next batch) it reads
+        self.orders = Orders()
+        ds = grain.MapDataset.source(BatchRows(self.orders, batch_size, lo, hi, steps_per_epoch,
+                                               total_steps)).map(ReadRows(source))
+        self._it = iter(ds.to_iter_dataset(grain.ReadOptions(
+            num_threads=num_workers, prefetch_buffer_size=max(1, 2 * num_workers))))
+        self._next = 0  # the global step the iterator reads next
         self._states: dict[int, dict] = {}  # stop step -> grain state after it
-        self._resume: Optional[tuple[int, int, dict]] = None
 
-    def _open(self, epoch: int, perm: np.ndarray, first: int) -> None:
-        self.close()
-        grain = self.grain
-        ds = grain.MapDataset.source(BatchRows(perm, self.batch_size, self.lo, self.hi,
-                                               self.steps_per_epoch)).map(ReadRows(self.source))
-        it = iter(ds.to_iter_dataset(grain.ReadOptions(
-            num_threads=self.num_workers, prefetch_buffer_size=max(1, 2 * self.num_workers))))
-        if self._resume is not None and self._resume[:2] == (epoch, first):
-            saved = self._resume[2]
-            it.set_state(saved)  # grain's own state, from the checkpoint
-            if it.get_state() != saved:
-                raise CheckpointError(f"grain did not resume from the checkpointed state "
-                                      f"{saved} (it reports {it.get_state()}).")
-        elif first:
-            it.set_state({"next_index": first})  # a start inside the epoch, no saved state
-        self._resume = None
-        self._it, self._at = it, (epoch, first)
+    def provide(self, epoch: int, perm: np.ndarray) -> None:
+        self.orders.put(epoch, perm)
 
-    def read(self, epoch: int, perm: np.ndarray, first: int, k: int) -> np.ndarray:
-        if self._at != (epoch, first):
-            self._open(epoch, perm, first)
+    def read(self, epoch: int, first: int, k: int) -> np.ndarray:
+        start = epoch * self.steps_per_epoch + first
+        if start != self._next:  # a resumed or re-cut schedule
+            self._it.set_state({"next_index": start})
         out = np.stack([next(self._it) for _ in range(k)])
-        self._at = (epoch, first + k)
-        stop = epoch * self.steps_per_epoch + first + k
-        self._states[stop] = self._it.get_state()
+        self._next = start + k
+        self._states[self._next] = self._it.get_state()
         if len(self._states) > KEEP_STATES:
             self._states.pop(min(self._states))
         return out
@@ -119,22 +143,25 @@ class GrainReader:
     def state(self, step: int) -> dict:
         """The JSON state of the stream at ``step`` (a call boundary already read)."""
         epoch, position = divmod(int(step), self.steps_per_epoch)
-        grain_state = self._states.get(int(step)) if position else None  # None: epoch start
         return {"step": int(step), "epoch": epoch, "position": position,
-                "batch_size": self.batch_size, "source": self.fingerprint, "grain": grain_state}
+                "batch_size": self.batch_size, "source": self.fingerprint,
+                "grain": self._states.get(int(step))}
 
     def resume(self, saved: Optional[dict], step: int, where: str = "the checkpoint") -> None:
         """Continue from ``saved`` (``state`` of ``step``, read back from ``where``); None
         (a checkpoint without it): from the step alone. A mismatch is an error naming both."""
         check_resume(saved, step, where, fingerprint=self.fingerprint,
                      batch_size=self.batch_size, steps_per_epoch=self.steps_per_epoch)
-        if saved is not None and saved.get("grain") is not None:
-            self._resume = (saved["epoch"], saved["position"], saved["grain"])
+        grain_state = None if saved is None else saved.get("grain")
+        self._it.set_state(grain_state or {"next_index": int(step)})  # grain's own state
+        if self._it.get_state().get("next_index") != int(step):
+            raise CheckpointError(f"{where}: grain's saved state {grain_state} does not "
+                                  f"resume at step {step} (it reports {self._it.get_state()}).")
+        self._next = int(step)
 
     def close(self) -> None:
-        if self._it is not None:
-            self._it.close()  # grain's read threads stop
-            self._it = self._at = None
+        self.orders.close()  # read threads waiting for an order give up
+        self._it.close()
 
 
 def check_resume(saved: Optional[dict], step: int, where: str, *, fingerprint: str,

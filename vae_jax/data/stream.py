@@ -80,7 +80,7 @@ class Stream:
         self.item_shape = tuple(np.shape(source)[1:])
         self.reader = None if num_workers is None else GrainReader(
             source, batch_size=batch_size, lo=self.lo, hi=self.hi,
-            steps_per_epoch=steps_per_epoch, num_workers=num_workers)
+            steps_per_epoch=steps_per_epoch, total_steps=total_steps, num_workers=num_workers)
         self._orders: dict[int, np.ndarray] = {}
         self._pending: dict[int, tuple[int, concurrent.futures.Future]] = {}
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="stream")
@@ -89,12 +89,14 @@ class Stream:
         if epoch not in self._orders:
             self._orders = {e: p for e, p in self._orders.items() if e >= epoch - 1}
             self._orders[epoch] = np.asarray(self.order(epoch))
+            if self.reader is not None:
+                self.reader.provide(epoch, self._orders[epoch])
         return self._orders[epoch]
 
     def _read(self, epoch: int, perm: np.ndarray, first: int, k: int) -> jax.Array:
         b = self.batch_size
         if self.reader is not None:
-            local = self.reader.read(epoch, perm, first, k)
+            local = self.reader.read(epoch, first, k)
         else:
             idx = perm[first * b:(first + k) * b].reshape(k, b)[:, self.lo:self.hi]
             local = np.asarray(self.source[idx.reshape(-1)])
