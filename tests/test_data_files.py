@@ -143,10 +143,11 @@ def test_grain_reads_the_stream_order_and_resumes_from_its_saved_state(tmp_path)
                          "source": rows.fingerprint, "grain": {"next_index": 15}}
         assert json.loads(json.dumps(state)) == state
         stream.close()
-        resumed = _stream(rows, workers)
-        resumed.resume(state, 15)
-        np.testing.assert_array_equal(_read_all(resumed, 15, 30), want[15:])
-        resumed.close()
+        for saved in (state, None):  # None: a checkpoint without the item (from the step)
+            resumed = _stream(rows, workers)
+            resumed.resume(saved, 15)
+            np.testing.assert_array_equal(_read_all(resumed, 15, 30), want[15:])
+            resumed.close()
     stream = _stream(rows, 0)
     with pytest.raises(errors.CheckpointError, match="state is for step 15 but the train "
                        "state for step 20"):
