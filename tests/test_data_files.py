@@ -168,8 +168,9 @@ def test_file_backed_stream_memory_stays_flat_over_epochs(tmp_path):
     grain (2 read threads): a stream that kept what it read would grow by 4.9 MB an epoch
     (98 MB over the last 20); one that started grain's read threads afresh each epoch grew
     by a malloc arena now and then (~15 MB over 20 epochs, more on a loaded machine), one
-    that left them running by 2 threads an epoch. Resident memory grows by less than 30 MB over those 20 epochs (the mapped
-    file itself, 4.9 MB, is resident once read) and the thread count stays put."""
+    that left them running by 2 threads an epoch. Resident memory grows by less than 30 MB
+    over those 20 epochs (the mapped file itself, 4.9 MB, is resident once read) and the
+    thread count stays put."""
     x = _rng_images(400, (64, 64, 3))
     rows = data.load("npz", data_dir=_shards(tmp_path / "big", x, xt=x[:2],
                                              cuts=(0, 150, 300))).train_images
