@@ -214,7 +214,8 @@ def _train(s: Setup, workdir: str) -> train.TrainState:
         num_workers=config.data.num_workers, order=lambda epoch: jax.device_get(
             trainer.permutation(keys["order"], jax.device_put(np.int32(epoch)), num_train)))
     if stream is not None and restored is not None:  # the iterator's state (checked)
-        stream.resume(checkpoint.read_data_state(mngr, restored_step), restored_step)
+        stream.resume(checkpoint.read_data_state(mngr, restored_step), restored_step,
+                      checkpoint.step_path(mngr, restored_step))
     # on any exit (done, NaN, signal, error) flush the metrics and close the manager
     with runtime.StopSignal() as stop, _closing(writer, mngr, guard, workdir, metrics_log,
                                                 lambda: saved_step), \
