@@ -2,10 +2,13 @@
 
 Only arrays and JSON are written (orbax's PyTree/array format); nothing is pickled.
 
-Each step directory holds two items, finalised together by orbax's atomic rename:
+Each step directory holds two items (three on the streaming path), finalised together by
+orbax's atomic rename:
 
 * ``state``: the TrainState arrays;
-* ``checksum``: JSON ``{"sha256": {leaf path: digest}}`` of those arrays as saved.
+* ``checksum``: JSON ``{"sha256": {leaf path: digest}}`` of those arrays as saved;
+* ``data`` (streaming runs only): JSON, the input iterator's state at that step
+  (``data.GrainReader.state``), read back with ``read_data_state``.
 
 Orbax reads a truncated or emptied array file as an error, but bytes flipped on disk restore
 silently as wrong numbers; the checksum catches both. ``restore_latest_good`` walks back
@@ -30,7 +33,7 @@ import os
 import shutil
 import sys
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import jax
 import numpy as np
@@ -41,13 +44,14 @@ from vae_jax.errors import CheckpointError, CheckpointMismatchError
 
 
 def _handler_registry() -> ocp.handlers.DefaultCheckpointHandlerRegistry:
-    """The two items and their handlers, for saving and restoring (orbax's current API; its
+    """The items and their handlers, for saving and restoring (orbax's current API; its
     ``item_handlers`` argument is deprecated)."""
     registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
     for item, handler, save_args, restore_args in (
             ("state", ocp.StandardCheckpointHandler(), ocp.args.StandardSave,
              ocp.args.StandardRestore),
-            ("checksum", ocp.JsonCheckpointHandler(), ocp.args.JsonSave, ocp.args.JsonRestore)):
+            ("checksum", ocp.JsonCheckpointHandler(), ocp.args.JsonSave, ocp.args.JsonRestore),
+            ("data", ocp.JsonCheckpointHandler(), ocp.args.JsonSave, ocp.args.JsonRestore)):
         registry.add(item, save_args, handler)
         registry.add(item, restore_args, handler)
     return registry
@@ -104,8 +108,10 @@ def fingerprint(state: Any) -> dict[str, str]:
     return out
 
 
-def save(mngr: ocp.CheckpointManager, step: int, state: Any, *, force: bool = True) -> None:
-    """Save ``state`` at ``step`` with its checksum; returns once the step is finalised.
+def save(mngr: ocp.CheckpointManager, step: int, state: Any, *, force: bool = True,
+         data_state: Optional[dict] = None) -> None:
+    """Save ``state`` at ``step`` with its checksum (and ``data_state``, the input
+    iterator's JSON state, as item ``data``); returns once the step is finalised.
 
     A save that fails (a full disk, ...) re-raises after removing its own unfinished
     ``<step>.orbax-checkpoint-tmp*`` folder, which frees the space it took; the steps
@@ -113,9 +119,11 @@ def save(mngr: ocp.CheckpointManager, step: int, state: Any, *, force: bool = Tr
     quiet = _QuietFailedSave()
     try:
         with quiet:
-            mngr.save(int(step), args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state),
-                checksum=ocp.args.JsonSave({"sha256": fingerprint(state)})), force=force)
+            items = dict(state=ocp.args.StandardSave(state),
+                         checksum=ocp.args.JsonSave({"sha256": fingerprint(state)}))
+            if data_state is not None:
+                items["data"] = ocp.args.JsonSave(data_state)
+            mngr.save(int(step), args=ocp.args.Composite(**items), force=force)
             mngr.wait_until_finished()
     except Exception:
         with contextlib.suppress(Exception):  # orbax's other threads of this save end first
@@ -210,17 +218,23 @@ def check_compatible(mngr: ocp.CheckpointManager, step: int, target: Any) -> Non
             "config.json), or a new --workdir for the new model.")
 
 
-def check_latest_compatible(directory: str, target: Any) -> None:
+def check_latest_compatible(directory: str, target: Any, data_check: Optional[
+        Callable[[Optional[dict], int, str], None]] = None) -> None:
     """CheckpointMismatchError if the newest checkpoint in ``directory`` whose metadata
-    reads holds another model than ``target`` (arrays or ShapeDtypeStructs). Reads only
-    metadata and creates nothing, so training runs it before taking the workdir."""
+    reads holds another model than ``target`` (arrays or ShapeDtypeStructs); then
+    ``data_check(its data item or None, step, path)`` (a streaming run refuses another data
+    set). Reads only metadata and JSON and creates nothing, so training runs it before
+    taking the workdir."""
     if not os.path.isdir(directory):
         return
     mngr = manager(directory, read_only=True)
     try:
         for step in sorted(mngr.all_steps(), reverse=True):
             try:
-                return check_compatible(mngr, step, target)
+                check_compatible(mngr, step, target)
+                if data_check is not None:
+                    data_check(read_data_state(mngr, step), step, step_path(mngr, step))
+                return
             except CheckpointError:  # damaged: restore_latest_good reports and skips it
                 continue
     finally:
@@ -255,6 +269,20 @@ def restore(mngr: ocp.CheckpointManager, target: Any, step: Optional[int] = None
         raise CheckpointError(f"Checkpoint {path} fails its checksum for {bad[:5]}: the "
                               "files were corrupted on disk after saving.")
     return out["state"]
+
+
+def read_data_state(mngr: ocp.CheckpointManager, step: int) -> Optional[dict]:
+    """The ``data`` item of ``step`` (the input iterator's state), or None when the
+    checkpoint has none (the on-device path, or written before the item existed)."""
+    path = step_path(mngr, step)
+    if not os.path.isdir(os.path.join(path, "data")):
+        return None
+    try:
+        return mngr.restore(int(step), args=ocp.args.Composite(
+            data=ocp.args.JsonRestore()))["data"]
+    except Exception as e:
+        raise CheckpointError(f"Cannot read the data iterator's state in {path}: "
+                              f"{type(e).__name__}: {str(e)[:300]}") from e
 
 
 def restore_latest_good(mngr: ocp.CheckpointManager, target: Any, *,

@@ -177,9 +177,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
             or config.data.prefetch < 1):
         raise err(f"config.data.prefetch={config.data.prefetch!r} must be a positive "
                   "integer (calls' batches read ahead on the streaming pipeline).")
+    if (isinstance(config.data.num_workers, bool)
+            or not isinstance(config.data.num_workers, int) or config.data.num_workers < 0):
+        raise err(f"config.data.num_workers={config.data.num_workers!r} must be an integer "
+                  ">= 0 (grain's threads reading and decoding the streamed batches; 0 reads "
+                  "on the stream's own thread).")
     if not isinstance(config.data.name, str) or not config.data.name:
         raise err(f"config.data.name={config.data.name!r}: give a data set name such as "
-                  "'fashion_mnist', 'mnist', 'npz' or a prepared tfds name.")
+                  "'fashion_mnist', 'mnist', 'npz', 'image_folder' or a prepared tfds name.")
     valid_model = sorted(_builder_defaults(config.model.name))
     unknown = sorted(set(config.model.keys()) - set(valid_model) - {"name"})
     if unknown:

@@ -26,6 +26,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.data.pipeline = "auto"
     c.data.device_budget_mb = 0     # MB per device for "auto"; 0 = the backend's default
     c.data.prefetch = 2             # "stream": calls' batches read ahead on a host thread
+    c.data.num_workers = 4          # "stream": grain's threads reading/decoding batches (0: one)
 
     c.model = ml_collections.ConfigDict()   # the registered builder's keyword arguments
     c.model.name = "mlp"

@@ -59,7 +59,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *,
     parallel.check_batch_size(config.train.batch_size, mesh)
     parallel.check_batch_size(config.eval.batch_size, mesh, "config.eval.batch_size")
     ds = data.load(config.data.name, data_dir=config.data.dir or None,
-                   download=config.data.download)
+                   download=config.data.download, lazy_train=True)
     n_test = config.eval.num_test_images or len(ds.test_images)
     if min(n_test, len(ds.test_images)) < mesh.size:
         raise ConfigError(
@@ -78,6 +78,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *,
         data.process_rows(len(ds.train_images), mesh)  # no process is left without rows
     else:
         data.stream.check_process_share(config.train.batch_size, mesh)
+        data.require_grain()  # the stream reads through grain (an extra)
     model = config_lib.build_model(config, ds.image_shape)
     config_lib.check_model_fits(model, ds.image_shape, config.model.name)
     return Setup(config, mesh, ds, model, pipeline, reason)
@@ -125,11 +126,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
     if is_main:
         runtime.check_not_busy(workdir)  # fail at once, before loading anything
     s = setup(config, workdir)
-    # another model's checkpoint is refused too before anything is written (metadata only)
+    # another model's (or data set's) checkpoint is refused before anything is written
     optimizer = optim.make_optimizer(s.config.optim, s.steps_per_epoch)
     checkpoint.check_latest_compatible(os.path.join(workdir, "checkpoints"), jax.eval_shape(
         lambda k: train.create_train_state(k, s.model, optimizer, s.ds.image_shape),
-        config_lib.root_keys(s.config.seed)["init"]))
+        config_lib.root_keys(s.config.seed)["init"]), data_check=None if s.pipeline != "stream"
+        else data.resume_check(s.ds.train_images, s.config.train.batch_size, s.steps_per_epoch))
     # One training run per workdir; creating it and its lock file is the first write.
     with runtime.WorkdirLock(workdir, enabled=is_main):
         return _train(s, workdir)
@@ -178,15 +180,13 @@ def _train(s: Setup, workdir: str) -> train.TrainState:
 
     num_train = len(ds.train_images)
     print(f"Input pipeline {s.pipeline!r}: {s.pipeline_reason}.", flush=True)
-    train_images = source = None
+    train_images, source = None, ds.train_images  # source: read a batch at a time (Stream)
     if s.pipeline == "device":
-        # Split over the devices, each holding 1/n of the rows; a process places only the
-        # rows of its own devices (it read the whole file: IDX / npz are sliced after).
+        # each device holds 1/n of the rows; a process reads and places its devices' rows
         first, last = data.process_rows(num_train, mesh)
         train_images = trainer.put_train_images(ds.train_images[first:last],
                                                 num_rows=num_train, row_offset=first)
-    else:
-        source = ds.train_images  # read on the host, a batch at a time (data.Stream)
+        source = None
     # The loop reads only the device copy; on the CPU backend that copy is host memory
     # too, so keeping the numpy one would hold the training set twice.
     ds = s.ds = dataclasses.replace(ds, train_images=None)  # the caller's reference too
@@ -208,13 +208,14 @@ def _train(s: Setup, workdir: str) -> train.TrainState:
         return train.next_stop(step, total_steps, steps_per_epoch, config.train.steps_per_call,
                                ckpt_every, eval_every)
 
-    stream = None if source is None else data.Stream(
+    stream = None if source is None else data.Stream(  # read through grain, host threads
         source, mesh, batch_size=config.train.batch_size, steps_per_epoch=steps_per_epoch,
         total_steps=total_steps, schedule=schedule, prefetch=config.data.prefetch,
-        order=lambda epoch: jax.device_get(trainer.permutation(
-            keys["order"], jax.device_put(np.int32(epoch)), num_train)))
-    del source
-
+        num_workers=config.data.num_workers, order=lambda epoch: jax.device_get(
+            trainer.permutation(keys["order"], jax.device_put(np.int32(epoch)), num_train)))
+    if stream is not None and restored is not None:  # the iterator's state (checked)
+        stream.resume(checkpoint.read_data_state(mngr, restored_step), restored_step,
+                      checkpoint.step_path(mngr, restored_step))
     # on any exit (done, NaN, signal, error) flush the metrics and close the manager
     with runtime.StopSignal() as stop, _closing(writer, mngr, guard, workdir, metrics_log,
                                                 lambda: saved_step), \
@@ -264,12 +265,12 @@ def _train(s: Setup, workdir: str) -> train.TrainState:
                             keys["eval"], model=model, binarization=config.data.binarization)
             if step % ckpt_every == 0 or step == total_steps:
                 with guard(checkpoint.step_path(mngr, step)):
-                    checkpoint.save(mngr, step, state)
+                    checkpoint.save(mngr, step, state, data_state=stream and stream.state(step))
                 saved_step = step
             if step < total_steps and stop.requested():
                 if saved_step != step:
                     with guard(checkpoint.step_path(mngr, step)):
-                        checkpoint.save(mngr, step, state)
+                        checkpoint.save(mngr, step, state, data_state=stream and stream.state(step))
                 name = signal.Signals(stop.signum).name
                 message = (f"Stopped by {name} at step {step}/{total_steps}; checkpoint saved "
                            f"in {mngr.directory}. Run the same command to resume.")

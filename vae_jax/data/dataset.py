@@ -20,7 +20,10 @@ CLASS_NAMES = {
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-    """uint8 images [N, H, W, C]; labels int32 [N] (or None when the source has none)."""
+    """uint8 images [N, H, W, C]; labels int32 [N] (or None when the source has none).
+
+    ``train_images`` is a numpy array, or for a file-backed source a ``rows.Rows`` read on
+    demand (``len``, ``shape``, ``rows[i | a:b | int array]``), never whole."""
 
     name: str
     train_images: np.ndarray
@@ -34,9 +37,8 @@ class Dataset:
 
     @property
     def num_classes(self) -> Optional[int]:
-        if self.train_labels is None:
-            return None
-        return int(max(self.train_labels.max(), self.test_labels.max())) + 1
+        labels = [x for x in (self.train_labels, self.test_labels) if x is not None]
+        return int(max(x.max() for x in labels)) + 1 if labels else None
 
 
 def check(ds: Dataset, source: str) -> Dataset:

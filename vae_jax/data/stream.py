@@ -5,8 +5,9 @@ random-access source, by a worker thread and placed on the devices ahead of the 
 Order: step s of epoch e reads rows perm_e[i*B:(i+1)*B] (i = s mod steps_per_epoch), with
 perm_e the permutation the on-device path draws (``epoch_permutation``), so both paths see
 the same batches and give the same parameters. The position of the stream is a function of
-the step alone: the step counter in the checkpoint is the iterator's whole state, and a run
-killed mid-epoch resumes at the same row.
+the step alone, so a run killed mid-epoch resumes at the same row; with a ``reader``
+(``grain_pipeline.GrainReader``, what training uses) the reader's own state is saved with
+each checkpoint too (``state`` / ``resume``) and checked against the step on resume.
 
 Each process reads only the rows of its own devices' part of every batch (B/n per device)
 and places them with ``jax.make_array_from_process_local_data``.
@@ -15,12 +16,13 @@ and places them with ``jax.make_array_from_process_local_data``.
 from __future__ import annotations
 
 import concurrent.futures
-from typing import Callable
+from typing import Callable, Optional
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from vae_jax.data.grain_pipeline import GrainReader
 from vae_jax.errors import DataError
 from vae_jax.parallel import DATA_AXIS
 
@@ -61,18 +63,24 @@ class Stream:
     source: random access by index arrays (a numpy array, a memory map, or anything with
     ``source[np.ndarray] -> uint8 [len, H, W, C]``) holding the training set's rows;
     order(epoch) -> int [N], the epoch's permutation (called on the caller's thread);
-    schedule(step) -> where the call starting at ``step`` ends (never past its epoch).
+    schedule(step) -> where the call starting at ``step`` ends (never past its epoch);
+    num_workers: None reads ``source`` on the stream's thread; an int reads it through a
+    grain pipeline (``GrainReader``) with that many read threads (0: the stream's thread).
     """
 
     def __init__(self, source, mesh: Mesh, *, batch_size: int, steps_per_epoch: int,
                  total_steps: int, order: Callable[[int], np.ndarray],
-                 schedule: Callable[[int], int], prefetch: int = 2):
+                 schedule: Callable[[int], int], prefetch: int = 2,
+                 num_workers: Optional[int] = None):
         self.source, self.batch_size, self.steps_per_epoch = source, batch_size, steps_per_epoch
         self.total_steps, self.order, self.schedule = total_steps, order, schedule
         self.depth = prefetch
         self.sharding = NamedSharding(mesh, P(None, DATA_AXIS))
         self.lo, self.hi = process_share(batch_size, mesh)
-        self.item_shape = tuple(np.asarray(source[np.zeros(1, np.int64)]).shape[1:])
+        self.item_shape = tuple(np.shape(source)[1:])
+        self.reader = None if num_workers is None else GrainReader(
+            source, batch_size=batch_size, lo=self.lo, hi=self.hi,
+            steps_per_epoch=steps_per_epoch, total_steps=total_steps, num_workers=num_workers)
         self._orders: dict[int, np.ndarray] = {}
         self._pending: dict[int, tuple[int, concurrent.futures.Future]] = {}
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="stream")
@@ -81,13 +89,18 @@ class Stream:
         if epoch not in self._orders:
             self._orders = {e: p for e, p in self._orders.items() if e >= epoch - 1}
             self._orders[epoch] = np.asarray(self.order(epoch))
+            if self.reader is not None:
+                self.reader.provide(epoch, self._orders[epoch])
         return self._orders[epoch]
 
-    def _read(self, perm: np.ndarray, first: int, k: int) -> jax.Array:
+    def _read(self, epoch: int, perm: np.ndarray, first: int, k: int) -> jax.Array:
         b = self.batch_size
-        idx = perm[first * b:(first + k) * b].reshape(k, b)[:, self.lo:self.hi]
-        local = np.asarray(self.source[idx.reshape(-1)]).reshape(k, self.hi - self.lo,
-                                                                 *self.item_shape)
+        if self.reader is not None:
+            local = self.reader.read(epoch, first, k)
+        else:
+            idx = perm[first * b:(first + k) * b].reshape(k, b)[:, self.lo:self.hi]
+            local = np.asarray(self.source[idx.reshape(-1)])
+        local = local.reshape(k, self.hi - self.lo, *self.item_shape)
         return jax.make_array_from_process_local_data(self.sharding, local,
                                                       (k, b, *self.item_shape))
 
@@ -98,7 +111,7 @@ class Stream:
             if not start < stop <= (epoch + 1) * self.steps_per_epoch:
                 raise ValueError(f"steps [{start}, {stop}) are not inside one epoch")
             self._pending[start] = (stop, self._pool.submit(
-                self._read, self._perm(epoch), first, stop - start))
+                self._read, epoch, self._perm(epoch), first, stop - start))
         return stop
 
     def batches(self, start: int) -> tuple[int, jax.Array]:
@@ -114,8 +127,19 @@ class Stream:
         stop, future = self._pending.pop(start)
         return stop, future.result()
 
+    def state(self, step: int) -> Optional[dict]:
+        """The reader's JSON state at ``step`` (saved with the checkpoint); None without one."""
+        return None if self.reader is None else self.reader.state(step)
+
+    def resume(self, saved: Optional[dict], step: int, where: str = "the checkpoint") -> None:
+        """Resume the reader from ``saved`` (``state`` of ``step``, or None: from the step)."""
+        if self.reader is not None:
+            self.reader.resume(saved, step, where)
+
     def close(self) -> None:
         for _, future in self._pending.values():
             future.cancel()
         self._pending.clear()
         self._pool.shutdown(wait=True)
+        if self.reader is not None:
+            self.reader.close()

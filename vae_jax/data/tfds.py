@@ -1,5 +1,6 @@
-"""Prepared tfds data sets read through ``tfds.data_source`` (ArrayRecord), and the message
-that says how to get a data set that was not found."""
+"""Prepared tfds data sets read through ``tfds.data_source`` (ArrayRecord): whole, or with
+the training split read a batch of records at a time (``TfdsRows``); and the message that
+says how to get a data set that was not found."""
 
 from __future__ import annotations
 
@@ -9,16 +10,49 @@ import numpy as np
 
 from vae_jax.data import idx
 from vae_jax.data.dataset import Dataset
+from vae_jax.data.rows import Rows
 from vae_jax.errors import DataError
+
+
+def read_records(source, idx) -> list:
+    try:  # ArrayRecord sources read many records at once
+        return list(source.__getitems__([int(i) for i in idx]))
+    except TypeError:  # sources without batched reads (e.g. tfds.testing.mock_data)
+        return [source[int(i)] for i in idx]
+
+
+class TfdsRows(Rows):
+    """A tfds ``data_source`` split's images, uint8 [N, H, W, C], read (and decoded) by
+    ArrayRecord record on demand; N from the source, the image shape from record 0."""
+
+    def __init__(self, source, name: str, split: str):
+        self.source, self.name, self.split = source, name, split
+        if len(source) == 0:
+            raise DataError(f"tfds data set {name!r} has an empty {split!r} split.")
+        first = self.image(read_records(source, [0])[0])
+        self.shape = (len(source), *first.shape)
+
+    def image(self, record) -> np.ndarray:
+        x = np.asarray(record["image"])
+        if x.dtype != np.uint8:
+            raise DataError(f"tfds data set {self.name!r}: images are {x.dtype}, expected "
+                            "uint8.")
+        return x[..., None] if x.ndim == 2 else x
+
+    def take(self, idx: np.ndarray) -> np.ndarray:
+        out = np.empty((len(idx), *self.shape[1:]), np.uint8)
+        for j, r in enumerate(read_records(self.source, idx)):
+            out[j] = self.image(r)
+        return out
+
+    def describe(self) -> str:
+        return f"tfds {self.name} {self.split} {self.shape}"
 
 def split_arrays(source, name: str, split: str) -> tuple[np.ndarray, Optional[np.ndarray]]:
     n = len(source)
     if n == 0:
         raise DataError(f"tfds data set {name!r} has an empty {split!r} split.")
-    try:  # ArrayRecord sources read many records at once
-        records = list(source.__getitems__(list(range(n))))
-    except TypeError:  # sources without batched reads (e.g. tfds.testing.mock_data)
-        records = [source[i] for i in range(n)]
+    records = read_records(source, range(n))
     images = np.stack([np.asarray(r["image"]) for r in records])
     if images.dtype != np.uint8:
         raise DataError(f"tfds data set {name!r}: images are {images.dtype}, expected uint8.")
@@ -34,7 +68,10 @@ def split_arrays(source, name: str, split: str) -> tuple[np.ndarray, Optional[np
 TFDS_FILE_FORMAT = "array_record"
 
 
-def load(name: str, data_dir: Optional[str], download: bool) -> Dataset:
+def load(name: str, data_dir: Optional[str], download: bool, lazy_train: bool = False
+         ) -> Dataset:
+    """The train and test splits; ``lazy_train``: the training images as ``TfdsRows`` (read
+    on demand, no training labels), the test split in memory."""
     try:  # heavy, optional: only when a tfds data set is asked for
         import tensorflow_datasets as tfds
     except ImportError:
@@ -53,8 +90,10 @@ def load(name: str, data_dir: Optional[str], download: bool) -> Dataset:
                                    download=False)
     except Exception as e:
         raise DataError(not_found_message(name, data_dir, e)) from e
-    (train, train_labels), (test, test_labels) = (
-        split_arrays(sources[0], name, "train"), split_arrays(sources[1], name, "test"))
+    test, test_labels = split_arrays(sources[1], name, "test")
+    if lazy_train:
+        return Dataset(name, TfdsRows(sources[0], name, "train"), test, None, test_labels)
+    train, train_labels = split_arrays(sources[0], name, "train")
     return Dataset(name, train, test, train_labels, test_labels)
 
 

@@ -1,0 +1,181 @@
+"""File-backed training sets streamed through grain: steps/s of the on-device path against
+grain streaming memory-mapped npz shards and a folder of PNG files, for the default MLP
+(timed round-robin in one process); then the whole training loop on the shards with a
+device budget smaller than the set (``config.data.device_budget_mb``, so ``auto`` picks the
+stream) and the resident host memory at the end of each epoch.
+
+Writes real Fashion-MNIST (Debian's dataset-fashion-mnist) as np.savez shards and as PNG
+files into a temporary folder first.
+
+  python benchmarks/stream_files.py                      # 60000 rows in 6 shards
+  python benchmarks/stream_files.py --epochs=3 --png_rows=6000 --num_workers=4
+  python benchmarks/stream_files.py --parts=memory       # the whole loop only
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _args():
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--shards", type=int, default=6)
+    p.add_argument("--png_rows", type=int, default=6000, help="rows of the PNG folder")
+    p.add_argument("--num_workers", type=int, default=4, help="grain read threads")
+    p.add_argument("--steps", type=int, default=300, help="steps per timed round")
+    p.add_argument("--steps_per_call", type=int, default=50)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=4, help="epochs of the whole loop")
+    p.add_argument("--budget_mb", type=int, default=10)
+    p.add_argument("--parts", default="throughput,memory", help="comma list of the two parts")
+    return p.parse_args()
+
+
+ARGS = _args()
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from experiments.configs import default as default_config  # noqa: E402
+from vae_jax import config as config_lib  # noqa: E402
+from vae_jax import data, experiment, parallel, progress, runtime, train  # noqa: E402
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def write_sets(root: str, ds) -> tuple[str, str]:
+    shards = os.path.join(root, "shards")
+    os.makedirs(shards)
+    for i, rows in enumerate(np.array_split(np.arange(len(ds.train_images)), ARGS.shards)):
+        extra = {"test": ds.test_images} if i == 0 else {}
+        np.savez(os.path.join(shards, f"shard-{i:05d}.npz"),
+                 train=ds.train_images[rows], **extra)
+    folder = os.path.join(root, "png")
+    for split, images in (("train", ds.train_images[:ARGS.png_rows]),
+                          ("test", ds.test_images[:1000])):
+        os.makedirs(os.path.join(folder, split))
+        for i, image in enumerate(images):
+            Image.fromarray(image[..., 0]).save(os.path.join(folder, split, f"{i:05d}.png"))
+    return shards, folder
+
+
+def throughput(shards: str, folder: str) -> None:
+    config = config_lib.resolve(default_config.get_config())
+    ds = data.load(config.data.name)
+    mesh = parallel.data_mesh()
+    model = config_lib.build_model(config, ds.image_shape)
+    b, spc = config.train.batch_size, ARGS.steps_per_call
+    steps = ARGS.steps - ARGS.steps % spc
+    keys = config_lib.root_keys(config.seed)
+    sources = {"device": ds.train_images,
+               "npz shards": data.load("npz", data_dir=shards).train_images,
+               "png folder": data.load("image_folder", data_dir=folder).train_images}
+    runners, states, rates, streams = {}, {}, {name: [] for name in sources}, []
+    for name, source in sources.items():
+        n = len(source)
+        spe = n // b
+        trainer = config_lib.build_trainer(config, model, mesh, spe)
+        key = jax.jit(lambda k: k, out_shardings=trainer.replicated)(keys["train"])
+        states[name] = jax.device_put(train.create_train_state(
+            keys["init"], model, trainer.optimizer, ds.image_shape), trainer.replicated)
+        if name == "device":
+            images = trainer.put_train_images(source)
+            perm = trainer.permutation(keys["order"], jax.device_put(np.int32(0)), n)
+
+            def run(state, trainer=trainer, images=images, perm=perm, key=key):
+                for _ in range(0, steps, spc):
+                    state, m = trainer.call(spc)(state, images, perm, key)
+                jax.block_until_ready(m)
+                return state
+        else:
+            stream = data.Stream(
+                source, mesh, batch_size=b, steps_per_epoch=spe, total_steps=10**9,
+                prefetch=config.data.prefetch, num_workers=ARGS.num_workers,
+                order=lambda e, t=trainer, n=n: jax.device_get(t.permutation(
+                    keys["order"], jax.device_put(np.int32(e)), n)),
+                schedule=lambda s, spe=spe: train.next_stop(s, 10**9, spe, spc, 10**9, 10**9))
+            streams.append(stream)
+            pos = [0]
+
+            def run(state, trainer=trainer, stream=stream, pos=pos, key=key):
+                step = pos[0]
+                while step < pos[0] + steps:
+                    step, batches = stream.batches(step)
+                    state, m = trainer.call_streamed()(state, batches, key)
+                jax.block_until_ready(m)
+                pos[0] = step
+                return state
+        runners[name] = run
+        states[name] = run(states[name])  # compile, warm the page cache
+    for _ in range(ARGS.rounds):
+        for name, run in runners.items():
+            t0 = time.perf_counter()
+            states[name] = run(states[name])
+            rates[name].append(steps / (time.perf_counter() - t0))
+    for stream in streams:
+        stream.close()
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    print(f"default MLP, {jax.device_count()} device(s), batch {b}, {steps} steps x "
+          f"{ARGS.rounds} rounds, {spc} steps per call, grain {ARGS.num_workers} threads")
+    for name in sources:
+        print(f"  {name:10s} steps/s median {med[name]:8.1f}  (rounds: "
+              f"{', '.join(f'{r:.1f}' for r in rates[name])}; "
+              f"{med[name] / med['device']:.3f} of device)")
+
+
+def memory_over_epochs(shards: str, root: str) -> None:
+    config = default_config.get_config()
+    config.data.name, config.data.dir = "npz", shards
+    config.data.device_budget_mb, config.data.num_workers = ARGS.budget_mb, ARGS.num_workers
+    config.train.num_epochs = ARGS.epochs
+    workdir = os.path.join(root, "workdir")
+    samples, done = [], threading.Event()
+
+    def sample():  # (steps logged so far, RSS) every half second
+        path = os.path.join(workdir, "metrics.jsonl")
+        while not done.wait(0.5):
+            records = runtime.MetricsLog.read(path) if os.path.exists(path) else []
+            steps = max([r["step"] for r in records if r["kind"] == "train"], default=0)
+            samples.append((steps, _rss_mb()))
+
+    progress.set_enabled(False)
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    t0 = time.perf_counter()
+    experiment.train_and_evaluate(config, workdir)
+    done.set()
+    thread.join()
+    spe = 60000 // config.train.batch_size
+    per_epoch = [max((m for s, m in samples if s <= (e + 1) * spe), default=float("nan"))
+                 for e in range(ARGS.epochs)]
+    print(f"whole loop, npz shards (44.9 MB) over a {ARGS.budget_mb:.0f} MB device budget, "
+          f"{ARGS.epochs} epochs in {time.perf_counter() - t0:.0f} s: peak RSS by epoch "
+          + ", ".join(f"{m:.0f}" for m in per_epoch) + " MB")
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as root:
+        ds = data.load("fashion_mnist")
+        shards, folder = write_sets(root, ds)
+        del ds
+        if "throughput" in ARGS.parts:
+            throughput(shards, folder)
+        if "memory" in ARGS.parts:
+            memory_over_epochs(shards, root)
+
+
+if __name__ == "__main__":
+    main()
