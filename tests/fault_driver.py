@@ -13,8 +13,8 @@ KIND:
                          would; the line printed names the thread and the step logged.
   sigterm_after          send this process a real SIGTERM right after the train metrics of
                          STEP are logged; the real handler must save and exit (code 143).
-  pause_after            after the train metrics of STEP, create $VAE_JAX_PAUSE_DIR/paused
-                         and wait (holding the workdir's lock) until $VAE_JAX_PAUSE_DIR/go
+  pause_after            after the train metrics of STEP, finish the checkpoint write in
+                         flight, create $VAE_JAX_PAUSE_DIR/paused and wait (holding the workdir's lock) until $VAE_JAX_PAUSE_DIR/go
                          exists.
   fill_disk_after_checkpoint
                          once checkpoint STEP is saved and finished, fill the filesystem
@@ -93,14 +93,21 @@ def _install(kind: str, step: int) -> None:
     elif kind == "pause_after":
         import time
 
-        from vae_jax import runtime
+        from vae_jax import checkpoint, runtime
 
-        original = runtime.MetricsLog.write
+        original, init = runtime.MetricsLog.write, checkpoint.TrainingSaves.__init__
         folder = os.environ["VAE_JAX_PAUSE_DIR"]
+        saves = []
+
+        def remember(self, *args, **kwargs):
+            init(self, *args, **kwargs)
+            saves.append(self)
 
         def write(self, s, what, values):
             original(self, s, what, values)
             if s == step and what == "train":
+                for pending in saves:  # the workdir stays as it is while paused
+                    pending.finish()
                 open(os.path.join(folder, "paused"), "w").close()
                 deadline = time.time() + 300
                 while not os.path.exists(os.path.join(folder, "go")):
@@ -108,6 +115,7 @@ def _install(kind: str, step: int) -> None:
                     time.sleep(0.05)
 
         runtime.MetricsLog.write = write
+        checkpoint.TrainingSaves.__init__ = remember
     elif kind == "fill_disk_after_checkpoint":
         import errno
 
