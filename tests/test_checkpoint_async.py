@@ -134,3 +134,15 @@ def test_a_failed_background_write_is_a_write_error_naming_its_step(tmp_path, fi
     assert mngr.all_steps() == [10]
     _runs.assert_same_state(checkpoint.restore(mngr, _state(0)), _state(10))
     mngr.close()
+
+
+def test_async_checkpoint_must_be_a_bool():
+    from experiments.configs import smoke
+    from vae_jax import config as config_lib
+
+    config = smoke.get_config()
+    assert config_lib.with_defaults(config).train.async_checkpoint is True  # the default
+    del config.train["async_checkpoint"]  # a config file of its own, setting it to an int
+    config.train.async_checkpoint = 1
+    with pytest.raises(errors.ConfigError, match=r"config.train.async_checkpoint=1 must be True"):
+        config_lib.resolve(config)
