@@ -16,7 +16,9 @@ spell of a shared machine hits both:
   cold run filled, the way a user's rerun (or the next experiment of the same shape) finds
   the launcher's default cache;
 * ``script, warm cache``: the script with JAX's persistent cache on (every program cached,
-  ``JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0``), filled by one untimed run first.
+  ``JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0``), filled by one untimed run first;
+* with ``--compare_sync``, ``vae_jax, warm, sync``: the warm command with
+  ``--config.train.async_checkpoint=False`` (what the background checkpoint writes buy).
 
 It prints each process's wall time (start to exit, imports and data loading included), the
 medians and the ratios; then the import time of ``experiments.main`` in a fresh process.
@@ -110,7 +112,7 @@ def _timed(cmd, env) -> float:
     wall = time.perf_counter() - t0
     if out.returncode != 0:
         sys.exit(f"{cmd} failed ({out.returncode}):\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
-    last = [line for line in (out.stdout + out.stderr).splitlines() if "ELBO" in line]
+    last = [line for line in (out.stdout + out.stderr).splitlines() if "elbo" in line.lower()]
     print(f"    {wall:6.1f} s   {last[-1][-90:] if last else ''}", flush=True)
     return wall
 
@@ -119,6 +121,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--compare_sync", action="store_true",
+                        help="also time the warm command with config.train.async_checkpoint="
+                             "False (each checkpoint written before training goes on)")
     args = parser.parse_args()
     tmp = tempfile.mkdtemp(prefix="whole_command_")
     script = os.path.join(tmp, "minimal.py")
@@ -133,15 +138,17 @@ def main() -> None:
     print("untimed: the script once, filling its persistent cache", flush=True)
     _timed([sys.executable, script, str(args.epochs)], script_cache)
     names = ("vae_jax, cold cache", "minimal script", "vae_jax, warm cache",
-             "script, warm cache")
+             "script, warm cache") + (("vae_jax, warm, sync",) if args.compare_sync else ())
     times = {name: [] for name in names}
     for r in range(args.rounds):
         cache = os.path.join(tmp, f"cache{r}")  # empty: the cold run fills it
         for name in names:
             print(f"round {r + 1}: {name}", flush=True)
             if name.startswith("vae_jax"):
-                workdir = os.path.join(tmp, f"run{r}_{name[-10:-6]}")
+                workdir = os.path.join(tmp, f"run{r}_{len(times[name])}_{names.index(name)}")
                 cmd = vae + [f"--workdir={workdir}", f"--compilation_cache={cache}"]
+                if name.endswith("sync"):
+                    cmd.append("--config.train.async_checkpoint=False")
                 times[name].append(_timed(cmd, env))
             else:
                 times[name].append(_timed([sys.executable, script, str(args.epochs)],
@@ -153,7 +160,10 @@ def main() -> None:
         print(f"  {name:<20} {medians[name]:6.1f} s  ({', '.join(f'{t:.1f}' for t in ts)})")
     for a, b in (("vae_jax, cold cache", "minimal script"),
                  ("vae_jax, warm cache", "minimal script"),
-                 ("vae_jax, warm cache", "script, warm cache")):
+                 ("vae_jax, warm cache", "script, warm cache"),
+                 ("vae_jax, warm cache", "vae_jax, warm, sync")):
+        if b not in medians:
+            continue
         print(f"  ratio {a} / {b}: {medians[a] / medians[b]:.3f}")
     imports = []
     for _ in range(3):
