@@ -2,20 +2,27 @@
 
     python benchmarks/whole_command.py --rounds=3 --epochs=10
 
-Each round runs, as fresh subprocesses, in turn:
+Each round runs these fresh subprocesses in turn, so the two programs alternate and a slow
+spell of a shared machine hits both:
 
 * ``vae_jax, cold cache``: ``python -m experiments.main --config=experiments/configs/default.py
-  --workdir=<fresh> --config.train.num_epochs=10 --config.data.binarization=static`` with an
-  empty persistent compilation cache (``JAX_COMPILATION_CACHE_DIR`` set to a new folder);
-* ``vae_jax, warm cache``: the same command on another fresh workdir, the cache filled by the
-  cold run (a rerun of the same experiment);
+  --workdir=<fresh> --config.train.num_epochs=10 --config.data.binarization=static
+  --compilation_cache=<empty folder>``: a first run, compiling everything;
 * ``minimal script``: the MINIMAL source below: the same MLP VAE (784-500-20, ReLU, Bernoulli
   pixels, static binarization, Adam 1e-3, batch 128, 468 steps per epoch), one jitted
-  ``lax.scan`` per epoch and a jitted test ELBO of the 10,000 test images after each.
+  ``lax.scan`` per epoch and a jitted test ELBO of the 10,000 test images after each; no
+  persistent cache, as such a script is usually run;
+* ``vae_jax, warm cache``: the same command on another fresh workdir with the folder the
+  cold run filled, the way a user's rerun (or the next experiment of the same shape) finds
+  the launcher's default cache;
+* ``script, warm cache``: the script with JAX's persistent cache on (every program cached,
+  ``JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0``), filled by one untimed run first;
+* with ``--compare_sync``, ``vae_jax, warm, sync``: the warm command with
+  ``--config.train.async_checkpoint=False`` (what the background checkpoint writes buy).
 
 It prints each process's wall time (start to exit, imports and data loading included), the
-medians and the ratios vae_jax / script; then the import time of ``experiments.main`` in a
-fresh process. No test runs it; the figures depend on the machine (quote one run's ratios).
+medians and the ratios; then the import time of ``experiments.main`` in a fresh process.
+No test runs it; the figures depend on the machine (quote one run's ratios).
 """
 
 from __future__ import annotations
@@ -105,7 +112,7 @@ def _timed(cmd, env) -> float:
     wall = time.perf_counter() - t0
     if out.returncode != 0:
         sys.exit(f"{cmd} failed ({out.returncode}):\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
-    last = [line for line in (out.stdout + out.stderr).splitlines() if "ELBO" in line]
+    last = [line for line in (out.stdout + out.stderr).splitlines() if "elbo" in line.lower()]
     print(f"    {wall:6.1f} s   {last[-1][-90:] if last else ''}", flush=True)
     return wall
 
@@ -114,34 +121,50 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--compare_sync", action="store_true",
+                        help="also time the warm command with config.train.async_checkpoint="
+                             "False (each checkpoint written before training goes on)")
     args = parser.parse_args()
     tmp = tempfile.mkdtemp(prefix="whole_command_")
     script = os.path.join(tmp, "minimal.py")
     with open(script, "w") as f:
         f.write(MINIMAL)
     env = dict(os.environ, VAE_JAX_PROGRESS="0", PYTHONPATH=ROOT)
-    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)  # it would win over --compilation_cache
+    script_cache = dict(env, JAX_COMPILATION_CACHE_DIR=os.path.join(tmp, "script_cache"),
+                        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
     vae = [sys.executable, "-m", "experiments.main", "--config=experiments/configs/default.py",
            f"--config.train.num_epochs={args.epochs}", "--config.data.binarization=static"]
-    times = {"vae_jax, cold cache": [], "vae_jax, warm cache": [], "minimal script": []}
+    print("untimed: the script once, filling its persistent cache", flush=True)
+    _timed([sys.executable, script, str(args.epochs)], script_cache)
+    names = ("vae_jax, cold cache", "minimal script", "vae_jax, warm cache",
+             "script, warm cache") + (("vae_jax, warm, sync",) if args.compare_sync else ())
+    times = {name: [] for name in names}
     for r in range(args.rounds):
-        cache = os.path.join(tmp, f"cache{r}")
-        os.makedirs(cache)
-        for name in times:
+        cache = os.path.join(tmp, f"cache{r}")  # empty: the cold run fills it
+        for name in names:
             print(f"round {r + 1}: {name}", flush=True)
-            if name == "minimal script":
-                times[name].append(_timed([sys.executable, script, str(args.epochs)], env))
+            if name.startswith("vae_jax"):
+                workdir = os.path.join(tmp, f"run{r}_{len(times[name])}_{names.index(name)}")
+                cmd = vae + [f"--workdir={workdir}", f"--compilation_cache={cache}"]
+                if name.endswith("sync"):
+                    cmd.append("--config.train.async_checkpoint=False")
+                times[name].append(_timed(cmd, env))
             else:
-                workdir = os.path.join(tmp, f"run{r}_{name[-10:-6]}")
-                times[name].append(_timed(vae + [f"--workdir={workdir}"],
-                                          dict(env, JAX_COMPILATION_CACHE_DIR=cache)))
-    script_median = statistics.median(times["minimal script"])
+                times[name].append(_timed([sys.executable, script, str(args.epochs)],
+                                          script_cache if "warm" in name else env))
+    medians = {name: statistics.median(ts) for name, ts in times.items()}
     print(f"\n{args.epochs} epochs, static binarization, batch 128, test ELBO each epoch; "
           f"process wall, medians of {args.rounds}:")
     for name, ts in times.items():
-        med = statistics.median(ts)
-        print(f"  {name:<20} {med:6.1f} s  ({', '.join(f'{t:.1f}' for t in ts)})  "
-              f"ratio to the script {med / script_median:.2f}")
+        print(f"  {name:<20} {medians[name]:6.1f} s  ({', '.join(f'{t:.1f}' for t in ts)})")
+    for a, b in (("vae_jax, cold cache", "minimal script"),
+                 ("vae_jax, warm cache", "minimal script"),
+                 ("vae_jax, warm cache", "script, warm cache"),
+                 ("vae_jax, warm cache", "vae_jax, warm, sync")):
+        if b not in medians:
+            continue
+        print(f"  ratio {a} / {b}: {medians[a] / medians[b]:.3f}")
     imports = []
     for _ in range(3):
         out = subprocess.run([sys.executable, "-c", "import time; t = time.perf_counter(); "

@@ -4,16 +4,22 @@
 
 KIND:
   sigkill_in_checkpoint  SIGKILL this process inside orbax's finalisation of checkpoint STEP:
-                         the arrays are written to orbax's tmp folder, not yet renamed.
+                         the arrays are written to orbax's tmp folder, not yet renamed (on
+                         orbax's background thread when config.train.async_checkpoint; the
+                         line printed names the thread).
+  fail_checkpoint_write  the finalisation of checkpoint STEP waits until the loop has logged
+                         the train metrics of a later step (at most 30 s), then fails with
+                         a real OSError (ENOSPC) naming the step's tmp folder, as a full disk
+                         would; the line printed names the thread and the step logged.
   sigterm_after          send this process a real SIGTERM right after the train metrics of
                          STEP are logged; the real handler must save and exit (code 143).
-  pause_after            after the train metrics of STEP, create $VAE_JAX_PAUSE_DIR/paused
-                         and wait (holding the workdir's lock) until $VAE_JAX_PAUSE_DIR/go
+  pause_after            after the train metrics of STEP, finish the checkpoint write in
+                         flight, create $VAE_JAX_PAUSE_DIR/paused and wait (holding the workdir's lock) until $VAE_JAX_PAUSE_DIR/go
                          exists.
   fill_disk_after_checkpoint
-                         once checkpoint STEP is saved, fill the filesystem with the file
-                         $VAE_JAX_FILL until a write fails with ENOSPC: the disk is really
-                         full for every later write.
+                         once checkpoint STEP is saved and finished, fill the filesystem
+                         with the file $VAE_JAX_FILL until a write fails with ENOSPC: the
+                         disk is really full for every later write.
 
 Not a test module (no ``test_`` prefix); the command line is exactly the launcher's.
 """
@@ -25,18 +31,53 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def _thread() -> str:
+    import threading
+
+    return "main" if threading.current_thread() is threading.main_thread() else "background"
+
+
 def _install(kind: str, step: int) -> None:
     if kind == "sigkill_in_checkpoint":
         from orbax.checkpoint.path import atomicity  # orbax's public path API
 
         original = atomicity.AtomicRenameTemporaryPath.finalize
 
-        async def finalize(self):
-            if self._final_path.name == str(step):
-                print(f"fault_driver: SIGKILL inside checkpoint {step}'s write", flush=True)
+        async def finalize(self, *args, **kwargs):
+            if self.get_final().name == str(step):
+                print(f"fault_driver: SIGKILL inside checkpoint {step}'s write, on thread "
+                      f"{_thread()}", flush=True)
                 os.kill(os.getpid(), signal.SIGKILL)
-            return await original(self)
+            return await original(self, *args, **kwargs)
 
+        atomicity.AtomicRenameTemporaryPath.finalize = finalize
+    elif kind == "fail_checkpoint_write":
+        import errno
+        import threading
+
+        from orbax.checkpoint.path import atomicity
+
+        from vae_jax import runtime
+
+        original, write = atomicity.AtomicRenameTemporaryPath.finalize, runtime.MetricsLog.write
+        later = []
+        logged = threading.Event()
+
+        def write_and_tell(self, s, what, values):
+            write(self, s, what, values)
+            if s > step and what == "train":
+                later.append(s)
+                logged.set()
+
+        async def finalize(self, *args, **kwargs):
+            if self.get_final().name == str(step):
+                logged.wait(timeout=30)
+                print(f"fault_driver: failing checkpoint {step}'s write on thread {_thread()} "
+                      f"after the loop logged step {later[0] if later else None}", flush=True)
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.get()))
+            return await original(self, *args, **kwargs)
+
+        runtime.MetricsLog.write = write_and_tell
         atomicity.AtomicRenameTemporaryPath.finalize = finalize
     elif kind == "sigterm_after":
         from vae_jax import runtime
@@ -52,14 +93,21 @@ def _install(kind: str, step: int) -> None:
     elif kind == "pause_after":
         import time
 
-        from vae_jax import runtime
+        from vae_jax import runtime, saves as saves_lib
 
-        original = runtime.MetricsLog.write
+        original, init = runtime.MetricsLog.write, saves_lib.TrainingSaves.__init__
         folder = os.environ["VAE_JAX_PAUSE_DIR"]
+        saves = []
+
+        def remember(self, *args, **kwargs):
+            init(self, *args, **kwargs)
+            saves.append(self)
 
         def write(self, s, what, values):
             original(self, s, what, values)
             if s == step and what == "train":
+                for pending in saves:  # the workdir stays as it is while paused
+                    pending.finish()
                 open(os.path.join(folder, "paused"), "w").close()
                 deadline = time.time() + 300
                 while not os.path.exists(os.path.join(folder, "go")):
@@ -67,6 +115,7 @@ def _install(kind: str, step: int) -> None:
                     time.sleep(0.05)
 
         runtime.MetricsLog.write = write
+        saves_lib.TrainingSaves.__init__ = remember
     elif kind == "fill_disk_after_checkpoint":
         import errno
 
@@ -77,6 +126,7 @@ def _install(kind: str, step: int) -> None:
         def save(mngr, s, state, **kw):
             original(mngr, s, state, **kw)
             if s == step:
+                checkpoint.finish(mngr, s)  # on disk (an asynchronous save), then the disk fills
                 with open(os.environ["VAE_JAX_FILL"], "wb", buffering=0) as f:
                     for size in (1 << 20, 1 << 12, 1):
                         try:

@@ -21,6 +21,7 @@ LAYERS = [
     {"experiment", "sweep"},
     {"config"},
     {"suite"},
+    {"saves"},
     {"train", "evaluate", "active_units", "sampling", "checkpoint", "optim", "logs",
      "summaries"},
     {"losses", "mixed_precision"},

@@ -64,9 +64,11 @@ def snapshot(folder) -> dict:
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
-    """One uninterrupted 20-step run: checkpoints at 10 and 20, its final state."""
+    """One uninterrupted 20-step run: checkpoints at 10 and 20, its final state. Saved
+    synchronously (config.train.async_checkpoint=False); the runs resuming from copies of
+    it save in the background (the default)."""
     workdir = str(tmp_path_factory.mktemp("base"))
-    state = experiment.train_and_evaluate(smoke_config(), workdir)
+    state = experiment.train_and_evaluate(smoke_config(train__async_checkpoint=False), workdir)
     return workdir, jax.device_get(state)
 
 
@@ -74,27 +76,31 @@ def base(tmp_path_factory):
 
 @pytest.mark.slow
 def test_kill_and_resume_is_bit_identical(tmp_path):
-    """SIGTERM, SIGKILL inside a checkpoint write, SIGKILL at a random moment, then a plain
+    """SIGTERM (checkpoints saved synchronously), SIGKILL inside the background write of
+    a checkpoint (asynchronous, the default), SIGKILL at a random moment, then a plain
     rerun: the final state and metrics.jsonl equal an uninterrupted run's exactly."""
     cache, workdir = str(tmp_path / "xla_cache"), str(tmp_path / "killed")
     overrides = ["--config.train.num_steps=40"]
 
     # 1. A real SIGTERM right after step 15's metrics: the handler lets the loop finish the
     #    call, save step 15 (not a checkpoint boundary) and exit 128 + 15 with a message.
-    r = _runs.run(_runs.command(workdir, *overrides, driver=True),
-                  _runs.env(cache, VAE_JAX_FAULT="sigterm_after:15"))
+    r = _runs.run(_runs.command(workdir, *overrides, "--config.train.async_checkpoint=False",
+                                driver=True), _runs.env(cache, VAE_JAX_FAULT="sigterm_after:15"))
     assert r.returncode == 128 + signal.SIGTERM, r.stdout[-2000:] + r.stderr[-3000:]
     assert "Stopped by SIGTERM at step 15/40; checkpoint saved" in r.stdout
     assert ckpt_steps(workdir) == [10, 15]
 
-    # 2. SIGKILL inside the write of checkpoint 20: its arrays sit in orbax's tmp folder,
-    #    never renamed, so step 20 does not exist; the metrics of steps 16-20 were logged.
+    # 2. SIGKILL inside the write of checkpoint 20, on orbax's background thread while the
+    #    loop trains on: its arrays sit in orbax's tmp folder, never renamed, so step 20
+    #    does not exist; the metrics of steps 16-20 (and maybe of the next calls, up to the
+    #    save of step 30, which waits for 20's) were logged.
     r = _runs.run(_runs.command(workdir, *overrides, driver=True),
                   _runs.env(cache, VAE_JAX_FAULT="sigkill_in_checkpoint:20"))
     assert r.returncode == -signal.SIGKILL, r.stdout[-2000:] + r.stderr[-3000:]
+    assert "SIGKILL inside checkpoint 20's write, on thread background" in r.stdout
     assert ckpt_steps(workdir) == [10, 15]
     assert glob.glob(os.path.join(workdir, "checkpoints", "20.orbax-checkpoint-tmp*"))
-    assert max(r["step"] for r in records(workdir, "train")) == 20
+    assert max(r["step"] for r in records(workdir, "train")) in (20, 25, 30)
 
     # 3. SIGKILL from outside at a random moment once this run trains again: on resume it
     #    rewrites metrics.jsonl without steps after 15, then logs step 20 anew.
@@ -137,10 +143,19 @@ def test_kill_and_resume_is_bit_identical(tmp_path):
 
 def test_same_seed_is_bit_identical(base, tmp_path):
     """Determinism on CPU: a second run of the same config equals the first bit for bit;
-    another seed does not (so the comparison can fail)."""
-    _, state = base
+    another seed does not (so the comparison can fail). The second run saves in the
+    background (the first synchronously) and went on training, donating its state, while
+    each write ran: its checkpoint of step 10 is still step 10's state, bit for bit (and
+    passes its checksum)."""
+    workdir, state = base
     again = experiment.train_and_evaluate(smoke_config(), str(tmp_path / "again"))
     _runs.assert_same_state(again, state)
+    config, shape = smoke_config(), (28, 28, 1)
+    model = config_lib.build_model(config, shape)
+    at_10 = [experiment.restore_state(config, w, model, shape, step=10)
+             for w in (workdir, str(tmp_path / "again"))]
+    assert int(at_10[0].step) == 10
+    _runs.assert_same_state(*at_10)
     other = train.create_train_state(jax.random.key(1), config_lib.build_model(
         smoke_config(), (28, 28, 1)), optax.adam(1e-3), (28, 28, 1))
     assert not np.array_equal(jax.tree.leaves(other.params)[0],
@@ -537,6 +552,31 @@ def test_full_disk_stops_with_one_paragraph_and_resumes_bit_identical(base, tmp_
     _runs.assert_same_state(_runs.final_state(workdir, smoke_config()), base[1])
     assert records(workdir, "train") == records(base[0], "train")
     assert records(workdir, "eval") == records(base[0], "eval")
+
+
+@pytest.mark.slow
+def test_a_background_write_that_fails_is_reported_one_save_late(base, tmp_path):
+    """Resumed at step 20 (of 40), checkpoint 30's write fails (ENOSPC) in orbax's
+    background finalisation after the loop has trained on and logged step 35: the run
+    stops with exit code 7 and one paragraph naming checkpoint 30's path and step 20 as
+    the last good checkpoint; steps 10 and 20 are intact (20 restores to the uninterrupted
+    run's state), 30 leaves no folder, metrics.jsonl ends at step 20."""
+    cache, workdir = str(tmp_path / "cache"), str(tmp_path / "run")
+    shutil.copytree(base[0], workdir)
+    r = _runs.run(_runs.command(workdir, "--config.train.num_steps=40", driver=True),
+                  _runs.env(cache, VAE_JAX_FAULT="fail_checkpoint_write:30"))
+    assert r.returncode == errors.EXIT_CODES[errors.WriteError], r.stdout[-2000:] + r.stderr
+    assert "failing checkpoint 30's write on thread background after the loop logged step 35" \
+        in r.stdout
+    line = one_paragraph_error(r.stderr, "WriteError")
+    print(line)
+    assert f"Cannot write {workdir}/checkpoints/30: No space left on device (ENOSPC)" in line
+    assert f"The last good checkpoint, step 20 in {workdir}/checkpoints, is kept" in line
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["10", "20"]
+    assert max(r["step"] for r in runtime.MetricsLog.read(
+        os.path.join(workdir, "metrics.jsonl"))) == 20
+    assert records(workdir, "train") == records(base[0], "train")
+    _runs.assert_same_state(_runs.final_state(workdir, smoke_config()), base[1])
 
 
 # ----------------------------------------------------------------- errors on the CLI

@@ -8,7 +8,7 @@ the names re-exported here. ``vae_jax.experiment`` runs the three modes of
 from vae_jax import (active_units, checkpoint, config, data, distributions, errors, evaluate,
                      experiment, losses, models, optim, parallel, precision, runtime, sampling,
                      suite, train, xla_cpu)
-from vae_jax import logs, progress, sweep
+from vae_jax import logs, progress, saves, sweep
 from vae_jax.distributions import Bernoulli, DiagGaussian, Gaussian
 from vae_jax.distributions import (Categorical256, DiscretizedLogistic,
                                    DiscretizedLogisticMixture, bits_per_dim)

@@ -17,10 +17,16 @@ from the newest step, skipping (and reporting, never deleting) any it cannot ver
 metadata, without restoring, so a config with another model shape fails naming the
 parameter instead of deep inside Flax or tensorstore.
 
-Training saves synchronously: ``save`` returns once its step is finalised, so a failed write
-is reported as a WriteError naming that step's path and the step before it as the last good
-checkpoint, and metrics.jsonl is cut back to a step known to be on disk. (Orbax's
-asynchronous saves would report a write's failure only at the next save or at exit.)
+Training saves in the background by default (``config.train.async_checkpoint``, orbax's
+asynchronous checkpointing; ``saves.TrainingSaves``): ``save`` returns once the arrays are copied
+to host memory and their checksum taken, and orbax writes and finalises the step while the
+loop trains on. At most one save is in flight: the next save, and every exit of the run,
+first waits for it (``saves.TrainingSaves.finish``). A write that fails is therefore reported one
+save late, as a WriteError naming *that* step's path and the step before it as the last
+good checkpoint; metrics.jsonl is then cut back to that step. The state the loop donates
+to its next call is not the one being written: orbax's host copy is taken before ``save``
+returns (on the CPU backend it is a view that keeps the buffer, so XLA does not reuse it).
+With ``async_checkpoint=False`` each ``save`` returns once its step is finalised.
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
-from vae_jax.errors import CheckpointError, CheckpointMismatchError
+from vae_jax.errors import CheckpointError, CheckpointMismatchError, WriteError
 
 
 def _handler_registry() -> ocp.handlers.DefaultCheckpointHandlerRegistry:
@@ -110,48 +116,71 @@ def fingerprint(state: Any) -> dict[str, str]:
 
 def save(mngr: ocp.CheckpointManager, step: int, state: Any, *, force: bool = True,
          data_state: Optional[dict] = None) -> None:
-    """Save ``state`` at ``step`` with its checksum (and ``data_state``, the input
-    iterator's JSON state, as item ``data``); returns once the step is finalised.
+    """Save ``state`` at ``step`` with its checksum (sha256 of the arrays as passed) and
+    ``data_state``, the input iterator's JSON state, as item ``data`` when given.
 
+    With a synchronous manager (``manager(async_save=False)``, the default) it returns once
+    the step is finalised; with an asynchronous one, once orbax has copied the arrays to
+    host memory: the write goes on in the background and ``finish`` reports its outcome.
     A save that fails (a full disk, ...) re-raises after removing its own unfinished
     ``<step>.orbax-checkpoint-tmp*`` folder, which frees the space it took; the steps
     before it are untouched and stay the latest."""
-    quiet = _QuietFailedSave()
     try:
-        with quiet:
+        with _QuietFailedSave():
             items = dict(state=ocp.args.StandardSave(state),
                          checksum=ocp.args.JsonSave({"sha256": fingerprint(state)}))
             if data_state is not None:
                 items["data"] = ocp.args.JsonSave(data_state)
             mngr.save(int(step), args=ocp.args.Composite(**items), force=force)
-            mngr.wait_until_finished()
     except Exception:
-        with contextlib.suppress(Exception):  # orbax's other threads of this save end first
-            mngr.wait_until_finished()
-        if jax.process_index() == 0:
-            for tmp in glob.glob(os.path.join(str(mngr.directory),
-                                              f"{int(step)}.orbax-checkpoint-tmp*")):
-                shutil.rmtree(tmp, ignore_errors=True)
-        with contextlib.suppress(Exception):
-            mngr.reload()
+        _clean_failed(mngr, step)
         raise
 
 
+def finish(mngr: ocp.CheckpointManager, step: int) -> None:
+    """Wait until the save in flight (``step``'s) is finalised; re-raise its failure after
+    removing its unfinished folder. A no-op when nothing is in flight."""
+    try:
+        with _QuietFailedSave():
+            mngr.wait_until_finished()
+    except Exception:
+        _clean_failed(mngr, step)
+        raise
+
+
+def _clean_failed(mngr: ocp.CheckpointManager, step: int) -> None:
+    with contextlib.suppress(Exception):  # orbax's other threads of this save end first
+        mngr.wait_until_finished()
+    if jax.process_index() == 0:
+        for tmp in glob.glob(os.path.join(str(mngr.directory),
+                                          f"{int(step)}.orbax-checkpoint-tmp*")):
+            shutil.rmtree(tmp, ignore_errors=True)
+    with contextlib.suppress(Exception):
+        mngr.reload()
+
+
 class _QuietFailedSave(logging_lib.Filter):
-    """While saving, drop orbax's ERROR log records of a failed write (each with the
-    traceback of the same error, once per thread): the caller re-raises that error, and
-    the launcher prints it as one paragraph (with its traceback on request)."""
+    """Drop orbax's ERROR log records of a failed save (each with the traceback of the same
+    error, once per thread; an asynchronous save's background thread logs its failure when
+    it happens, before ``finish`` re-raises it): the caller re-raises that error, and the
+    launcher prints it as one paragraph (with its traceback on request). Installed once,
+    for the process, by the first ``save`` or ``finish``."""
+
+    FAILED_SAVE = ("raised an exception", "Failed to run", "Save Finalize thread",
+                   "Checkpointer failed")
 
     def filter(self, record) -> bool:
         return not (record.levelno >= logging_lib.ERROR and "orbax" in record.pathname
-                    and "raised an exception" in record.getMessage())
+                    and any(m in record.getMessage() for m in self.FAILED_SAVE))
 
     def __enter__(self):
-        logging.get_absl_logger().addFilter(self)
+        logger = logging.get_absl_logger()
+        if not any(isinstance(f, _QuietFailedSave) for f in logger.filters):
+            logger.addFilter(self)
         self.silence_event_loop_noise()
 
     def __exit__(self, *exc):
-        logging.get_absl_logger().removeFilter(self)
+        pass
 
     @staticmethod
     def silence_event_loop_noise() -> None:

@@ -283,6 +283,9 @@ def _validate_options(config: ml_collections.ConfigDict) -> None:
         raise err(f"config.train.on_nonfinite={config.train.on_nonfinite!r}; valid: "
                   f"{list(NONFINITE_POLICIES)} ('raise' stops at the first NaN/Inf keeping "
                   "the last good checkpoint, 'skip' discards such updates and counts them).")
+    if not isinstance(config.train.async_checkpoint, bool):
+        raise err(f"config.train.async_checkpoint={config.train.async_checkpoint!r} must be "
+                  "True (write checkpoints in the background) or False (wait for each).")
     sampling.validate_temperature(config.sample.temperature)
     ll_batch = config.eval.ll_batch_size or config.eval.batch_size
     # The ELBO's batch size fixes which binarization each image gets; a different batching

@@ -70,6 +70,9 @@ def defaults() -> ml_collections.ConfigDict:
     c.train.ema_decay = 0.999
     c.train.checkpoint_every_steps = 0     # 0 = every epoch
     c.train.checkpoints_to_keep = 3
+    # True: orbax writes each checkpoint in the background while training goes on (a failed
+    # write is reported at the next save or at exit); False: each save waits for its write
+    c.train.async_checkpoint = True
     c.train.eval_every_steps = 0           # 0 = every epoch
     c.train.on_nonfinite = "raise"         # NaN/Inf loss or grads: "raise" or "skip"
 

@@ -27,7 +27,8 @@ from jax.sharding import Mesh
 from vae_jax import (checkpoint, data, jit_cache, optim, parallel, progress, runtime, sampling,
                      suite, summaries, train)
 from vae_jax import config as config_lib
-from vae_jax.errors import CheckpointError, ConfigError, TrainingInterrupted, WriteError
+from vae_jax import saves as saves_lib
+from vae_jax.errors import CheckpointError, ConfigError, TrainingInterrupted
 from vae_jax.progress import Progress
 
 MODES = ("train", "eval", "sample")
@@ -150,18 +151,21 @@ def _train(s: Setup, workdir: str) -> train.TrainState:
     state = train.create_train_state(keys["init"], model, trainer.optimizer, ds.image_shape)
     state = jax.device_put(state, trainer.replicated)
     ckpt_dir = os.path.join(workdir, "checkpoints")
-    mngr = None
-    saved_step = None
+    mngr = saves = None
 
-    def last_checkpoint() -> str:
-        latest = mngr.latest_step() if mngr is not None else saved_step
+    def last_checkpoint() -> str:  # a save in flight is finished first: it may fail
+        if saves is not None:
+            with contextlib.suppress(Exception):
+                saves.finish()
+        latest = saves.finished if saves else mngr and mngr.latest_step()
         return (f"The last good checkpoint, step {latest} in {ckpt_dir}, is kept"
                 if latest is not None else "No checkpoint had been written yet")
 
     # a failed write (full disk, permissions, vanished folder) -> one WriteError paragraph
     guard = runtime.WriteGuard(lambda: last_checkpoint() + ".")
     with guard(ckpt_dir):
-        mngr = checkpoint.manager(ckpt_dir, max_to_keep=config.train.checkpoints_to_keep)
+        mngr = checkpoint.manager(ckpt_dir, max_to_keep=config.train.checkpoints_to_keep,
+                                  async_save=config.train.async_checkpoint)
         restored, restored_step, _ = checkpoint.restore_latest_good(
             mngr, state, quarantine=ckpt_dir + ".damaged")
     if restored is not None:
@@ -201,7 +205,7 @@ def _train(s: Setup, workdir: str) -> train.TrainState:
     ckpt_every = config.train.checkpoint_every_steps or steps_per_epoch
     eval_every = config.train.eval_every_steps or steps_per_epoch
     step = int(state.step)
-    saved_step = step if restored is not None else None
+    saves = saves_lib.TrainingSaves(mngr, guard, step if restored is not None else None)
     perm, perm_epoch = None, -1
 
     def schedule(step: int) -> int:
@@ -217,8 +221,7 @@ def _train(s: Setup, workdir: str) -> train.TrainState:
         stream.resume(checkpoint.read_data_state(mngr, restored_step), restored_step,
                       checkpoint.step_path(mngr, restored_step))
     # on any exit (done, NaN, signal, error) flush the metrics and close the manager
-    with runtime.StopSignal() as stop, _closing(writer, mngr, guard, workdir, metrics_log,
-                                                lambda: saved_step), \
+    with runtime.StopSignal() as stop, saves.closing(writer, metrics_log, workdir), \
             contextlib.closing(stream) if stream else contextlib.nullcontext():
         while step < total_steps:
             epoch, t0 = step // steps_per_epoch, time.perf_counter()
@@ -264,50 +267,18 @@ def _train(s: Setup, workdir: str) -> train.TrainState:
                             workdir, step, jax.device_get(params), ds.test_images,
                             keys["eval"], model=model, binarization=config.data.binarization)
             if step % ckpt_every == 0 or step == total_steps:
-                with guard(checkpoint.step_path(mngr, step)):
-                    checkpoint.save(mngr, step, state, data_state=stream and stream.state(step))
-                saved_step = step
+                saves.save(step, state, stream and stream.state(step))  # in the background
             if step < total_steps and stop.requested():
-                if saved_step != step:
-                    with guard(checkpoint.step_path(mngr, step)):
-                        checkpoint.save(mngr, step, state, data_state=stream and stream.state(step))
+                if saves.latest != step:
+                    saves.save(step, state, stream and stream.state(step))
+                saves.finish()
                 name = signal.Signals(stop.signum).name
                 message = (f"Stopped by {name} at step {step}/{total_steps}; checkpoint saved "
                            f"in {mngr.directory}. Run the same command to resume.")
                 print(message, flush=True)
                 logging.warning(message)
                 raise TrainingInterrupted(128 + stop.signum)
-    return state
-
-
-@contextlib.contextmanager
-def _closing(writer, mngr, guard, workdir, metrics_log, saved_step):
-    """Flush and close the writer and the manager on every exit. After a failed write,
-    cut metrics.jsonl back to the last checkpoint in place (it needs no free space) and
-    keep the WriteError: errors while closing on a broken disk are only logged."""
-    try:
-        yield
-    except WriteError:
-        if saved_step() is not None:
-            with contextlib.suppress(OSError):
-                metrics_log.cut_after(saved_step())
-        for close in (writer.flush, writer.close, mngr.close):
-            try:
-                close()
-            except Exception as e:  # the disk is still full: the WriteError says so
-                logging.warning("While closing after a failed write: %s: %s",
-                                type(e).__name__, e)
-        raise
-    except BaseException:
-        writer.flush()
-        writer.close()
-        mngr.close()
-        raise
-    else:
-        with guard(workdir):
-            writer.flush()
-            writer.close()
-            mngr.close()
+    return state  # (saves.closing finished the last save: its checkpoint is complete)
 
 
 # ------------------------------------------------------------------- evaluation, samples
