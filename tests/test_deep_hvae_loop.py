@@ -62,9 +62,9 @@ def uninterrupted(data_path, tmp_path_factory):
     jax.monitoring.register_event_duration_secs_listener(on_event)
     save = checkpoint.save
 
-    def counting_save(mngr, step, state):
+    def counting_save(mngr, step, state, **kwargs):
         per_epoch.append(compiles[0])
-        return save(mngr, step, state)
+        return save(mngr, step, state, **kwargs)
 
     checkpoint.save = counting_save
     try:
