@@ -62,9 +62,9 @@ def uninterrupted(data_path, tmp_path_factory):
     jax.monitoring.register_event_duration_secs_listener(on_event)
     save = checkpoint.save
 
-    def counting_save(mngr, step, state):
+    def counting_save(mngr, step, state, **kwargs):
         per_epoch.append(compiles[0])
-        return save(mngr, step, state)
+        return save(mngr, step, state, **kwargs)
 
     checkpoint.save = counting_save
     try:
@@ -136,7 +136,11 @@ sys.path.insert(0, "tests")
 from test_deep_hvae_loop import make_config
 from vae_jax import experiment
 assert jax.device_count() == 8, jax.devices()
-s = experiment.train_and_evaluate(make_config({data!r}, 9), {workdir!r})
+config = make_config({data!r}, 9)
+# one call an epoch (3 steps), evaluated once at the end: one train program to compile, not
+# two (test_vdm_loop's 8-device run covers calls of 2 and 1 on 8 devices)
+config.train.steps_per_call, config.train.eval_every_steps = 3, 9
+s = experiment.train_and_evaluate(config, {workdir!r})
 np.save({out!r}, np.concatenate([np.ravel(x) for x in jax.tree.leaves(jax.device_get(s.params))]))
 """
 

@@ -216,9 +216,9 @@ def test_no_compilation_after_the_first_epoch(tmp_path):
     jax.monitoring.register_event_duration_secs_listener(on_event)
     save = checkpoint.save
 
-    def counting_save(mngr, step, state):
+    def counting_save(mngr, step, state, **kwargs):
         per_epoch.append(compiles[0])
-        return save(mngr, step, state)
+        return save(mngr, step, state, **kwargs)
 
     checkpoint.save = counting_save
     try:
