@@ -125,13 +125,13 @@ def save(mngr: ocp.CheckpointManager, step: int, state: Any, *, force: bool = Tr
     A save that fails (a full disk, ...) re-raises after removing its own unfinished
     ``<step>.orbax-checkpoint-tmp*`` folder, which frees the space it took; the steps
     before it are untouched and stay the latest."""
+    _QuietFailedSave.install()
     try:
-        with _QuietFailedSave():
-            items = dict(state=ocp.args.StandardSave(state),
-                         checksum=ocp.args.JsonSave({"sha256": fingerprint(state)}))
-            if data_state is not None:
-                items["data"] = ocp.args.JsonSave(data_state)
-            mngr.save(int(step), args=ocp.args.Composite(**items), force=force)
+        items = dict(state=ocp.args.StandardSave(state),
+                     checksum=ocp.args.JsonSave({"sha256": fingerprint(state)}))
+        if data_state is not None:
+            items["data"] = ocp.args.JsonSave(data_state)
+        mngr.save(int(step), args=ocp.args.Composite(**items), force=force)
     except Exception:
         _clean_failed(mngr, step)
         raise
@@ -140,9 +140,9 @@ def save(mngr: ocp.CheckpointManager, step: int, state: Any, *, force: bool = Tr
 def finish(mngr: ocp.CheckpointManager, step: int) -> None:
     """Wait until the save in flight (``step``'s) is finalised; re-raise its failure after
     removing its unfinished folder. A no-op when nothing is in flight."""
+    _QuietFailedSave.install()
     try:
-        with _QuietFailedSave():
-            mngr.wait_until_finished()
+        mngr.wait_until_finished()
     except Exception:
         _clean_failed(mngr, step)
         raise
@@ -173,14 +173,14 @@ class _QuietFailedSave(logging_lib.Filter):
         return not (record.levelno >= logging_lib.ERROR and "orbax" in record.pathname
                     and any(m in record.getMessage() for m in self.FAILED_SAVE))
 
-    def __enter__(self):
+    @classmethod
+    def install(cls) -> None:
+        """Add the filter to absl's logger (once per process) and quiet the event loop's
+        echoes of the same failure (``silence_event_loop_noise``)."""
         logger = logging.get_absl_logger()
-        if not any(isinstance(f, _QuietFailedSave) for f in logger.filters):
-            logger.addFilter(self)
-        self.silence_event_loop_noise()
-
-    def __exit__(self, *exc):
-        pass
+        if not any(isinstance(f, cls) for f in logger.filters):
+            logger.addFilter(cls())
+        cls.silence_event_loop_noise()
 
     @staticmethod
     def silence_event_loop_noise() -> None:
