@@ -127,9 +127,10 @@ CONFIGS = [("default", None), ("smoke", None), ("fmnist_8bit_conv", None),
            ("fashion_mnist_vae", None), ("fashion_mnist_iwae", None),
            ("fashion_mnist_hvae", "2layer"), ("fashion_mnist_hvae", "2layer-ladder"),
            ("fashion_mnist_deep_hvae", "binary"), ("fashion_mnist_deep_hvae", "8bit"),
+           ("fashion_mnist_deep_hvae", "mnist"), ("fashion_mnist_deep_hvae", "cifar10"),
            ("fashion_mnist_vdm", "8bit"), ("fashion_mnist_vdm", "binary"),
            ("fashion_mnist_vdm", "latent"), ("fashion_mnist_vdm", "cifar10")]
-IMAGE_SHAPES = {"fashion_mnist": (28, 28, 1), "cifar10": (32, 32, 3)}
+IMAGE_SHAPES = {"fashion_mnist": (28, 28, 1), "mnist": (28, 28, 1), "cifar10": (32, 32, 3)}
 
 
 @pytest.mark.parametrize("name, variant", CONFIGS, ids=[f"{n}:{v}" for n, v in CONFIGS])

@@ -160,6 +160,39 @@ def test_steady_state_loop_makes_no_host_transfers():
             fn(state, ds.train_images, perm, keys["train"])
 
 
+def test_a_run_without_an_ema_keeps_none_and_trains_the_same_parameters():
+    """ema_decay=0 (the default): the state holds no EMA and the compiled call has no
+    output for one (no pass over the parameters spent on it), and the parameters and
+    optimizer state are bitwise those of a run keeping an EMA, which never feeds back."""
+    from vae_jax import data, parallel
+
+    ds = data.load("fashion_mnist")
+    mesh = parallel.data_mesh()
+    out = {}
+    for decay in (0.999, 0.0):
+        config = _config()
+        config.train.ema_decay = decay
+        model = config_lib.build_model(config, ds.image_shape)
+        trainer = config_lib.build_trainer(config, model, mesh, 100)
+        keys = config_lib.root_keys(config.seed)
+        state = train.create_train_state(keys["init"], model, trainer.optimizer,
+                                         ds.image_shape, ema=config_lib.keeps_ema(config))
+        images = trainer.put_train_images(ds.train_images[:3200])
+        perm = trainer.permutation(keys["order"], jax.device_put(np.int32(0)), 3200)
+        fn = trainer.call(5)
+        outputs = jax.eval_shape(fn, state, images, perm, keys["train"])[0]
+        for _ in range(2):
+            state, _ = fn(state, images, perm, keys["train"])
+        out[decay] = state, len(jax.tree.leaves(outputs))
+    (kept, n_kept), (none, n_none) = out[0.999], out[0.0]
+    assert none.ema_params is None and kept.ema_params is not None
+    assert n_kept - n_none == len(jax.tree.leaves(kept.params))
+    assert int(none.step) == int(kept.step) == 10
+    np.testing.assert_array_equal(_flat(none.params), _flat(kept.params))
+    np.testing.assert_array_equal(_flat(none.opt_state), _flat(kept.opt_state))
+    assert not np.array_equal(_flat(kept.ema_params), _flat(kept.params))
+
+
 def test_calls_cut_every_epoch_into_the_same_lengths():
     """Every distinct call length compiles (and keeps) one more program: over many epochs
     the default cut must use only steps_per_call and the epoch's remainder."""

@@ -119,6 +119,8 @@ TABLE = [
     ("unknown non-finite policy", _set(train__on_nonfinite="ignore"), "dir", CE,
      ["config.train.on_nonfinite='ignore'", "['raise', 'skip']"]),
     ("EMA decay of 1", _set(train__ema_decay=1.0), "dir", VE, ["config.train.ema_decay=1.0"]),
+    ("EMA evaluated, none kept", _set(train__ema_decay=0.0, eval__use_ema=True), "dir", VE,
+     ["config.eval.use_ema=True", "config.train.ema_decay=0", "config.train.ema_decay"]),
     ("unknown eval precision", _set(eval__matmul_precision="fp64"), "dir", CE,
      ["config.eval.matmul_precision='fp64'", "'highest'"]),
     ("unknown train precision", _set(train__matmul_precision="tf16"), "dir", CE,

@@ -134,6 +134,11 @@ def beta_fn(config: ml_collections.ConfigDict) -> Callable:
                              warmup_steps=config.loss.warmup_steps)
 
 
+def keeps_ema(config: ml_collections.ConfigDict) -> bool:
+    """Whether the run keeps an EMA of its parameters (``config.train.ema_decay > 0``)."""
+    return config.train.ema_decay > 0
+
+
 def root_keys(seed: int) -> dict[str, jax.Array]:
     """The base key of ``seed`` split once by purpose: init, train, order (data), eval."""
     init, train, order, evaluation = jax.random.split(jax.random.key(seed), 4)
@@ -203,6 +208,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
                   f"number (got {config.train.num_epochs} and {config.train.num_steps}).")
     if not 0.0 <= config.train.ema_decay < 1.0:
         raise err(f"config.train.ema_decay={config.train.ema_decay} must be in [0, 1).")
+    if config.eval.use_ema and not keeps_ema(config):
+        raise err("config.eval.use_ema=True evaluates the moving average of the parameters, "
+                  "but config.train.ema_decay=0 keeps none. Set config.train.ema_decay "
+                  "(e.g. 0.999) to keep one, or config.eval.use_ema=False to evaluate the "
+                  "parameters themselves.")
     _validate_model(config)
     _validate_loss(config)
     _validate_options(config)

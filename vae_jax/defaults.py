@@ -67,7 +67,9 @@ def defaults() -> ml_collections.ConfigDict:
     # a model with its own dtype, deep_hvae, runs in it); parameters, optimizer state, EMA,
     # losses and every evaluation stay float32
     c.train.compute_dtype = "float32"
-    c.train.ema_decay = 0.999
+    # > 0: keep an EMA of the parameters with this decay (in the checkpoints; evaluated with
+    # eval.use_ema); 0 = none kept, and no pass over the parameters spent on it each step
+    c.train.ema_decay = 0.0
     c.train.checkpoint_every_steps = 0     # 0 = every epoch
     c.train.checkpoints_to_keep = 3
     # True: orbax writes each checkpoint in the background while training goes on (a failed
@@ -79,7 +81,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.eval = ml_collections.ConfigDict()
     c.eval.batch_size = 1000
     c.eval.num_samples = 1          # L for the test ELBO
-    c.eval.use_ema = False
+    c.eval.use_ema = False          # True: evaluate the EMA (needs train.ema_decay > 0)
     c.eval.matmul_precision = EVAL_PRECISION   # float32 products for every reported nat
     # --mode=eval: importance-sampled log p(x) with k samples (Burda et al.: 5000) and the
     # IWAE-k bound; 0 skips. Samples stream `chunk` at a time over `ll_batch_size` images.

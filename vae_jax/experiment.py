@@ -92,7 +92,8 @@ def restore_state(config: ml_collections.ConfigDict, workdir: str, model: nn.Mod
     config = config_lib.with_defaults(config)
     keys = config_lib.root_keys(config.seed)
     state = train.create_train_state(
-        keys["init"], model, optim.make_optimizer(config.optim, steps_per_epoch), image_shape)
+        keys["init"], model, optim.make_optimizer(config.optim, steps_per_epoch), image_shape,
+        ema=config_lib.keeps_ema(config))
     mngr = checkpoint.manager(os.path.join(workdir, "checkpoints"), read_only=True,
                               max_to_keep=config.train.checkpoints_to_keep)
     try:
@@ -130,7 +131,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
     # another model's (or data set's) checkpoint is refused before anything is written
     optimizer = optim.make_optimizer(s.config.optim, s.steps_per_epoch)
     checkpoint.check_latest_compatible(os.path.join(workdir, "checkpoints"), jax.eval_shape(
-        lambda k: train.create_train_state(k, s.model, optimizer, s.ds.image_shape),
+        lambda k: train.create_train_state(k, s.model, optimizer, s.ds.image_shape,
+                                           ema=config_lib.keeps_ema(s.config)),
         config_lib.root_keys(s.config.seed)["init"]), data_check=None if s.pipeline != "stream"
         else data.resume_check(s.ds.train_images, s.config.train.batch_size, s.steps_per_epoch))
     # One training run per workdir; creating it and its lock file is the first write.
@@ -148,7 +150,8 @@ def _train(s: Setup, workdir: str) -> train.TrainState:
     is_main = jax.process_index() == 0
     skip_nonfinite = config.train.on_nonfinite == "skip"
 
-    state = train.create_train_state(keys["init"], model, trainer.optimizer, ds.image_shape)
+    state = train.create_train_state(keys["init"], model, trainer.optimizer, ds.image_shape,
+                                     ema=config_lib.keeps_ema(config))
     state = jax.device_put(state, trainer.replicated)
     ckpt_dir = os.path.join(workdir, "checkpoints")
     mngr = saves = None

@@ -32,7 +32,9 @@ from vae_jax.precision import at_precision
 
 @struct.dataclass
 class TrainState:
-    """step: int32 []; params / ema_params: the model's variables; opt_state: optax state."""
+    """step: int32 []; params: the model's variables; opt_state: optax state; ema_params:
+    the parameters' exponential moving average, or None when the run keeps none
+    (``config.train.ema_decay = 0``: no pass over the parameters is spent on it)."""
 
     step: jax.Array
     params: Any
@@ -41,8 +43,9 @@ class TrainState:
 
 
 def create_train_state(key: jax.Array, model: nn.Module, optimizer: optax.GradientTransformation,
-                       image_shape) -> TrainState:
-    """Initialise parameters from ``key`` with a dummy batch [1, *image_shape].
+                       image_shape, *, ema: bool = True) -> TrainState:
+    """Initialise parameters from ``key`` with a dummy batch [1, *image_shape]; ``ema``:
+    keep an EMA of the parameters (starting at them), else ``ema_params=None``.
 
     One compiled program: run op by op, Flax's initialisers and the optimizer's zeros
     compiled dozens of small programs that stayed resident in host memory
@@ -53,7 +56,7 @@ def create_train_state(key: jax.Array, model: nn.Module, optimizer: optax.Gradie
         params = model.init(key, x, jax.random.fold_in(key, 1))
         # every output of a jit gets its own buffer, so the EMA can be donated with params
         return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                          opt_state=optimizer.init(params), ema_params=params)
+                          opt_state=optimizer.init(params), ema_params=params if ema else None)
     return jax.jit(init)(key)
 
 
@@ -84,8 +87,8 @@ def train_step(state: TrainState, batch: jax.Array, train_key: jax.Array, *,
     (loss, metrics), grads = grad_fn(state.params, x, k_z, beta=beta)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p,
-                       state.ema_params, params)
+    ema = None if state.ema_params is None else jax.tree.map(
+        lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state.ema_params, params)
     grad_norm = global_norm(grads)
     metrics = dict(metrics, grad_norm=grad_norm, beta=beta)
     new = TrainState(state.step + 1, params, opt_state, ema)

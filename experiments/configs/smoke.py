@@ -12,6 +12,8 @@ def get_config():
     config.train.steps_per_call = 5
     config.train.checkpoint_every_steps = 10
     config.train.eval_every_steps = 10
+    # an EMA kept (not the default), so the loop tests cover it: resume, devices, skips
+    config.train.ema_decay = 0.999
     config.eval.batch_size = 1000
     # --mode=eval (and sweeps) estimate log p(x) with few samples: seconds, not minutes.
     config.eval.num_importance_samples = 20
