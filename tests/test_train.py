@@ -195,7 +195,7 @@ def test_a_run_without_an_ema_keeps_none_and_trains_the_same_parameters():
 
 def test_calls_cut_every_epoch_into_the_same_lengths():
     """Every distinct call length compiles (and keeps) one more program: over many epochs
-    the default cut must use only steps_per_call and the epoch's remainder."""
+    the default cut must use one length, or a full call and the epoch's remainder."""
     def lengths(total, spe, spc, ckpt, ev):
         step, out = 0, []
         while step < total:
@@ -205,9 +205,12 @@ def test_calls_cut_every_epoch_into_the_same_lengths():
             step = stop
         return out
 
-    cut = lengths(20 * 468, 468, 100, 468, 468)
-    assert set(cut) == {100, 68} and sum(cut) == 20 * 468
-    assert cut[:5] == [100, 100, 100, 100, 68]
+    cut = lengths(20 * 468, 468, 100, 468, 468)   # 468 = 4 × 117: one program
+    assert set(cut) == {117} and sum(cut) == 20 * 468
+    cut = lengths(20 * 467, 467, 100, 467, 467)   # prime: a full call and the remainder
+    assert set(cut) == {100, 67} and cut[:5] == [100, 100, 100, 100, 67]
+    assert train.call_length(1875, 5) == 5 and train.call_length(468, 50) == 52
+    assert train.call_length(10, 1000) == 1000 and train.call_length(7, 3) == 3
     # checkpoints and evaluations inside an epoch still end a call exactly there
     cut = lengths(2 * 468, 468, 100, 250, 468)
     assert sum(cut) == 936 and 250 in itertools.accumulate(cut)

@@ -61,7 +61,9 @@ def defaults() -> ml_collections.ConfigDict:
     c.train.batch_size = 128
     c.train.num_epochs = 30
     c.train.num_steps = 0           # > 0 overrides num_epochs
-    c.train.steps_per_call = 100    # steps fused per dispatch with lax.scan
+    # steps fused per dispatch with lax.scan (the nearest divisor of the epoch within 2x, so
+    # every call is one program: train.call_length)
+    c.train.steps_per_call = 100
     c.train.matmul_precision = "default"   # JAX's default: TF32 allowed on GPUs
     # "bfloat16": the train step's linear layers compute in bf16 (vae_jax.mixed_precision;
     # a model with its own dtype, deep_hvae, runs in it); parameters, optimizer state, EMA,

@@ -44,7 +44,7 @@ def save_png(path: str, grid: np.ndarray) -> str:
     """Write a uint8 grid [H, W, C] (C = 1 or 3) as PNG; returns the path."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     img = grid[..., 0] if grid.shape[-1] == 1 else grid
-    Image.fromarray(img).save(path, optimize=True)
+    Image.fromarray(img).save(path)  # optimize=True: 2.7x the time for <0.1 % smaller files
     return path
 
 

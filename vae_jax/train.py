@@ -213,12 +213,23 @@ def _next_boundary(step: int, every: int) -> int:
     return (step // every + 1) * every
 
 
+def call_length(steps_per_epoch: int, steps_per_call: int) -> int:
+    """The steps of a full call: the divisor of ``steps_per_epoch`` nearest to
+    ``steps_per_call`` within [steps_per_call / 2, 2 · steps_per_call] (so an epoch is one
+    program's calls, not also a remainder's: 468 steps at 100 a call -> 4 × 117), else
+    ``steps_per_call`` itself (then the epoch ends with a shorter call)."""
+    near = [d for d in range(max(1, -(-steps_per_call // 2)), 2 * steps_per_call + 1)
+            if steps_per_epoch % d == 0]
+    return min(near, key=lambda d: (abs(d - steps_per_call), -d)) if near else steps_per_call
+
+
 def next_stop(step: int, total_steps: int, steps_per_epoch: int, steps_per_call: int,
               checkpoint_every: int, eval_every: int) -> int:
     """Where the call starting at ``step`` ends: the next epoch end, checkpoint, evaluation
-    or ``steps_per_call`` boundary. Calls count from the epoch's start, so every epoch is
-    cut into the same lengths (steps_per_call and the remainder): each new length would
-    compile, and keep, one more program (benchmarks/README.md)."""
+    or call boundary (``call_length``). Calls count from the epoch's start, so every epoch
+    is cut into the same lengths (one, or a full call and the remainder): each new length
+    would compile, and keep, one more program (benchmarks/README.md)."""
+    steps_per_call = call_length(steps_per_epoch, steps_per_call)
     epoch_start = step - step % steps_per_epoch
     return min(total_steps, epoch_start + steps_per_epoch,
                _next_boundary(step, checkpoint_every), _next_boundary(step, eval_every),
