@@ -304,6 +304,34 @@ def test_active_units_per_layer_against_a_known_linear_encoder():
                                          batch_size=100)) == {"z"}
 
 
+def test_the_suites_one_pass_equals_its_elbo_and_active_units_calls():
+    """The training loop's evaluation runs the ELBO and the active units' posterior means in
+    one program (the encoder once): the same terms and counts as the two separate passes,
+    for a plain VAE and a two-layer HVAE (Monte Carlo means, dynamic binarization)."""
+    from vae_jax import parallel, suite
+
+    images = np.asarray(jax.random.randint(jax.random.key(3), (60, 4, 4, 1), 0, 256),
+                        np.uint8)
+    key = jax.random.key(7)
+    for name, options in (("mlp", dict(latent_dim=3, hidden=(8,))),
+                          ("hvae", dict(latent_dims=(3, 2), hidden=((8,), (6,))))):
+        model = models.get(name, image_shape=(4, 4, 1), **options)
+        params = _init(model, jnp.zeros((1, 4, 4, 1)))
+        s = suite.Suite(model, parallel.data_mesh(), binarization="dynamic", batch_size=20)
+        terms, units = s.elbo_and_active_units(params, images, key)
+        alone = s.elbo(params, images, key)
+        assert set(terms) == set(alone)
+        for k in alone:
+            np.testing.assert_allclose(terms[k], alone[k], rtol=1e-6, atol=1e-5)
+        assert units == s.active_units(params, images, key)
+        assert len(units) == (1 if name == "mlp" else 2)
+        var = active_units.variance_over_examples(s.elbo_and_means(params, images, key)[1])
+        var_alone = active_units.posterior_mean_variance(
+            params, images, model=model, key=key, binarization="dynamic", batch_size=20)
+        for layer in var_alone:
+            np.testing.assert_allclose(var[layer], var_alone[layer], rtol=1e-5, atol=1e-9)
+
+
 # ------------------------------------------------------------------------ configs, training
 
 def test_burda_two_layer_config_builds_the_paper_architecture():

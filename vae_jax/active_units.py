@@ -22,6 +22,7 @@ from vae_jax.precision import EVAL_PRECISION, at_precision
 from vae_jax.xla_cpu.compile import jit_eval
 
 THRESHOLD = 1e-2
+DEFAULT_SAMPLES = 100  # Monte Carlo draws of E_q[z_l | x] for a layer that needs them
 
 
 def posterior_means(params, x: jax.Array, key: jax.Array, *, model: nn.Module,
@@ -34,7 +35,9 @@ def posterior_means(params, x: jax.Array, key: jax.Array, *, model: nn.Module,
     return {"z": model.apply(params, x, method=lambda mdl, x: mdl.encode(x).mean)}
 
 
-def _means_batch(params, x, key, *, model, binarization, num_samples):
+def means_batch(params, x, key, *, model, binarization, num_samples):
+    """uint8 x [B, H, W, C] -> ``posterior_means`` of x binarized with the first half of
+    ``key`` (as ``evaluate.elbo_batch`` binarizes it), drawn with the second."""
     k_bin, k_z = jax.random.split(key)
     xf = data.preprocess(x, k_bin, binarization=binarization)
     return posterior_means(params, xf, k_z, model=model, num_samples=num_samples)
@@ -42,19 +45,19 @@ def _means_batch(params, x, key, *, model, binarization, num_samples):
 
 @functools.lru_cache(maxsize=16)
 def make_posterior_means_fn(model: nn.Module, *, binarization: str,
-                            num_samples: int = 100) -> Callable:
+                            num_samples: int = DEFAULT_SAMPLES) -> Callable:
     """jit(params, x_uint8 [b, H, W, C], key) -> {layer: [b, D]}; cached per model/settings.
 
     Float32 matrix products on every backend, like the other evaluation figures.
     """
     return jit_eval(at_precision(functools.partial(
-        _means_batch, model=model, binarization=binarization, num_samples=num_samples),
+        means_batch, model=model, binarization=binarization, num_samples=num_samples),
         EVAL_PRECISION))
 
 
 def posterior_mean_variance(params, images: np.ndarray, *, model: nn.Module,
                             key: Optional[jax.Array] = None, binarization: str = "dynamic",
-                            num_samples: int = 100, batch_size: int = 1000,
+                            num_samples: int = DEFAULT_SAMPLES, batch_size: int = 1000,
                             mesh: Optional[Mesh] = None) -> dict[str, np.ndarray]:
     """Var_x(E_q[z|x]) per unit over ``images`` (uint8 [N, H, W, C]): {layer: [D_layer]}."""
     key = jax.random.key(0) if key is None else key
@@ -62,12 +65,23 @@ def posterior_mean_variance(params, images: np.ndarray, *, model: nn.Module,
     batch_size = min(batch_size, len(images))
     means = evaluate.per_example(fn, params, images, key, batch_size=batch_size, mesh=mesh,
                                  progress=False)
+    return variance_over_examples(means)
+
+
+def variance_over_examples(means: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """{layer: E_q[z|x] [N, D]} -> {layer: Var_x [D]} (float64)."""
     return {layer: np.var(np.asarray(m, np.float64), axis=0) for layer, m in means.items()}
+
+
+def count_active(variances: dict[str, np.ndarray], threshold: float = THRESHOLD
+                 ) -> dict[str, int]:
+    """{layer: Var_x [D]} -> {layer: #{u : Var_x > threshold}}."""
+    return {layer: int(np.sum(v > threshold)) for layer, v in variances.items()}
 
 
 def active_units(params, images: np.ndarray, *, model: nn.Module, threshold: float = THRESHOLD,
                  key: Optional[jax.Array] = None, binarization: str = "dynamic",
-                 num_samples: int = 100, batch_size: int = 1000,
+                 num_samples: int = DEFAULT_SAMPLES, batch_size: int = 1000,
                  mesh: Optional[Mesh] = None) -> dict[str, int]:
     """Number of active units per layer: #{u : Var_x(E_q[u|x]) > threshold}.
 
@@ -77,4 +91,4 @@ def active_units(params, images: np.ndarray, *, model: nn.Module, threshold: flo
     var = posterior_mean_variance(params, images, model=model, key=key,
                                   binarization=binarization, num_samples=num_samples,
                                   batch_size=batch_size, mesh=mesh)
-    return {layer: int(np.sum(v > threshold)) for layer, v in var.items()}
+    return count_active(var, threshold)

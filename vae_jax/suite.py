@@ -9,6 +9,7 @@ reused, so nothing recompiles. Every figure of one run sees the same binarized t
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from typing import Optional
@@ -20,7 +21,8 @@ from jax.sharding import Mesh
 
 from vae_jax import active_units, evaluate, parallel
 from vae_jax import distributions as dist
-from vae_jax.precision import EVAL_PRECISION
+from vae_jax.precision import EVAL_PRECISION, at_precision
+from vae_jax.xla_cpu.compile import jit_eval
 
 
 class Suite:
@@ -43,11 +45,30 @@ class Suite:
         self.bits_per_dim = bits_per_dim
         self.elbo_fn = evaluate.make_elbo_fn(model, binarization=binarization,
                                              num_samples=num_samples, precision=precision)
+        self._with_means_fn = jit_eval(at_precision(functools.partial(
+            _elbo_and_means, model=model, binarization=binarization, num_samples=num_samples),
+            precision))
 
     def elbo(self, params, images: np.ndarray, key: jax.Array) -> dict[str, np.ndarray]:
         """Per-example ELBO terms {name: [N]} (nats)."""
         return evaluate.per_example(self.elbo_fn, params, images, key,
                                     batch_size=self.batch_size, mesh=self.mesh)
+
+    def elbo_and_active_units(self, params, images: np.ndarray, key: jax.Array
+                              ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        """``elbo`` and ``active_units`` of the same images in one pass: one program whose
+        encoder runs once per batch (XLA merges the two identical computations), with the
+        same values as the two calls."""
+        terms, means = self.elbo_and_means(params, images, key)
+        counts = active_units.count_active(active_units.variance_over_examples(means))
+        return terms, {f"test_au_{layer}": float(n) for layer, n in counts.items()}
+
+    def elbo_and_means(self, params, images: np.ndarray, key: jax.Array
+                       ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """(per-example ELBO terms {name: [N]}, posterior means {layer: [N, D]})."""
+        out = evaluate.per_example(self._with_means_fn, params, images, key,
+                                   batch_size=self.batch_size, mesh=self.mesh)
+        return out["terms"], out["means"]
 
     def active_units(self, params, images: np.ndarray, key: jax.Array) -> dict[str, float]:
         """{"test_au_<layer>": active units} (Burda et al.'s A_u > 10⁻²)."""
@@ -82,6 +103,17 @@ class Suite:
         return out
 
 
+def _elbo_and_means(params, x, key, *, model, binarization, num_samples):
+    """{"terms": per-example ELBO terms {name: [b]}, "means": {layer: E_q[z|x] [b, D]}} of
+    uint8 x [b, H, W, C]: ``evaluate.elbo_batch`` and the active units' posterior means
+    (``active_units.DEFAULT_SAMPLES`` draws), binarized and keyed as each is alone."""
+    return {"terms": evaluate.elbo_batch(params, x, key, model=model,
+                                         binarization=binarization, num_samples=num_samples),
+            "means": active_units.means_batch(params, x, key, model=model,
+                                              binarization=binarization,
+                                              num_samples=active_units.DEFAULT_SAMPLES)}
+
+
 def run_suite(suite: Suite, params, images: np.ndarray, key: jax.Array, *,
               likelihood: bool = False,
               active_units_images: Optional[np.ndarray] = None) -> dict[str, float]:
@@ -92,10 +124,12 @@ def run_suite(suite: Suite, params, images: np.ndarray, key: jax.Array, *,
     ``active_units_images`` (default: ``images``).
     """
     t0 = time.perf_counter()
-    test = suite.elbo(params, images, key)
-    result = evaluate.summarize(test, prefix="test_")
-    au_images = images if active_units_images is None else active_units_images
-    result |= suite.active_units(params, au_images, key)
+    if active_units_images is None:
+        test, units = suite.elbo_and_active_units(params, images, key)
+    else:
+        test = suite.elbo(params, images, key)
+        units = suite.active_units(params, active_units_images, key)
+    result = evaluate.summarize(test, prefix="test_") | units
     if not likelihood:
         return result
     result |= {"test_elbo_stderr": evaluate.mean_and_stderr(test["elbo"])[1],
