@@ -27,7 +27,8 @@ def make_config(data_path: str, num_steps: int):
     config = smoke.get_config()
     config.data.name, config.data.dir = "npz", data_path
     _runs.with_model(config, "deep_hvae", **MODEL)
-    # 48 images, batch 16: 3 steps an epoch, cut into calls of 2 and 1
+    # 48 images, batch 16: 3 steps an epoch, one call each (train.call_length: 3 is the
+    # divisor of the epoch nearest to 2)
     config.train.batch_size, config.eval.batch_size = 16, 16
     config.train.num_steps, config.train.steps_per_call = num_steps, 2
     config.train.checkpoint_every_steps = config.train.eval_every_steps = 0  # every epoch
@@ -137,8 +138,8 @@ from test_deep_hvae_loop import make_config
 from vae_jax import experiment
 assert jax.device_count() == 8, jax.devices()
 config = make_config({data!r}, 9)
-# one call an epoch (3 steps), evaluated once at the end: one train program to compile, not
-# two (test_vdm_loop's 8-device run covers calls of 2 and 1 on 8 devices)
+# one call an epoch (3 steps), evaluated once at the end (test_vdm_loop's 8-device run
+# covers calls cut by checkpoints on 8 devices)
 config.train.steps_per_call, config.train.eval_every_steps = 3, 9
 s = experiment.train_and_evaluate(config, {workdir!r})
 np.save({out!r}, np.concatenate([np.ravel(x) for x in jax.tree.leaves(jax.device_get(s.params))]))

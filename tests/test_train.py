@@ -233,12 +233,13 @@ def test_no_compilation_after_the_first_epoch(tmp_path):
     images."""
     rng = np.random.default_rng(0)
     path = tmp_path / "synthetic_small.npz"
-    np.savez(path, train=rng.integers(0, 256, (70, 28, 28), np.uint8),
+    np.savez(path, train=rng.integers(0, 256, (130, 28, 28), np.uint8),
              test=rng.integers(0, 256, (40, 28, 28), np.uint8))
     config = smoke.get_config()
     config.data.name, config.data.dir = "npz", str(path)
-    # 7 steps per epoch, 5 per call: cut at global multiples of 5 the epochs would need
-    # calls of 5, 2, 3, 4, 1 steps, a new length (a new program) in each of epochs 1-3.
+    # 13 steps per epoch (prime: no call length near 5 divides it), 5 per call: cut from
+    # each epoch's start, every epoch is 5, 5, 3; cut at global multiples of 5 epochs 2 and
+    # 3 would need calls of 2, 1 and 4 steps, new lengths (new programs).
     config.train.batch_size, config.train.steps_per_call = 10, 5
     config.train.num_steps, config.train.num_epochs = 0, 6
     config.train.checkpoint_every_steps = config.train.eval_every_steps = 0  # every epoch
