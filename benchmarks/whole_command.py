@@ -22,6 +22,9 @@ spell of a shared machine hits both:
 
 It prints each process's wall time (start to exit, imports and data loading included), the
 medians and the ratios; then the import time of ``experiments.main`` in a fresh process.
+With ``--train_calls=R`` it first times the training alone, in this process: one epoch as
+the library's ``Trainer`` call (468 steps, the default config, static binarization, no EMA
+kept) against the script's jitted epoch, R rounds round-robin (``--rounds=0`` for only that).
 No test runs it; the figures depend on the machine (quote one run's ratios).
 """
 
@@ -117,6 +120,61 @@ def _timed(cmd, env) -> float:
     return wall
 
 
+def train_calls(rounds: int) -> None:
+    """One epoch of training: the library's compiled call against MINIMAL's, round-robin."""
+    sys.path.insert(0, ROOT)
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from experiments.configs import default
+    from vae_jax import config as config_lib, parallel, train
+
+    ns: dict = {}
+    exec(MINIMAL.split("key = jax.random.key(42)")[0].replace("int(sys.argv[1])", "1"), ns)
+    config = default.get_config()
+    config.data.binarization = "static"
+    images = (ns["idx"]("train-images-idx3-ubyte.gz").reshape(-1, 28, 28, 1) > 127)
+    images = images.astype(np.uint8) * 255
+    model = config_lib.build_model(config, (28, 28, 1))
+    steps = len(images) // config.train.batch_size
+    trainer = config_lib.build_trainer(config, model, parallel.data_mesh(), steps)
+    keys = config_lib.root_keys(config.seed)
+    box = {"state": train.create_train_state(keys["init"], model, trainer.optimizer,
+                                             (28, 28, 1), ema=config_lib.keeps_ema(config)),
+           "params": ns["params"], "opt": ns["opt_state"]}
+    on_device = trainer.put_train_images(images)
+    perm = trainer.permutation(keys["order"], 0, len(images))
+    call = trainer.call(steps)
+
+    def library():
+        box["state"] = box["state"].replace(step=jnp.zeros((), jnp.int32))
+        box["state"], m = call(box["state"], on_device, perm, keys["train"])
+        jax.block_until_ready(m)
+
+    def script():
+        box["params"], box["opt"], loss = ns["epoch"](box["params"], box["opt"],
+                                                      jax.random.key(1), ns["train"])
+        jax.block_until_ready(loss)
+
+    runs = {"vae_jax Trainer call": library, "script's epoch": script}
+    for fn in runs.values():
+        fn()  # compile
+    times = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, fn in runs.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    print(f"one epoch of training ({steps} steps), medians of {rounds} rounds:")
+    for name, ts in times.items():
+        print(f"  {name:<22} {statistics.median(ts):.3f} s  "
+              f"({', '.join(f'{t:.2f}' for t in ts)})")
+    ratio = statistics.median(times["vae_jax Trainer call"]) / statistics.median(
+        times["script's epoch"])
+    print(f"  ratio vae_jax / script: {ratio:.3f}\n", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
@@ -124,7 +182,13 @@ def main() -> None:
     parser.add_argument("--compare_sync", action="store_true",
                         help="also time the warm command with config.train.async_checkpoint="
                              "False (each checkpoint written before training goes on)")
+    parser.add_argument("--train_calls", type=int, default=0,
+                        help="R > 0: first time one epoch of training alone, R rounds")
     args = parser.parse_args()
+    if args.train_calls:
+        train_calls(args.train_calls)
+    if args.rounds <= 0:
+        return
     tmp = tempfile.mkdtemp(prefix="whole_command_")
     script = os.path.join(tmp, "minimal.py")
     with open(script, "w") as f:
