@@ -156,11 +156,8 @@ def _train(s: Setup, workdir: str) -> train.TrainState:
     ckpt_dir = os.path.join(workdir, "checkpoints")
     mngr = saves = None
 
-    def last_checkpoint() -> str:  # a save in flight is finished first: it may fail
-        if saves is not None:
-            with contextlib.suppress(Exception):
-                saves.finish()
-        latest = saves.finished if saves else mngr and mngr.latest_step()
+    def last_checkpoint() -> str:
+        latest = saves.last_complete() if saves else mngr and mngr.latest_step()
         return (f"The last good checkpoint, step {latest} in {ckpt_dir}, is kept"
                 if latest is not None else "No checkpoint had been written yet")
 

@@ -47,6 +47,14 @@ class TrainingSaves:
                 checkpoint.finish(self.mngr, step)
             self.finished = step
 
+    def last_complete(self) -> Optional[int]:
+        """The newest step complete on disk, for an error message being built: waits for
+        the save in flight first; if that write failed, the step before it (the failure
+        itself is what the caller is reporting, or follows it)."""
+        with contextlib.suppress(Exception):
+            self.finish()
+        return self.finished
+
     @contextlib.contextmanager
     def closing(self, writer, metrics_log, workdir: str):
         """Around the training loop: on every exit finish the save in flight, flush and
