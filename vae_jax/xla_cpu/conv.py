@@ -19,7 +19,10 @@ canonical form plus transposes, so that its fast (Eigen) convolution runs, but n
 the body of a ``while`` loop, i.e. not inside the ``lax.scan`` of the train step: there
 both gradients run through the slow generic loop (20-40x slower; benchmarks/README.md).
 ``_stride1`` is the same convolution with a custom VJP whose two gradients are canonical
-convolutions with explicit transposes, which XLA:CPU runs fast inside loops too.
+convolutions with explicit transposes, which XLA:CPU runs fast inside loops too. Being a
+custom VJP it has no forward-mode derivative: ``jax.jvp`` through a stride-1 convolution
+needs the switch off (``vae_jax.xla_cpu.set_enabled(False)``); reverse mode of any order
+works.
 
 Other layouts, kernel dilation and feature groups, a ``preferred_element_type``, negative
 padding, and every non-CPU backend stay with ``lax.conv_general_dilated``. The values are
