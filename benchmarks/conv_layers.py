@@ -1,11 +1,15 @@
-"""Convolution layers of the conv VAE: XLA's own vs vae_jax.models.layers, value + gradients.
+"""Convolution layers of the conv VAE and the deep HVAE: XLA's own vs vae_jax.models.layers,
+value + gradients.
 
 For each layer shape, times one jitted call computing the convolution and the gradients
 with respect to input and kernel (what a train step needs), round-robin over the
 implementations, and prints medians. On the CPU, ``layers`` takes its matrix-product paths
-(im2col for strided, sub-pixel for transposed convolutions); stride 1 stays with XLA.
+(im2col for strided, sub-pixel for transposed convolutions, a dot for unpadded 1x1s) and
+stride-1 convolutions with canonical gradients. ``--in_scan`` runs each call inside a
+``lax.scan`` (a while loop, as the train step does), where XLA:CPU leaves its own
+stride-1 gradients in its slow generic loop.
 
-  python benchmarks/conv_layers.py              # 7 rounds
+  python benchmarks/conv_layers.py [--in_scan]   # 7 rounds
 """
 
 from __future__ import annotations
@@ -55,26 +59,53 @@ CASES = {  # name: (input shape, kernel shape, {implementation: fn(x, k)})
             "layers (sub-pixel)": lambda x, k: layers.conv_transpose(x, k, (2, 2), "SAME")}),
     "decoder out, stride 1: [128,28,28,32] -> [128,28,28,1]": (
         (128, 28, 28, 32), (3, 3, 32, 1), {
-            "xla (= layers)": lambda x, k: layers.conv_general_dilated(
+            "xla": lambda x, k: lax.conv_general_dilated(x, k, (1, 1), "SAME",
+                                                         dimension_numbers=NHWC),
+            "layers (canonical vjp)": lambda x, k: layers.conv_general_dilated(
+                x, k, (1, 1), "SAME", dimension_numbers=NHWC)}),
+    "deep HVAE c2, 3x3 stride 1: [32,28,28,16] -> [32,28,28,16]": (
+        (32, 28, 28, 16), (3, 3, 16, 16), {
+            "xla": lambda x, k: lax.conv_general_dilated(x, k, (1, 1), "SAME",
+                                                         dimension_numbers=NHWC),
+            "layers (canonical vjp)": lambda x, k: layers.conv_general_dilated(
+                x, k, (1, 1), "SAME", dimension_numbers=NHWC)}),
+    "deep HVAE c1, 1x1: [32,28,28,64] -> [32,28,28,16]": (
+        (32, 28, 28, 64), (1, 1, 64, 16), {
+            "xla": lambda x, k: lax.conv_general_dilated(x, k, (1, 1), "SAME",
+                                                         dimension_numbers=NHWC),
+            "layers (dot)": lambda x, k: layers.conv_general_dilated(
                 x, k, (1, 1), "SAME", dimension_numbers=NHWC)}),
 }
 
 
-def value_and_grads(conv):
-    """jit: (conv(x, k), its vjp of a fixed cotangent), as a train step needs them."""
-    @jax.jit
+def value_and_grads(conv, in_scan=False):
+    """jit: (conv(x, k), its vjp of a fixed cotangent), as a train step needs them; with
+    ``in_scan``, computed inside a one-step ``lax.scan``."""
     def f(x, k, r):
         y, vjp = jax.vjp(conv, x, k)
         return y, vjp(r)
-    return f
+    if not in_scan:
+        return jax.jit(f)
+
+    def body(carry, _):   # the gradients carried: nothing to hoist out of the loop
+        y, grads = f(*carry)
+        return (*grads, carry[2]), y
+
+    @jax.jit
+    def in_loop(x, k, r):
+        (dx, dk, _), ys = lax.scan(body, (x, k, r), None, length=1)
+        return ys[0], (dx, dk)
+    return in_loop
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--in_scan", action="store_true", help="each call inside a lax.scan")
     args = ap.parse_args()
     print(f"jax {jax.__version__} on {jax.default_backend()}; {os.cpu_count()} cores; "
-          f"{args.rounds} rounds; value + input and kernel gradients per call")
+          f"{args.rounds} rounds; value + input and kernel gradients per call"
+          + ("; inside a lax.scan" if args.in_scan else ""))
     rng = np.random.default_rng(0)
     for case, (xs, ks, impls) in CASES.items():
         x = rng.standard_normal(xs, np.float32)
@@ -83,7 +114,7 @@ def main() -> None:
         r = rng.standard_normal(jax.eval_shape(next(iter(impls.values())), x, k).shape,
                                 np.float32)   # one cotangent for every implementation
         for name, conv in impls.items():
-            fns[name] = (value_and_grads(conv), r)
+            fns[name] = (value_and_grads(conv, args.in_scan), r)
             outs[name] = jax.block_until_ready(fns[name][0](x, k, r))
         times = {name: [] for name in impls}
         for _ in range(args.rounds):

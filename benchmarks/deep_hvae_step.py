@@ -10,6 +10,9 @@ Fashion-MNIST held in memory.
 
 * ``vae_jax``: the library's ``Trainer`` (``lax.scan`` over ``--steps`` steps per dispatch;
   its EMA of the parameters and its metrics included).
+* ``vae_jax, xla_cpu off`` (``--switch_off``): the same with the ``vae_jax.xla_cpu`` fast
+  paths off, i.e. XLA's own convolutions, whose gradients XLA:CPU runs through its generic
+  loop inside the ``lax.scan`` (the library's figure before its stride-1 path).
 * ``pytorch``: the same layers in ``torch.nn`` (``Conv2d``, ``F.gelu(approximate="tanh")``,
   ``torch.optim.Adam``, ``clip_grad_norm_``), no EMA; skipped when torch is not installed
   (it is not a dependency: ``pip install torch``).
@@ -19,7 +22,7 @@ both alike; prints medians and the ratio. The bound: the step's floating-point o
 (XLA's cost analysis of the compiled call, per step) at the float32 matmul rate measured in
 the same run; "of bound" is the achieved fraction.
 
-  python benchmarks/deep_hvae_step.py --rounds=5
+  python benchmarks/deep_hvae_step.py --rounds=5 --steps=5 [--switch_off]
 """
 
 from __future__ import annotations
@@ -39,10 +42,11 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from experiments.configs import fashion_mnist_deep_hvae  # noqa: E402
-from vae_jax import config as config_lib, data, parallel, train  # noqa: E402
+from vae_jax import config as config_lib, data, parallel, train, xla_cpu  # noqa: E402
 
 
 def vae_jax_runner(config, images_np, steps):
+    t0 = time.perf_counter()
     mesh = parallel.data_mesh()
     model = config_lib.build_model(config, (28, 28, 1))
     spe = len(images_np) // config.train.batch_size
@@ -53,14 +57,16 @@ def vae_jax_runner(config, images_np, steps):
     images = parallel.put_global(images_np, mesh, trainer.replicated)
     perm = trainer.permutation(keys["order"], 0, len(images_np))
     fn = trainer.call(steps)
-    flops = fn.lower(state, images, perm, keys["train"]).compile().cost_analysis()
-    flops = (flops[0] if isinstance(flops, list) else flops).get("flops", float("nan"))
     box = {"state": state}
 
     def run():
         box["state"] = box["state"].replace(step=jnp.zeros((), jnp.int32))
         box["state"], m = fn(box["state"], images, perm, keys["train"])
         jax.block_until_ready(m)
+    run()   # traced and compiled now, under the xla_cpu switch of now
+    run.setup_s = time.perf_counter() - t0   # init, compilation and one call of ``steps``
+    flops = fn.lower(box["state"], images, perm, keys["train"]).compile().cost_analysis()
+    flops = (flops[0] if isinstance(flops, list) else flops).get("flops", float("nan"))
     run.flops_per_step = flops / steps
     return run
 
@@ -180,14 +186,23 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--steps", type=int, default=10, help="steps per timed block")
+    ap.add_argument("--switch_off", action="store_true",
+                    help="also time vae_jax with the xla_cpu fast paths off")
     args = ap.parse_args()
     import train_throughput as tt  # the matmul rate, measured the same way as elsewhere
 
     config = config_lib.resolve(fashion_mnist_deep_hvae.get_config("binary"))
     ds = data.load("fashion_mnist")
-    t0 = time.perf_counter()
     runners = {"vae_jax": vae_jax_runner(config, ds.train_images, args.steps)}
-    print(f"vae_jax set-up and compilation: {time.perf_counter() - t0:.1f} s")
+    print(f"vae_jax set-up, compilation and a first call of {args.steps} steps: "
+          f"{runners['vae_jax'].setup_s:.1f} s")
+    if args.switch_off:   # traced now, with the switch off; every later trace has it on
+        xla_cpu.set_enabled(False)
+        try:
+            runners["vae_jax, xla_cpu off"] = vae_jax_runner(config, ds.train_images,
+                                                             args.steps)
+        finally:
+            xla_cpu.set_enabled(True)
     runners["pytorch"] = torch_runner(config, ds.train_images, args.steps)
     runners = {k: v for k, v in runners.items() if v is not None}
     print(f"deep_hvae ({len(config.model.decoder_blocks)} resolutions, "
@@ -207,10 +222,10 @@ def main() -> None:
     flops = runners["vae_jax"].flops_per_step
     bound = gflops * 1e9 / flops
     base = statistics.median(times["vae_jax"])
-    print(f"{'':10s} {'steps/s':>8s} {'vs vae_jax':>11s} {'of bound':>9s}")
+    print(f"{'':21s} {'steps/s':>8s} {'vs vae_jax':>11s} {'of bound':>9s}")
     for name, ts in times.items():
         med = statistics.median(ts)
-        print(f"{name:10s} {1 / med:8.2f} {base / med:10.2f}x {1 / med / bound:9.0%}")
+        print(f"{name:21s} {1 / med:8.2f} {base / med:10.2f}x {1 / med / bound:9.1%}")
     print(f"bound: {bound:.1f} steps/s = {flops / 1e9:.2f} GFLOP per step (XLA cost analysis) "
           f"at {gflops:.1f} GFLOP/s (float32 1024^3 matmul, same run)")
 

@@ -1,5 +1,5 @@
-"""vae_jax.models.layers: the CPU's matrix-product convolutions equal XLA's, values and
-gradients, and the modules keep Flax's parameters."""
+"""vae_jax.models.layers: the CPU's convolutions (matrix products; stride 1 with canonical
+gradients) equal XLA's, values and gradients, and the modules keep Flax's parameters."""
 
 import flax.linen as nn
 import jax
@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from jax import lax
 
+from vae_jax import xla_cpu
 from vae_jax.models import layers
 
 pytestmark = pytest.mark.skipif(jax.default_backend() != "cpu",
@@ -87,10 +88,72 @@ def test_transposed_convolution_with_unequal_strides_and_a_kernel_smaller_than_t
                                                      dimension_numbers=layers.NHWC), x, k)
 
 
-def test_stride_one_and_other_layouts_stay_with_xla():
+def _uses_canonical_vjp(fn, *args) -> bool:
+    return "custom_vjp_call" in str(jax.make_jaxpr(fn)(*args))
+
+
+@pytest.mark.parametrize("shape,kshape,padding", [
+    ((3, 9, 9, 4), (3, 3, 4, 5), "SAME"),
+    ((2, 7, 11, 3), (3, 3, 3, 6), "VALID"),               # odd, unequal sides
+    ((2, 8, 7, 5), (3, 3, 5, 2), ((0, 2), (1, 0))),       # explicit, asymmetric
+    ((2, 6, 9, 3), (3, 1, 3, 4), "SAME"),                 # a non-square kernel
+    ((2, 5, 5, 4), (4, 4, 4, 3), "SAME"),                 # even k: SAME pads (1, 2)
+    ((3, 7, 5, 6), (1, 1, 6, 4), "SAME"),                 # a 1x1: a matrix product
+    ((2, 4, 6, 3), (1, 1, 3, 8), "VALID"),
+])
+def test_stride_one_convolution_is_xla_s(shape, kshape, padding):
+    x, k = _inputs(shape, kshape, seed=sum(shape))
+
+    def ours(x, k):
+        return layers.conv_general_dilated(x, k, (1, 1), padding, dimension_numbers=layers.NHWC)
+
+    def xla(x, k):
+        return lax.conv_general_dilated(x, k, (1, 1), padding, dimension_numbers=layers.NHWC)
+
+    if kshape[:2] == (1, 1):
+        assert not _uses_xla_conv(ours, x, k)
+    else:
+        assert _uses_canonical_vjp(ours, x, k)
+    _assert_same(ours, xla, x, k)
+
+
+def _conv_labels_in_a_scan(conv, x, k) -> set[str]:
+    """The dimension labels of every convolution XLA:CPU compiles for conv's gradients
+    inside a lax.scan (a while loop, as in the train step)."""
+    def body(c, _):
+        y, vjp = jax.vjp(conv, *c)
+        return vjp(y), None
+    hlo = jax.jit(lambda x, k: lax.scan(body, (x, k), None, length=2)[0]).lower(
+        x, k).compile().as_text()
+    return {line.split("dim_labels=")[1].split(",")[0] for line in hlo.splitlines()
+            if " convolution(" in line}
+
+
+def test_stride_one_gradients_inside_a_loop_are_canonical_convolutions():
+    # XLA:CPU runs only b01f_01io->b01f fast; in a loop body it leaves lax's gradient
+    # convolutions in other labels (its generic loop, 20-40x slower).
     x, k = _inputs((2, 8, 8, 3), (3, 3, 3, 4))
-    assert _uses_xla_conv(lambda x, k: layers.conv_general_dilated(
-        x, k, (1, 1), "SAME", dimension_numbers=layers.NHWC), x, k)
+
+    def conv(x, k):
+        return layers.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=layers.NHWC)
+
+    assert _conv_labels_in_a_scan(conv, x, k) == {"b01f_01io->b01f"}
+    xla_cpu.set_enabled(False)
+    try:   # the switch off: lax's own convolution and gradients
+        assert not _uses_canonical_vjp(conv, x, k)
+    finally:
+        xla_cpu.set_enabled(True)
+
+
+def test_stride_one_paddings_outside_the_path_and_other_layouts_stay_with_xla():
+    x, k = _inputs((2, 8, 8, 3), (3, 3, 3, 4))
+    for kk, pads in [(k, ((3, 0), (1, 1))), (k, ((-1, 1), (1, 1))), (k[:1, :1], ((1, 0), (0, 1)))]:
+        def ours(x, k, pads=pads):
+            return layers.conv_general_dilated(x, k, (1, 1), pads, dimension_numbers=layers.NHWC)
+
+        assert not _uses_canonical_vjp(ours, x, kk) and _uses_xla_conv(ours, x, kk)
+        _assert_same(ours, lambda x, k, pads=pads: lax.conv_general_dilated(
+            x, k, (1, 1), pads, dimension_numbers=layers.NHWC), x, kk)
     xc, kc = jnp.moveaxis(x, -1, 1), jnp.transpose(k, (3, 2, 0, 1))
     np.testing.assert_allclose(   # no dimension numbers: lax's default, NCHW / OIHW
         layers.conv_general_dilated(xc, kc, (2, 2), "SAME"),
@@ -112,6 +175,8 @@ def test_modules_keep_flax_parameters_and_values():
          nn.ConvTranspose(5, (4, 4), strides=(2, 2), padding="VALID")),
         (layers.Conv(5, (3, 3), strides=(2, 2), padding="SAME"),
          nn.Conv(5, (3, 3), strides=(2, 2), padding="SAME")),
+        (layers.Conv(5, (3, 3), padding="SAME"), nn.Conv(5, (3, 3), padding="SAME")),
+        (layers.Conv(4, (1, 1)), nn.Conv(4, (1, 1))),
     ]:
         p_ours, p_theirs = jax.jit(ours.init)(key, x), jax.jit(theirs.init)(key, x)
         assert jax.tree.structure(p_ours) == jax.tree.structure(p_theirs)

@@ -1,5 +1,6 @@
-"""Convolution layers for the conv and ResNet models: Flax's own modules and parameters,
-computed by ``vae_jax.xla_cpu.conv`` (matrix products on the CPU, ``lax`` elsewhere).
+"""Convolution layers for the conv, ResNet, deep HVAE and VDM models: Flax's own modules and
+parameters, computed by ``vae_jax.xla_cpu.conv`` (on the CPU matrix products, and stride-1
+convolutions with canonical gradients; ``lax`` elsewhere).
 
 Parameters (names, shapes, initialisers) are Flax's, so checkpoints do not depend on the
 backend or on the ``vae_jax.xla_cpu`` switch.

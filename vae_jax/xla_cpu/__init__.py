@@ -5,8 +5,10 @@ fast path here that computes the same values (tests check them against the refer
 
 * ``rng``: ``jax.random``'s Threefry draws bit for bit, unrolled so XLA:CPU fuses them
   (its own CPU lowering is a loop that breaks fusion); falls back to ``jax.random``.
-* ``conv``: strided and transposed convolutions as matrix products (XLA:CPU's gradients of
-  these run through a slow generic loop); falls back to ``lax.conv_general_dilated``.
+* ``conv``: strided and transposed convolutions and unpadded 1x1s as matrix products, and
+  stride-1 convolutions with gradients written as canonical convolutions (XLA:CPU runs the
+  gradients of these through a slow generic loop, stride-1 ones inside loops such as the
+  train step's ``lax.scan``); falls back to ``lax.conv_general_dilated``.
 * ``compile.jit_eval``: evaluation programs compiled with YNNPACK fusions kept for matrix
   products only; falls back to a plain ``jax.jit``.
 

@@ -12,14 +12,27 @@ computes these convolutions as matrix products, whose gradients are matrix produ
   q + (r + t − lo)/s. One im2col product per residue (s_h·s_w of them, together exactly the
   taps' FLOPs, none spent on the zeros of the dilated input), interleaved.
 
-Stride-1 convolutions, other layouts, kernel dilation and feature groups, and every
-non-CPU backend stay with ``lax.conv_general_dilated`` (stride 1 is faster there than
-im2col). The values are lax's up to float32 summation order; ``tests/test_layers.py``
-checks values and gradients against it.
+Stride-1 convolutions keep XLA's forward convolution, which is fast; their gradients are
+the problem inside a loop. XLA:CPU rewrites a convolution whose dimension labels are not
+the canonical b01f_01io->b01f (the input and kernel gradients are two such) into the
+canonical form plus transposes, so that its fast (Eigen) convolution runs, but not inside
+the body of a ``while`` loop, i.e. not inside the ``lax.scan`` of the train step: there
+both gradients run through the slow generic loop (20-40x slower; benchmarks/README.md).
+``_stride1`` is the same convolution with a custom VJP whose two gradients are canonical
+convolutions with explicit transposes, which XLA:CPU runs fast inside loops too. Being a
+custom VJP it has no forward-mode derivative: ``jax.jvp`` through a stride-1 convolution
+needs the switch off (``vae_jax.xla_cpu.set_enabled(False)``); reverse mode of any order
+works.
+
+Other layouts, kernel dilation and feature groups, a ``preferred_element_type``, negative
+padding, and every non-CPU backend stay with ``lax.conv_general_dilated``. The values are
+lax's up to float32 summation order; ``tests/test_layers.py`` checks values and gradients
+against it.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import jax
@@ -55,6 +68,41 @@ def _strided_im2col(x, kernel, strides, pads, precision, preferred_element_type)
         [xp[:, i:i + sh * (out_h - 1) + 1:sh, j:j + sw * (out_w - 1) + 1:sw, :]
          for i in range(kh) for j in range(kw)], axis=-1)   # (i, j, c): the kernel's order
     return _products(patches, kernel.reshape(kh * kw * c, o), precision, preferred_element_type)
+
+
+def _canonical(x, kernel, pads, precision):
+    """Stride-1 correlation of x [B, H, W, C] with kernel [kh, kw, C, O], the labels
+    b01f_01io->b01f: [B, H + lo_h + hi_h - kh + 1, W + lo_w + hi_w - kw + 1, O]."""
+    return lax.conv_general_dilated(x, kernel, (1, 1), pads, dimension_numbers=NHWC,
+                                    precision=precision)
+
+
+@functools.lru_cache(maxsize=None)
+def _stride1(pads: tuple, precision) -> jax.custom_vjp:
+    """``_canonical`` for fixed padding and precision, with both gradients canonical too."""
+    @jax.custom_vjp
+    def conv(x, kernel):
+        return _canonical(x, kernel, pads, precision)
+
+    def forward(x, kernel):
+        return _canonical(x, kernel, pads, precision), (x, kernel)
+
+    def backward(saved, g):   # g: [B, H', W', O]
+        x, kernel = saved
+        kh, kw = kernel.shape[:2]
+        # dx: g correlated with the flipped kernel, its channel axes swapped [kh, kw, O, C]
+        flipped = jnp.transpose(kernel[::-1, ::-1], (0, 1, 3, 2))
+        dx_pads = [(kh - 1 - pads[0][0], kh - 1 - pads[0][1]),
+                   (kw - 1 - pads[1][0], kw - 1 - pads[1][1])]
+        dx = _canonical(g, flipped, dx_pads, precision)
+        # dkernel[i, j, c, o] = Σ_bhw x_pad[b, h + i, w + j, c] g[b, h, w, o]: channels as
+        # the batch, the batch as the features, g as a [H', W', B, O] kernel
+        dk = _canonical(jnp.transpose(x, (3, 1, 2, 0)), jnp.transpose(g, (1, 2, 0, 3)),
+                        pads, precision)                     # [C, kh, kw, O]
+        return dx, jnp.transpose(dk, (1, 2, 0, 3))
+
+    conv.defvjp(forward, backward)
+    return conv
 
 
 def _subpixel_taps(k: int, s: int, lo: int) -> list[list[tuple[int, int]]]:
@@ -100,25 +148,45 @@ def _transposed_subpixel(x, kernel, dilation, pads, precision, preferred_element
     return y[:, :sizes[0], :sizes[1]]
 
 
+def _stride1_applies(rhs, pads, preferred_element_type) -> bool:
+    """Whether a fast path computes this stride-1 convolution: an unpadded 1x1 (a matrix
+    product), or ``_stride1`` without ``preferred_element_type`` and with paddings from 0 to
+    k - 1 (so that the input gradient's are too)."""
+    if rhs.shape[:2] == (1, 1) and pads == ((0, 0), (0, 0)):
+        return True
+    return (preferred_element_type is None
+            and all(0 <= p <= k - 1 for pair, k in zip(pads, rhs.shape[:2]) for p in pair))
+
+
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
                          rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
                          batch_group_count=1, precision=None, preferred_element_type=None):
-    """``lax.conv_general_dilated``, through matrix products where the CPU fast paths are
-    active and XLA's own gradients are slow (strided or input-dilated 2-D NHWC/HWIO)."""
+    """``lax.conv_general_dilated``; where the CPU fast paths are active, 2-D NHWC/HWIO
+    convolutions take the forms whose gradients XLA:CPU runs fast: stride 1 with canonical
+    gradients (``_stride1``), strided or input-dilated ones as matrix products."""
     strides = tuple(window_strides)
     dilation = tuple(lhs_dilation or (1,) * len(strides))
     plain = (feature_group_count == 1 and batch_group_count == 1
              and all(d == 1 for d in (rhs_dilation or (1,)))
              and _is_nhwc(lhs, rhs, dimension_numbers))
-    fast = plain and xla_cpu.active() and (
-        (max(strides) > 1 and max(dilation) == 1) or (max(dilation) > 1 and max(strides) == 1))
+    fast = plain and xla_cpu.active()
+    if fast:
+        pads = padding
+        if isinstance(pads, str):   # as lax does: on the undilated input
+            pads = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], strides, pads)
+        pads = tuple(tuple(int(p) for p in pair) for pair in pads)
+        stride1 = max(strides) == 1 and max(dilation) == 1
+        fast = ((stride1 and _stride1_applies(rhs, pads, preferred_element_type))
+                or (max(strides) > 1 and max(dilation) == 1)
+                or (max(dilation) > 1 and max(strides) == 1))
     if not fast:
         return lax.conv_general_dilated(
             lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
             feature_group_count, batch_group_count, precision, preferred_element_type)
-    if isinstance(padding, str):   # as lax does: on the undilated input
-        padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], strides, padding)
-    pads = [tuple(p) for p in padding]
+    if stride1 and rhs.shape[:2] == (1, 1) and pads == ((0, 0), (0, 0)):
+        return _products(lhs, rhs[0, 0], precision, preferred_element_type)   # a 1x1: a dot
+    if stride1:
+        return _stride1(pads, precision)(lhs, rhs)
     if max(dilation) > 1:
         return _transposed_subpixel(lhs, rhs, dilation, pads, precision, preferred_element_type)
     return _strided_im2col(lhs, rhs, strides, pads, precision, preferred_element_type)
