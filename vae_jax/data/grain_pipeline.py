@@ -47,7 +47,7 @@ def read_threads(num_workers: int = AUTO, platform: Optional[str] = None) -> int
     """grain's read threads for ``num_workers`` (``AUTO``: the backend's default). On the
     CPU backend the default is 0, the reads on the stream's own thread: XLA's step already
     keeps every core busy there, so read threads add only their hand-offs (grain's 4
-    threads took 5x the CPU time per batch of none, benchmarks/README.md); an accelerator
+    threads took 5.7x the CPU time per npz batch of none, benchmarks/README.md); an accelerator
     leaves the host's cores to the reads, so it gets ``ACCELERATOR_READ_THREADS``."""
     if num_workers != AUTO:
         return num_workers

@@ -11,7 +11,7 @@ and checked against the step on resume.
 
 One read path for every source: a grain pipeline, whose read threads (``num_workers``)
 default to none on the CPU backend (``grain_pipeline.read_threads``); with none, grain
-reads on the stream's own thread, which costs an in-memory array 0.06 ms a batch more than
+reads on the stream's own thread, which costs an in-memory array 0.04 ms a batch more than
 indexing it directly (benchmarks/README.md), so no second, direct path is kept.
 
 Each process reads only the rows of its own devices' part of every batch (B/n per device)
@@ -119,6 +119,11 @@ class Stream:
             nxt = self._submit(nxt)
         stop, future = self._pending.pop(start)
         return stop, future.result()
+
+    def wait(self) -> None:
+        """Block until the reads queued ahead are done (a benchmark times each stream's
+        calls without another's reads ahead running meanwhile)."""
+        concurrent.futures.wait([future for _, future in self._pending.values()])
 
     def state(self, step: int) -> dict:
         """The reader's JSON state at ``step`` (saved with the checkpoint)."""
