@@ -89,12 +89,17 @@ class Orders:
                 self._perms[epoch] = np.asarray(perm, np.int64)
                 self._cond.notify_all()
 
-    def get(self, epoch: int) -> np.ndarray:
+    def get(self, epoch: int) -> Optional[np.ndarray]:
+        """The order of ``epoch``, waited for; None for an epoch before the newest put that
+        is not held (never drawn: orders are put in step order, so it will not come)."""
         with self._cond:
-            self._cond.wait_for(lambda: epoch in self._perms or self._closed)
-            if epoch not in self._perms:
+            self._cond.wait_for(lambda: epoch in self._perms or self._closed
+                                or (self._perms and epoch < max(self._perms)))
+            if epoch in self._perms:
+                return self._perms[epoch]
+            if self._closed:
                 raise RuntimeError(f"the stream closed before epoch {epoch}'s order was drawn")
-            return self._perms[epoch]
+            return None
 
     def close(self) -> None:
         with self._cond:
@@ -117,7 +122,8 @@ class BatchRows:
     def __getitem__(self, j: int) -> tuple[int, np.ndarray]:
         epoch, i = divmod(int(j), self.steps_per_epoch)
         start = i * self.batch_size
-        return int(j), self.orders.get(epoch)[start + self.lo:start + self.hi]
+        perm = self.orders.get(epoch)  # None: a batch the stream never asks for (``read``)
+        return int(j), None if perm is None else perm[start + self.lo:start + self.hi]
 
 
 class ReadRows:
@@ -128,7 +134,7 @@ class ReadRows:
 
     def __call__(self, element: tuple[int, np.ndarray]) -> tuple[int, np.ndarray]:
         j, idx = element
-        return j, np.asarray(self.source[idx])
+        return j, None if idx is None else np.asarray(self.source[idx])
 
 
 class GrainReader:
@@ -182,6 +188,9 @@ class GrainReader:
                     "where it was saved, e.g. one written by another grain version. Resume "
                     "with the grain version that wrote the checkpoint, or move the "
                     "checkpoint's data/ folder aside to resume from the step alone.")
+            if rows is None:
+                raise RuntimeError(f"epoch {want // self.steps_per_epoch}'s order was not "
+                                   "provided before its batches were read")
             if out is None:  # [k, M, H, W, C] filled in place: no list of batches to stack
                 out = np.empty((k, *rows.shape), rows.dtype)
             out[want - start] = rows
