@@ -1,14 +1,17 @@
 """File-backed training sets streamed through grain: steps/s of the on-device path against
-grain streaming memory-mapped npz shards and a folder of PNG files, for the default MLP
-(timed round-robin in one process); then the whole training loop on the shards with a
-device budget smaller than the set (``config.data.device_budget_mb``, so ``auto`` picks the
-stream) and the resident host memory at the end of each epoch.
+grain streaming memory-mapped npz shards and a folder of PNG files, for the default MLP and
+the conv VAE, with each count of read threads asked for (timed round-robin in one process,
+with the process's CPU time per step); the host CPU time grain takes to read one batch
+(``--parts=reads``); then the whole training loop on the shards with a device budget
+smaller than the set (``config.data.device_budget_mb``, so ``auto`` picks the stream) and
+the resident host memory at the end of each epoch.
 
 Writes real Fashion-MNIST (Debian's dataset-fashion-mnist) as np.savez shards and as PNG
 files into a temporary folder first.
 
-  python benchmarks/stream_files.py                      # 60000 rows in 6 shards
-  python benchmarks/stream_files.py --epochs=3 --png_rows=6000 --num_workers=4
+  python benchmarks/stream_files.py                      # mlp, read threads -1 (default), 4
+  python benchmarks/stream_files.py --models=mlp,conv --num_workers=-1,4 --parts=throughput
+  python benchmarks/stream_files.py --parts=reads        # CPU ms per batch read
   python benchmarks/stream_files.py --parts=memory       # the whole loop only
 """
 
@@ -30,19 +33,24 @@ def _args():
                                 formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--shards", type=int, default=6)
     p.add_argument("--png_rows", type=int, default=6000, help="rows of the PNG folder")
-    p.add_argument("--num_workers", type=int, default=4, help="grain read threads")
-    p.add_argument("--steps", type=int, default=300, help="steps per timed round")
+    p.add_argument("--models", default="mlp", help="comma list of: mlp, conv")
+    p.add_argument("--num_workers", default="-1,4",
+                   help="comma list of grain read-thread counts (-1: the backend's default)")
+    p.add_argument("--steps", type=int, default=300, help="MLP steps per timed round")
+    p.add_argument("--conv_steps", type=int, default=50, help="conv steps per timed round")
     p.add_argument("--steps_per_call", type=int, default=50)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--epochs", type=int, default=4, help="epochs of the whole loop")
     p.add_argument("--budget_mb", type=int, default=10)
-    p.add_argument("--parts", default="throughput,memory", help="comma list of the two parts")
+    p.add_argument("--parts", default="throughput,memory",
+                   help="comma list of: throughput, reads, memory")
     return p.parse_args()
 
 
 ARGS = _args()
 
 import jax  # noqa: E402
+import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
@@ -72,24 +80,41 @@ def write_sets(root: str, ds) -> tuple[str, str]:
     return shards, folder
 
 
-def throughput(shards: str, folder: str) -> None:
+def _model_config(name: str):
     config = config_lib.resolve(default_config.get_config())
+    if name == "conv":  # the registry's conv VAE, as in train_throughput.py / pipelines.py
+        config.model = ml_collections.ConfigDict(dict(
+            name="conv", latent_dim=20, channels=(32, 64), hidden=256, activation="relu",
+            likelihood="bernoulli"))
+    return config
+
+
+def _workers() -> list[int]:
+    return [int(w) for w in ARGS.num_workers.split(",")]
+
+
+def throughput(model_name: str, shards: str, folder: str) -> None:
+    config = _model_config(model_name)
     ds = data.load(config.data.name)
     mesh = parallel.data_mesh()
     model = config_lib.build_model(config, ds.image_shape)
-    b, spc = config.train.batch_size, ARGS.steps_per_call
-    steps = ARGS.steps - ARGS.steps % spc
+    b = config.train.batch_size
+    steps = ARGS.conv_steps if model_name == "conv" else ARGS.steps
+    spc = min(ARGS.steps_per_call, steps)
+    steps -= steps % spc
     keys = config_lib.root_keys(config.seed)
-    sources = {"device": ds.train_images,
-               "npz shards": data.load("npz", data_dir=shards).train_images,
-               "png folder": data.load("image_folder", data_dir=folder).train_images}
-    runners, states, rates, streams = {}, {}, {name: [] for name in sources}, []
-    for name, source in sources.items():
+    files = {"npz shards": data.load("npz", data_dir=shards).train_images,
+             "png folder": data.load("image_folder", data_dir=folder).train_images}
+    variants = {("device", None): ds.train_images}
+    variants |= {(name, w): rows for name, rows in files.items() for w in _workers()}
+    runners, states, streams = {}, {}, []
+    rates, cpu = {v: [] for v in variants}, {v: [] for v in variants}
+    for (name, workers), source in variants.items():
         n = len(source)
         spe = n // b
         trainer = config_lib.build_trainer(config, model, mesh, spe)
         key = jax.jit(lambda k: k, out_shardings=trainer.replicated)(keys["train"])
-        states[name] = jax.device_put(train.create_train_state(
+        state = jax.device_put(train.create_train_state(
             keys["init"], model, trainer.optimizer, ds.image_shape), trainer.replicated)
         if name == "device":
             images = trainer.put_train_images(source)
@@ -99,11 +124,11 @@ def throughput(shards: str, folder: str) -> None:
                 for _ in range(0, steps, spc):
                     state, m = trainer.call(spc)(state, images, perm, key)
                 jax.block_until_ready(m)
-                return state
+                return state, steps
         else:
             stream = data.Stream(
                 source, mesh, batch_size=b, steps_per_epoch=spe, total_steps=10**9,
-                prefetch=config.data.prefetch, num_workers=ARGS.num_workers,
+                prefetch=config.data.prefetch, num_workers=workers,
                 order=lambda e, t=trainer, n=n: jax.device_get(t.permutation(
                     keys["order"], jax.device_put(np.int32(e)), n)),
                 schedule=lambda s, spe=spe: train.next_stop(s, 10**9, spe, spc, 10**9, 10**9))
@@ -116,30 +141,71 @@ def throughput(shards: str, folder: str) -> None:
                     step, batches = stream.batches(step)
                     state, m = trainer.call_streamed()(state, batches, key)
                 jax.block_until_ready(m)
-                pos[0] = step
-                return state
-        runners[name] = run
-        states[name] = run(states[name])  # compile, warm the page cache
+                stream.wait()  # its reads ahead: in its own time, not the next variant's
+                done, pos[0] = step - pos[0], step  # calls end at epoch ends: may pass steps
+                return state, done
+        runners[name, workers] = run
+        states[name, workers] = run(state)[0]  # compile, warm the page cache
     for _ in range(ARGS.rounds):
-        for name, run in runners.items():
-            t0 = time.perf_counter()
-            states[name] = run(states[name])
-            rates[name].append(steps / (time.perf_counter() - t0))
+        for v, run in runners.items():
+            t0, c0 = time.perf_counter(), time.process_time()
+            states[v], done = run(states[v])
+            rates[v].append(done / (time.perf_counter() - t0))
+            cpu[v].append((time.process_time() - c0) / done * 1e3)
     for stream in streams:
         stream.close()
-    med = {k: statistics.median(v) for k, v in rates.items()}
-    print(f"default MLP, {jax.device_count()} device(s), batch {b}, {steps} steps x "
-          f"{ARGS.rounds} rounds, {spc} steps per call, grain {ARGS.num_workers} threads")
-    for name in sources:
-        print(f"  {name:10s} steps/s median {med[name]:8.1f}  (rounds: "
-              f"{', '.join(f'{r:.1f}' for r in rates[name])}; "
-              f"{med[name] / med['device']:.3f} of device)")
+    med = {v: statistics.median(r) for v, r in rates.items()}
+    device = med["device", None]
+    print(f"{model_name}, {jax.device_count()} device(s), batch {b}, {steps} steps x "
+          f"{ARGS.rounds} rounds, {spc} steps per call, load average "
+          f"{os.getloadavg()[0]:.2f} at the end")
+    for (name, workers), r in rates.items():
+        label = name if workers is None else (
+            f"{name}, {data.grain_pipeline.read_threads(workers)} read threads"
+            + (" (default)" if workers == -1 else ""))
+        print(f"  {label:36s} steps/s median {med[name, workers]:8.1f}  (rounds: "
+              f"{', '.join(f'{x:.1f}' for x in r)}; {med[name, workers] / device:.3f} of "
+              f"device; CPU {statistics.median(cpu[name, workers]):.2f} ms/step)")
+
+
+def reads(shards: str, folder: str, k: int = 50, repeats: int = 4) -> None:
+    """Host CPU ms to read one batch of 128 rows: indexing the source directly, and
+    through grain with each read-thread count (k batches a call, as the stream reads)."""
+    ds = data.load("fashion_mnist")
+    sources = {"array in memory": ds.train_images,
+               "npz shards": data.load("npz", data_dir=shards).train_images,
+               "png folder": data.load("image_folder", data_dir=folder).train_images}
+    b = 128
+    print(f"CPU ms per batch of {b} read (process time, {k} batches a call; load average "
+          f"{os.getloadavg()[0]:.2f})")
+    for name, source in sources.items():
+        n = len(source)
+        spe = n // b
+        k_call = min(k, spe)
+        perm = np.random.default_rng(0).permutation(n)
+        c0 = time.process_time()
+        for i in range(repeats):
+            source[perm[:k_call * b]]
+        line = [f"direct {(time.process_time() - c0) / repeats / k_call * 1e3:.3f}"]
+        for workers in sorted({0, *[data.grain_pipeline.read_threads(w) for w in _workers()]}):
+            reader = data.GrainReader(source, batch_size=b, lo=0, hi=b, steps_per_epoch=spe,
+                                      total_steps=10**6, num_workers=workers)
+            reader.provide(0, perm)
+            reader.read(0, 0, k_call)  # threads started, pages read
+            c0 = time.process_time()
+            for epoch in range(1, repeats + 1):
+                reader.provide(epoch, perm)
+                reader.read(epoch, 0, k_call)
+            line.append(f"grain {workers} threads "
+                        f"{(time.process_time() - c0) / repeats / k_call * 1e3:.3f}")
+            reader.close()
+        print(f"  {name:16s} " + ", ".join(line))
 
 
 def memory_over_epochs(shards: str, root: str) -> None:
     config = default_config.get_config()
     config.data.name, config.data.dir = "npz", shards
-    config.data.device_budget_mb, config.data.num_workers = ARGS.budget_mb, ARGS.num_workers
+    config.data.device_budget_mb, config.data.num_workers = ARGS.budget_mb, _workers()[0]
     config.train.num_epochs = ARGS.epochs
     workdir = os.path.join(root, "workdir")
     samples, done = [], threading.Event()
@@ -172,7 +238,10 @@ def main() -> None:
         shards, folder = write_sets(root, ds)
         del ds
         if "throughput" in ARGS.parts:
-            throughput(shards, folder)
+            for model_name in ARGS.models.split(","):
+                throughput(model_name, shards, folder)
+        if "reads" in ARGS.parts:
+            reads(shards, folder)
         if "memory" in ARGS.parts:
             memory_over_epochs(shards, root)
 

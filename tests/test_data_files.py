@@ -139,8 +139,10 @@ def test_grain_reads_the_stream_order_and_resumes_from_its_saved_state(tmp_path)
         stream = _stream(rows, workers)
         np.testing.assert_array_equal(_read_all(stream, 0, 30), want)
         state = stream.state(15)  # mid-epoch 1: grain's own state after 15 batches
-        assert state == {"step": 15, "epoch": 1, "position": 3, "batch_size": 4,
-                         "source": rows.fingerprint, "grain": {"next_index": 15}}
+        assert {k: v for k, v in state.items() if k != "grain"} == {
+            "step": 15, "epoch": 1, "position": 3, "batch_size": 4,
+            "source": rows.fingerprint, "base": 0}
+        assert isinstance(state["grain"], dict)  # grain's format, not read by vae_jax
         assert json.loads(json.dumps(state)) == state
         stream.close()
         for saved in (state, None):  # None: a checkpoint without the item (from the step)
@@ -156,6 +158,125 @@ def test_grain_reads_the_stream_order_and_resumes_from_its_saved_state(tmp_path)
     with pytest.raises(errors.DataError, match=f"with source='{rows.fingerprint}', but this "
                        f"run has source='{other.fingerprint}'.*a new --workdir"):
         _stream(other, 0).resume(state, 15)
+
+
+def _want(x, steps=30, spe=12, batch_size=4):
+    """uint8 [steps, B, ...]: the batches ``_stream`` reads from ``x``, step by step."""
+    return np.stack([x[np.random.default_rng(s // spe).permutation(len(x))[
+        (s % spe) * batch_size:][:batch_size]] for s in range(steps)])
+
+
+def test_a_read_that_does_not_continue_the_last_starts_grain_at_its_step():
+    """A seek is a fresh grain iterator over the data set sliced at the step (grain's public
+    ``ds[start:]``), not a hand-made grain state: calls out of order read their own batches,
+    and the state saved after a seek (its ``base``, grain's state from there) resumes too,
+    as does a state written before ``base`` existed (its iterator began at step 0)."""
+    x = _rng_images(50, (3, 2, 1))
+    want = _want(x)
+    for workers in (0, 2):
+        stream = _stream(x, workers)
+        stop, batches = stream.batches(17)  # mid-epoch 1 first
+        assert stop == 20
+        np.testing.assert_array_equal(np.asarray(batches), want[17:20])
+        stop, batches = stream.batches(3)  # back into epoch 0
+        assert stop == 5
+        np.testing.assert_array_equal(np.asarray(batches), want[3:5])
+        state = stream.state(5)
+        assert state["base"] == 3 and state["step"] == 5
+        stream.close()
+        resumed = _stream(x, workers)
+        resumed.resume(state, 5)
+        np.testing.assert_array_equal(_read_all(resumed, 5, 30), want[5:])
+        resumed.close()
+    stream = _stream(x, 0)
+    _read_all(stream, 0, 15)
+    legacy = {k: v for k, v in stream.state(15).items() if k != "base"}
+    stream.close()
+    resumed = _stream(x, 0)
+    resumed.resume(legacy, 15)
+    np.testing.assert_array_equal(_read_all(resumed, 15, 30), want[15:])
+    resumed.close()
+
+
+def test_a_grain_state_that_resumes_elsewhere_fails_loudly():
+    """Every element carries its step: a restored grain state that lands on another batch
+    (here grain's own state of step 10 saved as step 15's, as a changed state format
+    could) is a CheckpointError at the first read, and one grain refuses is one at resume;
+    never other batches fed silently."""
+    x = _rng_images(50, (3, 2, 1))
+    stream = _stream(x, 0)
+    _read_all(stream, 0, 20)
+    state, wrong = stream.state(15), stream.state(10)["grain"]
+    stream.close()
+    resumed = _stream(x, 0)
+    resumed.resume(dict(state, grain=wrong), 15)
+    with pytest.raises(errors.CheckpointError, match="gave the batch of step 10 where step "
+                       "15 was asked for.*another grain version.*move the checkpoint's "
+                       "data/ folder aside"):
+        resumed.batches(15)
+    resumed.close()
+    broken = _stream(x, 0)
+    with pytest.raises(errors.CheckpointError, match=r"grain cannot restore the data "
+                       r"iterator's saved state \{'bogus': 1\}"):
+        broken.resume(dict(state, grain={"bogus": 1}), 15)
+    broken.close()
+
+
+def test_the_fingerprint_sees_the_pixels_of_a_sample_of_rows_only():
+    x = _rng_images(1000, (4, 4, 1))
+    assert data.fingerprint(x) == data.fingerprint(x.copy())
+    sample = data.rows.sample_rows(1000)
+    assert len(sample) == data.rows.SAMPLE_ROWS and sample[0] == 0 and sample[-1] == 999
+    for i in sample[[0, 30, -1]]:  # one pixel of a sampled row, first, middle, last
+        y = x.copy()
+        y[i, 1, 2, 0] ^= 1
+        assert data.fingerprint(y) != data.fingerprint(x)
+    assert data.fingerprint(x[:999]) != data.fingerprint(x)
+    np.testing.assert_array_equal(data.rows.sample_rows(5), np.arange(5))
+    assert data.rows.sample_rows(0).size == 0
+
+    class Counted(data.Rows):  # a million rows on demand: the fingerprint reads 64
+        shape, taken = (10**6, 4, 4, 1), []
+
+        def take(self, idx):
+            self.taken.append(len(idx))
+            return np.zeros((len(idx), *self.shape[1:]), np.uint8)
+
+        def describe(self):
+            return "counted"
+
+    rows = Counted()
+    assert rows.fingerprint == rows.fingerprint and Counted.taken == [data.rows.SAMPLE_ROWS]
+
+
+def test_a_resume_over_the_same_shapes_with_other_pixels_is_refused(tmp_path):
+    """The same file names and shapes (npz shards) or the same shape in memory, other
+    pixels: the resume is refused with one paragraph naming the field, both values and the
+    fix, by the reader and by the check the experiment runs before it writes."""
+    x = _rng_images(50, (3, 2, 1))
+    for kind in ("array", "npz"):
+        sets = [x, 255 - x]
+        if kind == "npz":
+            sets = [data.load("npz", data_dir=_shards(tmp_path / name, images, xt=x[:2])
+                              ).train_images for name, images in (("a", x), ("b", 255 - x))]
+        first, changed = sets
+        assert np.shape(first) == np.shape(changed)
+        stream = _stream(first, 0)
+        _read_all(stream, 0, 15)
+        state = stream.state(15)
+        stream.close()
+        mine = data.fingerprint(changed)
+        message = (f"with source='{state['source']}', but this run has source='{mine}': the "
+                   r"training set changed \(config.data.name or config.data.dir, or the "
+                   r"contents of its files.*Use the data and config the run was started "
+                   r"with.*or a new --workdir")
+        resumed = _stream(changed, 0)
+        with pytest.raises(errors.DataError, match=message) as e:
+            resumed.resume(state, 15)
+        assert "\n" not in str(e.value)
+        resumed.close()
+        with pytest.raises(errors.DataError, match=message):
+            data.resume_check(changed, 4, 12)(state, 15, "checkpoints/15")
 
 
 def _rss_mb() -> float:
@@ -240,9 +361,11 @@ def test_file_backed_streams_train_like_on_device_and_resume_a_sigkill_bit_ident
     assert r.returncode == -signal.SIGKILL, r.stdout[-2000:] + r.stderr[-3000:]
     mngr = checkpoint.manager(os.path.join(workdir, "checkpoints"), read_only=True)
     assert mngr.all_steps()[-1] == 15
-    assert checkpoint.read_data_state(mngr, 15) == {
-        "step": 15, "epoch": 1, "position": 5, "batch_size": 32, "grain": {"next_index": 15},
+    saved = checkpoint.read_data_state(mngr, 15)
+    assert {k: v for k, v in saved.items() if k != "grain"} == {
+        "step": 15, "epoch": 1, "position": 5, "batch_size": 32, "base": 0,
         "source": data.load("npz", data_dir=shards).train_images.fingerprint}
+    assert isinstance(saved["grain"], dict)
     r = _runs.run(_runs.command(workdir, *overrides), _runs.env(cache))
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     assert "Input pipeline 'stream'" in r.stdout
@@ -250,7 +373,7 @@ def test_file_backed_streams_train_like_on_device_and_resume_a_sigkill_bit_ident
     for key in ("device_shards", "png", "shards"):
         _runs.assert_same_state(runs["device"], runs[key])
     png = checkpoint.manager(str(tmp_path / "png" / "checkpoints"), read_only=True)
-    assert checkpoint.read_data_state(png, 25)["grain"] == {"next_index": 25}
+    assert checkpoint.read_data_state(png, 25)["base"] == 0
     device = checkpoint.manager(str(tmp_path / "device" / "checkpoints"), read_only=True)
     assert checkpoint.read_data_state(device, 25) is None  # the on-device path: the step
     before = os.listdir(tmp_path / "png"), os.path.getmtime(tmp_path / "png" / "config.json")
@@ -333,10 +456,23 @@ def test_streaming_without_grain_says_how_to_install_it(tmp_path, monkeypatch):
     assert not os.path.exists(tmp_path / "w")
 
 
-@pytest.mark.parametrize("value", [-1, True])
+@pytest.mark.parametrize("value", [-2, True])
 def test_num_workers_is_validated(value):
     config = smoke.get_config()
     config.data.num_workers = value
     with pytest.raises(errors.ConfigError, match=rf"config.data.num_workers={value!r} must "
-                       "be an integer >= 0"):
+                       r"be an integer >= 0 \(grain's threads.*\) or -1 for the backend's "
+                       "default"):
         config_lib.resolve(config)
+
+
+def test_read_threads_default_by_backend():
+    """-1 (the default): none on the CPU, where XLA's step keeps every core busy and read
+    threads only add their hand-offs (benchmarks/README.md); 4 on an accelerator."""
+    threads = data.grain_pipeline.read_threads
+    assert config_lib.resolve(smoke.get_config()).data.num_workers == -1
+    assert threads(-1, "cpu") == 0 and threads(-1, "gpu") == threads(-1, "tpu") == 4
+    assert threads(0, "gpu") == 0 and threads(3, "cpu") == 3
+    stream = _stream(_rng_images(50, (3, 2, 1)), -1)
+    assert stream.reader.num_threads == threads(-1, jax.default_backend())
+    stream.close()

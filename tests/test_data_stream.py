@@ -23,14 +23,19 @@ def _config(num_steps, pipeline):
     return config
 
 
-def test_the_stream_reads_the_on_device_order_a_call_at_a_time():
+@pytest.mark.parametrize("num_workers", [-1, 0, 2])
+def test_the_stream_reads_the_on_device_order_a_call_at_a_time(num_workers):
+    """An array in memory goes through the same grain reader as files (one read path),
+    with the backend's default read threads (-1), none (0) or two."""
     mesh = parallel.data_mesh()
     x = np.random.default_rng(0).integers(0, 256, (50, 3, 2, 1), np.uint8)
     perms = {e: np.random.default_rng(e).permutation(50) for e in range(3)}
     seen = []
     stream = data.Stream(x, mesh, batch_size=4, steps_per_epoch=12, total_steps=30,
                          order=lambda e: seen.append(e) or perms[e], prefetch=2,
+                         num_workers=num_workers,
                          schedule=lambda s: min(30, s - s % 12 + 12, (s // 5 + 1) * 5))
+    assert isinstance(stream.reader, data.GrainReader)
     step, out = 0, []
     while step < 30:
         stop, batches = stream.batches(step)

@@ -183,10 +183,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise err(f"config.data.prefetch={config.data.prefetch!r} must be a positive "
                   "integer (calls' batches read ahead on the streaming pipeline).")
     if (isinstance(config.data.num_workers, bool)
-            or not isinstance(config.data.num_workers, int) or config.data.num_workers < 0):
+            or not isinstance(config.data.num_workers, int) or config.data.num_workers < -1):
         raise err(f"config.data.num_workers={config.data.num_workers!r} must be an integer "
                   ">= 0 (grain's threads reading and decoding the streamed batches; 0 reads "
-                  "on the stream's own thread).")
+                  "on the stream's own thread) or -1 for the backend's default.")
     if not isinstance(config.data.name, str) or not config.data.name:
         raise err(f"config.data.name={config.data.name!r}: give a data set name such as "
                   "'fashion_mnist', 'mnist', 'npz', 'image_folder' or a prepared tfds name.")

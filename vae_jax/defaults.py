@@ -26,7 +26,10 @@ def defaults() -> ml_collections.ConfigDict:
     c.data.pipeline = "auto"
     c.data.device_budget_mb = 0     # MB per device for "auto"; 0 = the backend's default
     c.data.prefetch = 2             # "stream": calls' batches read ahead on a host thread
-    c.data.num_workers = 4          # "stream": grain's threads reading/decoding batches (0: one)
+    # "stream": grain's threads reading/decoding batches; 0 reads on the stream's own thread,
+    # -1 = the backend's default (0 on the CPU, where XLA's step keeps every core busy; 4 on
+    # an accelerator: data.grain_pipeline.read_threads)
+    c.data.num_workers = -1
 
     c.model = ml_collections.ConfigDict()   # the registered builder's keyword arguments
     c.model.name = "mlp"

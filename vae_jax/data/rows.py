@@ -1,19 +1,25 @@
 """``Rows``: the base of the file-backed training sets, read a few rows at a time and never
 whole: ``len``, ``shape`` and ``dtype`` come from the files' headers, ``rows[i]``,
-``rows[a:b]`` and ``rows[int array]`` read only those rows, and ``fingerprint`` names the
-files (a checkpointed stream refuses another data set)."""
+``rows[a:b]`` and ``rows[int array]`` read only those rows; and ``fingerprint``, what a
+checkpointed stream was reading (it refuses another data set): the length, shape and dtype,
+a hash of ``SAMPLE_ROWS`` rows spread evenly over the set and, for files, their names.
+The sample keeps it cheap (a few rows read, never the whole set), so a change to rows it
+does not read goes unseen."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 import numpy as np
+
+SAMPLE_ROWS = 64  # rows read into a fingerprint, evenly spread (the first and last among them)
 
 
 class Rows:
     """uint8 rows [N, H, W, C] read on demand. Subclasses set ``shape`` and implement
     ``take(idx: int64 [M]) -> uint8 [M, H, W, C]`` (indices in [0, N)) and ``describe()``
-    (a text naming what is read, hashed into ``fingerprint``)."""
+    (a text naming what is read, hashed into ``fingerprint`` with a sample of the rows)."""
 
     shape: tuple[int, int, int, int]
     dtype = np.dtype(np.uint8)
@@ -35,9 +41,9 @@ class Rows:
     def nbytes(self) -> int:
         return int(np.prod(self.shape)) * self.dtype.itemsize
 
-    @property
+    @functools.cached_property
     def fingerprint(self) -> str:
-        return hashlib.sha256(self.describe().encode()).hexdigest()[:16]
+        return fingerprint(self)
 
     def __getitem__(self, key) -> np.ndarray:
         rest = ()
@@ -71,10 +77,21 @@ class Rows:
         return f"{type(self).__name__}(shape={self.shape}, dtype={self.dtype})"
 
 
+def sample_rows(n: int, k: int = SAMPLE_ROWS) -> np.ndarray:
+    """int64 [min(n, k)]: ``k`` row indices spread evenly over [0, n), 0 and n - 1 among them."""
+    if n == 0:
+        return np.zeros(0, np.int64)
+    return np.unique(np.linspace(0, n - 1, min(n, k)).round().astype(np.int64))
+
+
 def fingerprint(images) -> str:
-    """What a checkpointed stream was reading: a ``Rows``' fingerprint, or for an array in
-    memory its shape and dtype (hashing every byte of a large set would cost a pass)."""
-    if isinstance(images, Rows):
-        return images.fingerprint
-    return hashlib.sha256(f"array {np.shape(images)} {np.asarray(images[:0]).dtype}".encode()
-                          ).hexdigest()[:16]
+    """What a checkpointed stream was reading, as 16 hex digits: the sha256 of the set's
+    length, shape and dtype, its description (a ``Rows``' ``describe()``: the files' names;
+    "array" for an array in memory) and the bytes of its ``sample_rows`` rows. Reads
+    ``SAMPLE_ROWS`` rows, never the whole set."""
+    shape, rows = tuple(np.shape(images)), sample_rows(len(images))
+    sample = np.ascontiguousarray(images[rows])
+    what = images.describe() if isinstance(images, Rows) else "array"
+    digest = hashlib.sha256(f"{len(images)} {shape} {sample.dtype} {what}\n".encode())
+    digest.update(sample.tobytes())
+    return digest.hexdigest()[:16]

@@ -5,9 +5,14 @@ random-access source, by a worker thread and placed on the devices ahead of the 
 Order: step s of epoch e reads rows perm_e[i*B:(i+1)*B] (i = s mod steps_per_epoch), with
 perm_e the permutation the on-device path draws (``epoch_permutation``), so both paths see
 the same batches and give the same parameters. The position of the stream is a function of
-the step alone, so a run killed mid-epoch resumes at the same row; with a ``reader``
-(``grain_pipeline.GrainReader``, what training uses) the reader's own state is saved with
-each checkpoint too (``state`` / ``resume``) and checked against the step on resume.
+the step alone, so a run killed mid-epoch resumes at the same row; the reader's own state
+(``grain_pipeline.GrainReader``) is saved with each checkpoint too (``state`` / ``resume``)
+and checked against the step on resume.
+
+One read path for every source: a grain pipeline, whose read threads (``num_workers``)
+default to none on the CPU backend (``grain_pipeline.read_threads``); with none, grain
+reads on the stream's own thread, which costs an in-memory array 0.04 ms a batch more than
+indexing it directly (benchmarks/README.md), so no second, direct path is kept.
 
 Each process reads only the rows of its own devices' part of every batch (B/n per device)
 and places them with ``jax.make_array_from_process_local_data``.
@@ -22,7 +27,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from vae_jax.data.grain_pipeline import GrainReader
+from vae_jax.data.grain_pipeline import AUTO, GrainReader
 from vae_jax.errors import DataError
 from vae_jax.parallel import DATA_AXIS
 
@@ -64,45 +69,31 @@ class Stream:
     ``source[np.ndarray] -> uint8 [len, H, W, C]``) holding the training set's rows;
     order(epoch) -> int [N], the epoch's permutation (called on the caller's thread);
     schedule(step) -> where the call starting at ``step`` ends (never past its epoch);
-    num_workers: None reads ``source`` on the stream's thread; an int reads it through a
-    grain pipeline (``GrainReader``) with that many read threads (0: the stream's thread).
+    num_workers: grain's read threads (``AUTO``: the backend's default; 0: grain reads on
+    the stream's thread).
     """
 
     def __init__(self, source, mesh: Mesh, *, batch_size: int, steps_per_epoch: int,
                  total_steps: int, order: Callable[[int], np.ndarray],
                  schedule: Callable[[int], int], prefetch: int = 2,
-                 num_workers: Optional[int] = None):
+                 num_workers: int = AUTO):
         self.source, self.batch_size, self.steps_per_epoch = source, batch_size, steps_per_epoch
         self.total_steps, self.order, self.schedule = total_steps, order, schedule
         self.depth = prefetch
         self.sharding = NamedSharding(mesh, P(None, DATA_AXIS))
         self.lo, self.hi = process_share(batch_size, mesh)
         self.item_shape = tuple(np.shape(source)[1:])
-        self.reader = None if num_workers is None else GrainReader(
+        self.reader = GrainReader(
             source, batch_size=batch_size, lo=self.lo, hi=self.hi,
             steps_per_epoch=steps_per_epoch, total_steps=total_steps, num_workers=num_workers)
-        self._orders: dict[int, np.ndarray] = {}
         self._pending: dict[int, tuple[int, concurrent.futures.Future]] = {}
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="stream")
 
-    def _perm(self, epoch: int) -> np.ndarray:
-        if epoch not in self._orders:
-            self._orders = {e: p for e, p in self._orders.items() if e >= epoch - 1}
-            self._orders[epoch] = np.asarray(self.order(epoch))
-            if self.reader is not None:
-                self.reader.provide(epoch, self._orders[epoch])
-        return self._orders[epoch]
-
-    def _read(self, epoch: int, perm: np.ndarray, first: int, k: int) -> jax.Array:
-        b = self.batch_size
-        if self.reader is not None:
-            local = self.reader.read(epoch, first, k)
-        else:
-            idx = perm[first * b:(first + k) * b].reshape(k, b)[:, self.lo:self.hi]
-            local = np.asarray(self.source[idx.reshape(-1)])
-        local = local.reshape(k, self.hi - self.lo, *self.item_shape)
+    def _read(self, epoch: int, first: int, k: int) -> jax.Array:
+        local = self.reader.read(epoch, first, k).reshape(k, self.hi - self.lo,
+                                                          *self.item_shape)
         return jax.make_array_from_process_local_data(self.sharding, local,
-                                                      (k, b, *self.item_shape))
+                                                      (k, self.batch_size, *self.item_shape))
 
     def _submit(self, start: int) -> int:
         stop = self.schedule(start)
@@ -110,8 +101,10 @@ class Stream:
             epoch, first = divmod(start, self.steps_per_epoch)
             if not start < stop <= (epoch + 1) * self.steps_per_epoch:
                 raise ValueError(f"steps [{start}, {stop}) are not inside one epoch")
+            if epoch not in self.reader.orders:  # drawn once, here, in step order
+                self.reader.provide(epoch, np.asarray(self.order(epoch)))
             self._pending[start] = (stop, self._pool.submit(
-                self._read, epoch, self._perm(epoch), first, stop - start))
+                self._read, epoch, first, stop - start))
         return stop
 
     def batches(self, start: int) -> tuple[int, jax.Array]:
@@ -127,19 +120,22 @@ class Stream:
         stop, future = self._pending.pop(start)
         return stop, future.result()
 
-    def state(self, step: int) -> Optional[dict]:
-        """The reader's JSON state at ``step`` (saved with the checkpoint); None without one."""
-        return None if self.reader is None else self.reader.state(step)
+    def wait(self) -> None:
+        """Block until the reads queued ahead are done (a benchmark times each stream's
+        calls without another's reads ahead running meanwhile)."""
+        concurrent.futures.wait([future for _, future in self._pending.values()])
+
+    def state(self, step: int) -> dict:
+        """The reader's JSON state at ``step`` (saved with the checkpoint)."""
+        return self.reader.state(step)
 
     def resume(self, saved: Optional[dict], step: int, where: str = "the checkpoint") -> None:
         """Resume the reader from ``saved`` (``state`` of ``step``, or None: from the step)."""
-        if self.reader is not None:
-            self.reader.resume(saved, step, where)
+        self.reader.resume(saved, step, where)
 
     def close(self) -> None:
         for _, future in self._pending.values():
             future.cancel()
         self._pending.clear()
         self._pool.shutdown(wait=True)
-        if self.reader is not None:
-            self.reader.close()
+        self.reader.close()
