@@ -279,6 +279,19 @@ def test_checkpoint_of_another_model_names_the_parameter(base):
     assert snapshot(workdir) == before
 
 
+def test_checkpoint_with_an_ema_and_a_config_without_one_says_which_setting(base):
+    """The same model with and without an EMA kept (train.ema_decay): the paragraph names
+    the setting and the value that resumes, not a list of parameters; nothing written."""
+    workdir, _ = base   # the smoke config keeps an EMA
+    before = snapshot(workdir)
+    with pytest.raises(checkpoint.CheckpointMismatchError) as e:
+        experiment.train_and_evaluate(smoke_config(train__ema_decay=0.0), workdir)
+    msg = str(e.value)
+    assert "keeps an EMA of the parameters and this config does not" in msg
+    assert "--config.train.ema_decay=0.999" in msg and "params/" not in msg
+    assert snapshot(workdir) == before
+
+
 def test_no_pickle_in_checkpoints(base):
     workdir, _ = base
     for root, _, files in os.walk(os.path.join(workdir, "checkpoints")):

@@ -238,6 +238,15 @@ def check_compatible(mngr: ocp.CheckpointManager, step: int, target: Any) -> Non
         elif tuple(saved[name].shape) != tuple(np.shape(wanted[name])):
             problems.append(f"{name}: checkpoint shape {tuple(saved[name].shape)}, config "
                             f"shape {tuple(np.shape(wanted[name]))}")
+    ema = {n for n in set(saved) ^ set(wanted) if n.startswith("ema_params/")}
+    if problems and len(ema) == len(problems):  # the same model; only the EMA differs
+        kept = "keeps" if any(n in saved for n in ema) else "keeps no"
+        raise CheckpointMismatchError(
+            f"Checkpoint {path} {kept} an EMA of the parameters and this config "
+            f"{'does not' if kept == 'keeps' else 'does'} (config.train.ema_decay="
+            "0 keeps none, the default). Resume with the run's own setting, e.g. "
+            f"--config.train.ema_decay={'0.999' if kept == 'keeps' else '0'} (its workdir's "
+            "config.json has it), or use a new --workdir.")
     if problems:
         shown = "; ".join(problems[:6]) + (f"; and {len(problems) - 6} more"
                                            if len(problems) > 6 else "")
