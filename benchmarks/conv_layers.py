@@ -40,6 +40,14 @@ def _pad_then_conv(x, k, strides):
     return lax.conv_general_dilated(xd, k, (1, 1), "VALID", dimension_numbers=NHWC)
 
 
+def _stride_one(label: str) -> dict:
+    """XLA's stride-1 SAME convolution against the library's (``label`` names its path)."""
+    return {"xla": lambda x, k: lax.conv_general_dilated(x, k, (1, 1), "SAME",
+                                                        dimension_numbers=NHWC),
+            label: lambda x, k: layers.conv_general_dilated(x, k, (1, 1), "SAME",
+                                                            dimension_numbers=NHWC)}
+
+
 CASES = {  # name: (input shape, kernel shape, {implementation: fn(x, k)})
     "encoder conv_1, stride 2: [128,14,14,32] -> [128,7,7,64]": (
         (128, 14, 14, 32), (3, 3, 32, 64), {
@@ -58,23 +66,11 @@ CASES = {  # name: (input shape, kernel shape, {implementation: fn(x, k)})
             "pad + xla stride 1": lambda x, k: _pad_then_conv(x, k, (2, 2)),
             "layers (sub-pixel)": lambda x, k: layers.conv_transpose(x, k, (2, 2), "SAME")}),
     "decoder out, stride 1: [128,28,28,32] -> [128,28,28,1]": (
-        (128, 28, 28, 32), (3, 3, 32, 1), {
-            "xla": lambda x, k: lax.conv_general_dilated(x, k, (1, 1), "SAME",
-                                                         dimension_numbers=NHWC),
-            "layers (canonical vjp)": lambda x, k: layers.conv_general_dilated(
-                x, k, (1, 1), "SAME", dimension_numbers=NHWC)}),
+        (128, 28, 28, 32), (3, 3, 32, 1), _stride_one("layers (canonical vjp)")),
     "deep HVAE c2, 3x3 stride 1: [32,28,28,16] -> [32,28,28,16]": (
-        (32, 28, 28, 16), (3, 3, 16, 16), {
-            "xla": lambda x, k: lax.conv_general_dilated(x, k, (1, 1), "SAME",
-                                                         dimension_numbers=NHWC),
-            "layers (canonical vjp)": lambda x, k: layers.conv_general_dilated(
-                x, k, (1, 1), "SAME", dimension_numbers=NHWC)}),
+        (32, 28, 28, 16), (3, 3, 16, 16), _stride_one("layers (canonical vjp)")),
     "deep HVAE c1, 1x1: [32,28,28,64] -> [32,28,28,16]": (
-        (32, 28, 28, 64), (1, 1, 64, 16), {
-            "xla": lambda x, k: lax.conv_general_dilated(x, k, (1, 1), "SAME",
-                                                         dimension_numbers=NHWC),
-            "layers (dot)": lambda x, k: layers.conv_general_dilated(
-                x, k, (1, 1), "SAME", dimension_numbers=NHWC)}),
+        (32, 28, 28, 64), (1, 1, 64, 16), _stride_one("layers (dot)")),
 }
 
 
