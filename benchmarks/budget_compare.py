@@ -1,0 +1,136 @@
+"""Trained models side by side on the same test images: the full test set's ELBO (per-layer
+KL, active units), importance-sampled log p(x) on the first ``--num_test`` images, and each
+model's difference from the first run, paired image by image. Prints one JSON object.
+Used for the budget-matched comparisons in docs/results_budget.md.
+
+    python benchmarks/budget_compare.py \
+        --run=mlp=experiments/configs/default.py@runs/mlp \
+        --run=deep=experiments/configs/fashion_mnist_deep_hvae.py:binary@runs/deep \
+        --num_samples=1000 --num_test=1000
+
+Every model sees the same binarization of the test set and the same keys: the evaluation
+key of seed ``--seed``, batch i folded in, batches of ``--batch_size`` images for the ELBO and
+``--ll_batch_size`` for log p(x) (so dynamic binarization draws the same pixels for every
+model). A paired difference's standard error
+is that of the per-image differences, far smaller than either model's own when the models
+rank the images alike. log p(x) is skipped (and said so) for a model without exact
+per-sample importance weights, e.g. a continuous-time VDM: its ELBO is the figure there.
+Each run's ``step`` is its latest checkpoint's.
+"""
+
+import importlib
+import json
+import math
+import os
+import time
+
+import jax
+import numpy as np
+from absl import app, flags
+
+from vae_jax import active_units, evaluate, experiment
+from vae_jax import config as config_lib
+
+FLAGS = flags.FLAGS
+flags.DEFINE_multi_string("run", [], "name=config.py[:variant]@workdir; the first is the "
+                          "baseline of the paired differences.")
+flags.DEFINE_integer("num_samples", 1000, "k for the importance-sampled log p(x); 0 = skip.")
+flags.DEFINE_integer("num_test", 1000, "log p(x) on the first N test images (0 = all).")
+flags.DEFINE_integer("chunk", 10, "Importance samples per chunk (chunk x ll_batch_size images "
+                     "go through the model at once).")
+flags.DEFINE_integer("batch_size", 100, "Test images per jitted ELBO call (the same for all).")
+flags.DEFINE_integer("ll_batch_size", 10, "Test images per log p(x) call: chunk x this many "
+                     "images go through the model at once.")
+flags.DEFINE_integer("seed", 0, "Seed of the evaluation key shared by every model.")
+flags.DEFINE_string("out", "", "Also write the JSON here.")
+
+
+def parse_run(spec: str) -> tuple[str, str, str, str]:
+    """'name=path/to/config.py[:variant]@workdir' -> (name, module, variant, workdir)."""
+    try:
+        name, rest = spec.split("=", 1)
+        cfg, workdir = rest.rsplit("@", 1)
+    except ValueError:
+        raise app.UsageError(f"--run={spec!r}: write name=config.py[:variant]@workdir, "
+                             "e.g. --run=mlp=experiments/configs/default.py@runs/mlp.")
+    path, _, variant = cfg.partition(":")
+    module = os.path.splitext(os.path.normpath(path))[0].replace(os.sep, ".")
+    return name, module, variant, workdir
+
+
+def load_config(module: str, variant: str):
+    get_config = importlib.import_module(module).get_config
+    return get_config(variant) if variant else get_config()
+
+
+def mean_se(values: np.ndarray) -> dict[str, float]:
+    mean, stderr = evaluate.mean_and_stderr(values)
+    return {"mean": round(mean, 3), "stderr": round(stderr, 3)}
+
+
+def evaluate_run(name: str, module: str, variant: str, workdir: str, key: jax.Array) -> dict:
+    config = load_config(module, variant)
+    s = experiment.setup(config, workdir)
+    config, ds, model = s.config, s.ds, s.model
+    state = experiment.restore_state(config, workdir, model, ds.image_shape)
+    params = state.ema_params if config.eval.use_ema else state.params
+    binarization = config.data.binarization
+    num_dims = math.prod(ds.image_shape)
+    t0 = time.perf_counter()
+    elbo_fn = evaluate.make_elbo_fn(model, binarization=binarization, num_samples=1)
+    terms = evaluate.per_example(elbo_fn, params, ds.test_images, key,
+                                 batch_size=FLAGS.batch_size)
+    units = active_units.active_units(params, ds.test_images, model=model, key=key,
+                                      binarization=binarization,
+                                      batch_size=min(1000, len(ds.test_images)))
+    out = {"config": f"{module}:{variant}" if variant else module, "workdir": workdir,
+           "step": int(state.step), "likelihood": config_lib.likelihood(config),
+           "num_dims": num_dims, "test_elbo_all": mean_se(terms["elbo"]),
+           "terms_all": {k: round(float(np.mean(v)), 3) for k, v in terms.items()},
+           "active_units": units, "elbo_seconds": round(time.perf_counter() - t0, 1)}
+    per_image = {"elbo": terms["elbo"]}
+    if FLAGS.num_samples and getattr(model, "exact_log_weights", True):
+        images = ds.test_images[:FLAGS.num_test] if FLAGS.num_test else ds.test_images
+        t0 = time.perf_counter()
+        ll = evaluate.log_likelihood(params, images, key, model=model,
+                                     num_samples=FLAGS.num_samples, chunk=FLAGS.chunk,
+                                     batch_size=FLAGS.ll_batch_size,
+                                     binarization=binarization)
+        out |= {"log_px_subset": mean_se(ll["log_px"]), "num_test": len(images),
+                "k": FLAGS.num_samples, "log_px_seconds": round(time.perf_counter() - t0, 1)}
+        per_image["log_px"] = ll["log_px"]
+    elif FLAGS.num_samples:
+        out["log_px_note"] = "no exact per-sample importance weights: ELBO only"
+    if config_lib.is_8bit(config):
+        to_bpd = lambda nats: -nats / (num_dims * math.log(2.0))  # noqa: E731
+        out["test_elbo_all_bpd"] = round(to_bpd(out["test_elbo_all"]["mean"]), 4)
+        if "log_px_subset" in out:
+            out["log_px_subset_bpd"] = round(to_bpd(out["log_px_subset"]["mean"]), 4)
+    return out, per_image
+
+
+def main(argv):
+    del argv
+    if not FLAGS.run:
+        raise app.UsageError("Give at least one --run=name=config.py[:variant]@workdir.")
+    key = config_lib.root_keys(FLAGS.seed)["eval"]
+    results, per_image = {}, {}
+    for spec in FLAGS.run:
+        name, module, variant, workdir = parse_run(spec)
+        results[name], per_image[name] = evaluate_run(name, module, variant, workdir, key)
+        print(json.dumps({name: results[name]}), flush=True)
+    base = next(iter(per_image))
+    for name, values in per_image.items():
+        if name == base:
+            continue
+        results[name]["minus_" + base] = {
+            figure: mean_se(v - per_image[base][figure][:len(v)])
+            for figure, v in values.items() if figure in per_image[base]}
+    print(json.dumps(results, indent=2))
+    if FLAGS.out:
+        with open(FLAGS.out, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    app.run(main)

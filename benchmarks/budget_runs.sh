@@ -1,0 +1,58 @@
+#!/bin/bash
+# Budget-matched training for docs/results_budget.md: every model trains for the same wall
+# clock (BUDGET seconds, default 900) on one pinned CPU core, two runs at a time on the two
+# cores, then stops through SIGTERM (the launcher saves a checkpoint and exits).
+# Compilation counts inside the budget, as it does for a user. Then both comparisons
+# (benchmarks/budget_compare.py, one per core): binarized (MLP VAE, deep HVAE, VDM) and
+# 8-bit (conv VAE, deep HVAE, VDM), log p(x) with k = 1000 on the first 100 test images,
+# the latent VDM against the MLP, the MLP's log p(x) on the full test set.
+# About 100 minutes on 2 cores; docs/results_budget.md reports what it printed.
+#
+#   bash benchmarks/budget_runs.sh [RUNS_DIR=runs/budget] [BUDGET=900]
+set -u
+cd "$(dirname "$0")/.."
+RUNS=${1:-runs/budget}
+BUDGET=${2:-900}
+mkdir -p "$RUNS"
+LOG="$RUNS/budget.log"
+COMMON=(--config.train.num_epochs=100000 --config.train.eval_every_steps=1000000000
+        --config.train.checkpoint_every_steps=1000000000 --noprogress)
+
+run() {  # core name config [overrides...]
+  local core=$1 name=$2 cfg=$3
+  shift 3
+  echo "$(date +%T) start $name (core $core, ${BUDGET} s)" >> "$LOG"
+  taskset -c "$core" timeout -s TERM -k 600 "$BUDGET" \
+    python -m experiments.main --config="experiments/configs/$cfg" --workdir="$RUNS/$name" \
+    "${COMMON[@]}" "$@" > "$RUNS/$name.out" 2>&1
+  echo "$(date +%T) end $name rc=$? (see $name.out: 'Stopped by SIGTERM ... checkpoint saved')" >> "$LOG"
+}
+
+EVAL=(--num_samples=1000 --num_test=100 --chunk=10 --batch_size=100 --ll_batch_size=10)
+compare() {  # core name runs...
+  local core=$1 name=$2
+  shift 2
+  echo "$(date +%T) start eval $name" >> "$LOG"
+  taskset -c "$core" python benchmarks/budget_compare.py "${EVAL[@]}" "$@" \
+    --out="$RUNS/$name.json" > "$RUNS/eval_$name.out" 2>&1
+  echo "$(date +%T) eval $name rc=$?" >> "$LOG"
+}
+C=experiments/configs
+run 0 deep_bin fashion_mnist_deep_hvae.py:binary & run 1 mlp_bin default.py & wait
+run 0 deep_8bit fashion_mnist_deep_hvae.py:8bit & run 1 conv_8bit fmnist_8bit_conv.py & wait
+run 0 vdm_8bit fashion_mnist_vdm.py:8bit & run 1 vdm_bin fashion_mnist_vdm.py:binary & wait
+# core 0: the latent VDM's budget, then the 8-bit comparison; core 1: the binarized one,
+# then the latent VDM against the MLP (ELBO) and the MLP's log p(x) on the full test set.
+(run 0 latent_bin fashion_mnist_vdm.py:latent
+ compare 0 8bit --run=conv_vae=$C/fmnist_8bit_conv.py@"$RUNS/conv_8bit" \
+   --run=deep_hvae=$C/fashion_mnist_deep_hvae.py:8bit@"$RUNS/deep_8bit" \
+   --run=vdm=$C/fashion_mnist_vdm.py:8bit@"$RUNS/vdm_8bit") &
+(compare 1 binary --run=mlp=$C/default.py@"$RUNS/mlp_bin" \
+   --run=deep_hvae=$C/fashion_mnist_deep_hvae.py:binary@"$RUNS/deep_bin" \
+   --run=vdm=$C/fashion_mnist_vdm.py:binary@"$RUNS/vdm_bin"
+ while ! grep -q "end latent_bin" "$LOG"; do sleep 5; done
+ compare 1 latent --run=mlp=$C/default.py@"$RUNS/mlp_bin" \
+   --run=latent_vdm=$C/fashion_mnist_vdm.py:latent@"$RUNS/latent_bin"
+ compare 1 mlp_full --run=mlp=$C/default.py@"$RUNS/mlp_bin" --num_test=0) &
+wait
+echo "$(date +%T) all done" >> "$LOG"
