@@ -85,6 +85,7 @@ def evaluate_run(name: str, module: str, variant: str, workdir: str, key: jax.Ar
                                       batch_size=min(1000, len(ds.test_images)))
     out = {"config": f"{module}:{variant}" if variant else module, "workdir": workdir,
            "step": int(state.step), "likelihood": config_lib.likelihood(config),
+           "num_params": int(sum(np.size(a) for a in jax.tree.leaves(params))),
            "num_dims": num_dims, "test_elbo_all": mean_se(terms["elbo"]),
            "terms_all": {k: round(float(np.mean(v)), 3) for k, v in terms.items()},
            "active_units": units, "elbo_seconds": round(time.perf_counter() - t0, 1)}
