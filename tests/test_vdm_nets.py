@@ -24,10 +24,11 @@ def test_score_net_is_zero_at_init_with_the_input_shape(levels):
     np.testing.assert_array_equal(np.asarray(eps_hat), 0.0)
 
 
-def test_every_unet_parameter_reaches_the_output(levels=2):
+def test_every_unet_parameter_reaches_the_output():
     """No dead branch: with the zero-initialised layers perturbed, every parameter array of
     the U-Net (both paths, every level's skip merge, the γ embedding) moves ε̂; two levels,
     so both the outer and the inner skip are checked."""
+    levels = 2
     net, params, z, gamma = _net_and_params(levels)
     leaves, tree = jax.tree.flatten(params)
     keys = jax.random.split(jax.random.key(2), len(leaves))
