@@ -41,6 +41,9 @@ flags.DEFINE_integer("chunk", 10, "Importance samples per chunk (chunk x ll_batc
 flags.DEFINE_integer("batch_size", 100, "Test images per jitted ELBO call (the same for all).")
 flags.DEFINE_integer("ll_batch_size", 10, "Test images per log p(x) call: chunk x this many "
                      "images go through the model at once.")
+flags.DEFINE_integer("au_images", 1000, "Active units over the first N test images (0 = all).")
+flags.DEFINE_integer("au_samples", 10, "Draws of E_q[z_l | x] for the active units of a layer "
+                     "that depends on sampled layers (streamed --chunk at a time).")
 flags.DEFINE_integer("seed", 0, "Seed of the evaluation key shared by every model.")
 flags.DEFINE_string("out", "", "Also write the JSON here.")
 
@@ -80,15 +83,17 @@ def evaluate_run(name: str, module: str, variant: str, workdir: str, key: jax.Ar
     elbo_fn = evaluate.make_elbo_fn(model, binarization=binarization, num_samples=1)
     terms = evaluate.per_example(elbo_fn, params, ds.test_images, key,
                                  batch_size=FLAGS.batch_size)
-    units = active_units.active_units(params, ds.test_images, model=model, key=key,
-                                      binarization=binarization,
-                                      batch_size=min(1000, len(ds.test_images)))
+    au_images = ds.test_images[:FLAGS.au_images] if FLAGS.au_images else ds.test_images
+    units = active_units.active_units(params, au_images, model=model, key=key,
+                                      binarization=binarization, batch_size=FLAGS.batch_size,
+                                      num_samples=FLAGS.au_samples, chunk=FLAGS.chunk)
     out = {"config": f"{module}:{variant}" if variant else module, "workdir": workdir,
            "step": int(state.step), "likelihood": config_lib.likelihood(config),
            "num_params": int(sum(np.size(a) for a in jax.tree.leaves(params))),
            "num_dims": num_dims, "test_elbo_all": mean_se(terms["elbo"]),
            "terms_all": {k: round(float(np.mean(v)), 3) for k, v in terms.items()},
-           "active_units": units, "elbo_seconds": round(time.perf_counter() - t0, 1)}
+           "active_units": units, "au_images": len(au_images),
+           "elbo_seconds": round(time.perf_counter() - t0, 1)}
     per_image = {"elbo": terms["elbo"]}
     if FLAGS.num_samples and getattr(model, "exact_log_weights", True):
         images = ds.test_images[:FLAGS.num_test] if FLAGS.num_test else ds.test_images

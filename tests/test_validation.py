@@ -108,6 +108,8 @@ TABLE = [
     ("zero checkpoints kept", _set(train__checkpoints_to_keep=0), "dir", CE,
      ["config.train.checkpoints_to_keep=0", "positive integer"]),
     ("zero eval batch", _set(eval__batch_size=0), "dir", VE, ["config.eval.batch_size=0"]),
+    ("zero active-unit draws", _set(eval__au_samples=0), "dir", VE,
+     ["config.eval.au_samples=0", "positive integer"]),
     ("zero learning rate", _set(optim__learning_rate=0.0), "dir", VE,
      ["config.optim.learning_rate=0.0"]),
     ("no steps, no epochs", _set(train__num_steps=0, train__num_epochs=0), "dir", VE,

@@ -264,7 +264,7 @@ def _validate_options(config: ml_collections.ConfigDict) -> None:
         raise err(f"Unknown schedule {config.optim.schedule!r} (config.optim.schedule); "
                   f"valid: {list(SCHEDULES)}.")
     for path in ("train.batch_size", "eval.batch_size", "train.steps_per_call",
-                 "train.checkpoints_to_keep", "loss.num_samples"):
+                 "train.checkpoints_to_keep", "loss.num_samples", "eval.au_samples"):
         section, name = path.split(".")
         value = config[section][name]
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -340,4 +340,5 @@ def build_suite(config: ml_collections.ConfigDict, model: nn.Module, mesh) -> su
                        batch_size=ev.batch_size, num_samples=ev.num_samples,
                        precision=ev.matmul_precision, iwae_k=ev.iwae_k,
                        num_importance_samples=ev.num_importance_samples, chunk=ev.chunk,
-                       ll_batch_size=ev.ll_batch_size, bits_per_dim=is_8bit(config))
+                       ll_batch_size=ev.ll_batch_size, au_samples=ev.au_samples,
+                       bits_per_dim=is_8bit(config))

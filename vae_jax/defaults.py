@@ -95,6 +95,9 @@ def defaults() -> ml_collections.ConfigDict:
     c.eval.chunk = 100
     c.eval.ll_batch_size = 0        # 0 = eval.batch_size
     c.eval.num_test_images = 0      # > 0: evaluate only the first n test images
+    # active units of a model whose layers depend on sampled layers (hvae, deep_hvae):
+    # E_q[z_l | x] averaged over au_samples draws, streamed `chunk` at a time
+    c.eval.au_samples = 100
 
     c.sample = ml_collections.ConfigDict()   # --mode=sample (vae_jax.sampling)
     # prior samples z ~ N(0, temperature² I); models with layers (deep_hvae) also take one

@@ -30,24 +30,26 @@ class Suite:
 
     ``batch_size`` images per ELBO batch (``num_samples`` draws each); ``iwae_k`` and
     ``num_importance_samples`` (0 skips either) are streamed ``chunk`` samples at a time
-    over ``ll_batch_size`` images (0: ``batch_size``). ``bits_per_dim``: also report
-    bits/dim (only meaningful for likelihoods over 8-bit pixels).
+    over ``ll_batch_size`` images (0: ``batch_size``); so are the ``au_samples`` draws of
+    the active units' posterior means (for layers that need draws). ``bits_per_dim``: also
+    report bits/dim (only meaningful for likelihoods over 8-bit pixels).
     """
 
     def __init__(self, model: nn.Module, mesh: Mesh, *, binarization: str, batch_size: int,
                  num_samples: int = 1, precision: Optional[str] = EVAL_PRECISION,
                  iwae_k: int = 0, num_importance_samples: int = 0, chunk: int = 100,
-                 ll_batch_size: int = 0, bits_per_dim: bool = False):
+                 ll_batch_size: int = 0, au_samples: int = active_units.DEFAULT_SAMPLES,
+                 bits_per_dim: bool = False):
         self.model, self.mesh, self.binarization = model, mesh, binarization
         self.batch_size, self.precision, self.chunk = batch_size, precision, chunk
         self.ll_batch_size = ll_batch_size or batch_size
         self.bounds = {"iwae": iwae_k, "log_px": num_importance_samples}
-        self.bits_per_dim = bits_per_dim
+        self.bits_per_dim, self.au_samples = bits_per_dim, au_samples
         self.elbo_fn = evaluate.make_elbo_fn(model, binarization=binarization,
                                              num_samples=num_samples, precision=precision)
         self._with_means_fn = jit_eval(at_precision(functools.partial(
-            _elbo_and_means, model=model, binarization=binarization, num_samples=num_samples),
-            precision))
+            _elbo_and_means, model=model, binarization=binarization, num_samples=num_samples,
+            au_samples=au_samples, chunk=chunk), precision))
 
     def elbo(self, params, images: np.ndarray, key: jax.Array) -> dict[str, np.ndarray]:
         """Per-example ELBO terms {name: [N]} (nats)."""
@@ -74,7 +76,8 @@ class Suite:
         """{"test_au_<layer>": active units} (Burda et al.'s A_u > 10⁻²)."""
         counts = active_units.active_units(params, images, model=self.model, key=key,
                                            mesh=self.mesh, binarization=self.binarization,
-                                           batch_size=self.batch_size)
+                                           batch_size=self.batch_size,
+                                           num_samples=self.au_samples, chunk=self.chunk)
         return {f"test_au_{layer}": float(n) for layer, n in counts.items()}
 
     def bounds_and_likelihood(self, params, images: np.ndarray, key: jax.Array
@@ -103,15 +106,15 @@ class Suite:
         return out
 
 
-def _elbo_and_means(params, x, key, *, model, binarization, num_samples):
+def _elbo_and_means(params, x, key, *, model, binarization, num_samples, au_samples, chunk):
     """{"terms": per-example ELBO terms {name: [b]}, "means": {layer: E_q[z|x] [b, D]}} of
     uint8 x [b, H, W, C]: ``evaluate.elbo_batch`` and the active units' posterior means
-    (``active_units.DEFAULT_SAMPLES`` draws), binarized and keyed as each is alone."""
+    (``au_samples`` draws, ``chunk`` at a time), binarized and keyed as each is alone."""
     return {"terms": evaluate.elbo_batch(params, x, key, model=model,
                                          binarization=binarization, num_samples=num_samples),
             "means": active_units.means_batch(params, x, key, model=model,
                                               binarization=binarization,
-                                              num_samples=active_units.DEFAULT_SAMPLES)}
+                                              num_samples=au_samples, chunk=chunk)}
 
 
 def run_suite(suite: Suite, params, images: np.ndarray, key: jax.Array, *,

@@ -46,10 +46,14 @@ def get_config(variant: str = "binary"):
     config.train.steps_per_call = 50
     config.optim.learning_rate = 2e-4
     config.optim.grad_clip_norm = 200.0
-    config.eval.batch_size = 500
+    # Every draw is a pass through the network: 100 images x 10 draws per pass (about 4 GB
+    # on the CPU); the active units' means over 10 draws (100 would be 100 ELBO passes).
+    config.eval.batch_size = 100
     config.eval.num_importance_samples = 1000
     config.eval.iwae_k = 0
     config.eval.chunk = 10
+    config.eval.au_samples = 10
+    config.train.eval_every_steps = 5 * 1875  # every 5 epochs (of 1875 steps at batch 32)
     if variant == "cifar10":
         config.data.name = "cifar10"
         config.data.binarization = "none"
@@ -64,5 +68,6 @@ def get_config(variant: str = "binary"):
         config.eval.use_ema = True
         config.optim.skip_grad_norm = 400.0   # VDVAE's CIFAR-10 threshold
         config.eval.batch_size = 200
+        config.train.eval_every_steps = 0     # every epoch (an accelerator's)
         config.eval.num_importance_samples = 0  # log p(x): --mode=eval with k chosen there
     return config
