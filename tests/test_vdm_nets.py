@@ -19,7 +19,7 @@ def _net_and_params(levels: int, shape=(2, 8, 8, 1)):
 @pytest.mark.parametrize("levels", [0, 2])
 def test_score_net_is_zero_at_init_with_the_input_shape(levels):
     net, params, z, gamma = _net_and_params(levels)
-    eps_hat = net.apply(params, z, gamma)
+    eps_hat = jax.jit(net.apply)(params, z, gamma)
     assert eps_hat.shape == z.shape
     np.testing.assert_array_equal(np.asarray(eps_hat), 0.0)
 
@@ -34,7 +34,7 @@ def test_every_unet_parameter_reaches_the_output():
     keys = jax.random.split(jax.random.key(2), len(leaves))
     params = jax.tree.unflatten(tree, [p + 0.3 * jax.random.normal(k, p.shape)
                                        for p, k in zip(leaves, keys)])
-    grads = jax.grad(lambda p: jnp.sum(jnp.sin(net.apply(p, z, gamma))))(params)
+    grads = jax.jit(jax.grad(lambda p: jnp.sum(jnp.sin(net.apply(p, z, gamma)))))(params)
     names = [f"down_{lvl}" for lvl in range(levels)] + [f"up_{lvl}" for lvl in range(levels)]
     names += [f"merge_{lvl}" for lvl in range(levels)]
     names += [f"up_{lvl}_block_0" for lvl in range(levels)]
