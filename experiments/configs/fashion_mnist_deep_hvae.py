@@ -46,8 +46,8 @@ def get_config(variant: str = "binary"):
     config.train.steps_per_call = 50
     config.optim.learning_rate = 2e-4
     config.optim.grad_clip_norm = 200.0
-    # Every draw is a pass through the network: 100 images x 10 draws per pass (about 4 GB
-    # on the CPU); the active units' means over 10 draws (100 would be 100 ELBO passes).
+    # Every draw is a pass through the network: 100 images x 10 draws per pass; the active
+    # units' means over 10 draws (100 would cost 100 ELBO passes).
     config.eval.batch_size = 100
     config.eval.num_importance_samples = 1000
     config.eval.iwae_k = 0
