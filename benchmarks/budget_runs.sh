@@ -9,6 +9,7 @@
 # About 100 minutes on 2 cores; docs/results_budget.md reports what it printed.
 #
 #   bash benchmarks/budget_runs.sh [RUNS_DIR=runs/budget] [BUDGET=900]
+#   ONLY=cpu bash benchmarks/budget_runs.sh ...   # only the CPU-sized deep HVAE and the MLP
 set -u
 cd "$(dirname "$0")/.."
 RUNS=${1:-runs/budget}
@@ -38,6 +39,17 @@ compare() {  # core name runs...
   echo "$(date +%T) eval $name rc=$?" >> "$LOG"
 }
 C=experiments/configs
+if [ "${ONLY:-}" = cpu ]; then
+  # The CPU-sized deep HVAE (fashion_mnist_deep_hvae.py:cpu) against the MLP VAE alone, side by
+  # side, then its binarized comparison (log p(x) on the first 100 test images) on core 0 and
+  # the MLP's log p(x) on the full test set on core 1. About 35 minutes at BUDGET=900.
+  run 0 deep_cpu_bin fashion_mnist_deep_hvae.py:cpu & run 1 mlp_bin default.py & wait
+  compare 0 binary_cpu --run=mlp=$C/default.py@"$RUNS/mlp_bin" \
+    --run=deep_hvae_cpu=$C/fashion_mnist_deep_hvae.py:cpu@"$RUNS/deep_cpu_bin" &
+  compare 1 mlp_full --run=mlp=$C/default.py@"$RUNS/mlp_bin" --num_test=0 & wait
+  echo "$(date +%T) all done" >> "$LOG"
+  exit 0
+fi
 run 0 deep_bin fashion_mnist_deep_hvae.py:binary & run 1 mlp_bin default.py & wait
 run 0 deep_8bit fashion_mnist_deep_hvae.py:8bit & run 1 conv_8bit fmnist_8bit_conv.py & wait
 run 0 vdm_8bit fashion_mnist_vdm.py:8bit & run 1 vdm_bin fashion_mnist_vdm.py:binary & wait

@@ -128,6 +128,7 @@ CONFIGS = [("default", None), ("smoke", None), ("fmnist_8bit_conv", None),
            ("fashion_mnist_hvae", "2layer"), ("fashion_mnist_hvae", "2layer-ladder"),
            ("fashion_mnist_deep_hvae", "binary"), ("fashion_mnist_deep_hvae", "8bit"),
            ("fashion_mnist_deep_hvae", "mnist"), ("fashion_mnist_deep_hvae", "cifar10"),
+           ("fashion_mnist_deep_hvae", "cpu"),
            ("fashion_mnist_vdm", "8bit"), ("fashion_mnist_vdm", "binary"),
            ("fashion_mnist_vdm", "latent"), ("fashion_mnist_vdm", "cifar10")]
 IMAGE_SHAPES = {"fashion_mnist": (28, 28, 1), "mnist": (28, 28, 1), "cifar10": (32, 32, 3)}
@@ -142,6 +143,17 @@ def test_every_shipped_config_resolves_and_its_model_fits_its_images(name, varia
     shape = IMAGE_SHAPES[config.data.name]
     model = config_lib.build_model(config, shape)
     config_lib.check_model_fits(model, shape, config.model.name)  # traced, not compiled
+
+
+def test_the_cpu_sized_deep_hvae_has_ten_layers_under_a_deterministic_top_block():
+    from experiments.configs import fashion_mnist_deep_hvae
+
+    config = config_lib.resolve(fashion_mnist_deep_hvae.get_config("cpu"))
+    model = config_lib.build_model(config, (28, 28, 1))
+    assert model.num_layers == 10 and model.stochastic[-1] is False   # the 28x28 block
+    assert model.widths == (16, 32, 64, 128) and model.bottleneck == 0.5
+    assert config.data.binarization != "none" and model.likelihood == "bernoulli"
+    assert config.train.eval_every_steps == 5 * (60_000 // config.train.batch_size)
 
 
 def test_the_cifar10_vdm_is_8bit_at_the_papers_scale():

@@ -2,9 +2,10 @@
 binarized Fashion-MNIST (``:binary``, the default) or 8-bit Fashion-MNIST with a
 discretized-logistic mixture (``:8bit``, bits/dim); ``:mnist`` is the binarized network on
 MNIST from any folder holding the four IDX files (``--config.data.dir=/path/to/mnist``);
-``:cifar10`` an 8-bit CIFAR-10 model (tfds ``cifar10``, 32x32x3) for accelerators: prepare
-the data once with ``tfds build cifar10 --file_format=array_record`` or add
-``--config.data.download=True``.
+``:cpu`` the binarized data with a network sized for one CPU core (widths 16 → 128, 10
+stochastic layers, batch 64; ``docs/results_budget.md``); ``:cifar10`` an 8-bit CIFAR-10
+model (tfds ``cifar10``, 32x32x3) for accelerators: prepare the data once with
+``tfds build cifar10 --file_format=array_record`` or add ``--config.data.download=True``.
 
     python -m experiments.main --config=experiments/configs/fashion_mnist_deep_hvae.py \
         --workdir=runs/deep_hvae
@@ -19,7 +20,7 @@ stochastic layers; VDVAE's CIFAR-10 model has 384 channels and 45 layers).
 
 from experiments.configs import default
 
-VARIANTS = ("binary", "8bit", "mnist", "cifar10")
+VARIANTS = ("binary", "8bit", "mnist", "cifar10", "cpu")
 
 
 def get_config(variant: str = "binary"):
@@ -35,6 +36,20 @@ def get_config(variant: str = "binary"):
     config.model.latent_channels = 8
     config.model.log_std_bound = 5.0
     config.model.residual_init = "scaled"
+    if variant == "cpu":
+        # Binarized, a network sized for one CPU core: widths growing as the maps shrink, a
+        # half-width bottleneck (a quarter-width one leaves 8-channel convolutions, which
+        # XLA:CPU runs several times slower per FLOP than 32-channel ones), one
+        # deterministic block at 28x28 and 10 stochastic layers below it.
+        with config.model.unlocked():
+            for name in ("widths", "encoder_blocks", "decoder_blocks", "latent_channels"):
+                del config.model[name]
+        config.model.widths = (16, 32, 64, 128)
+        config.model.bottleneck = 0.5
+        config.model.encoder_blocks = (1, 1, 2, 2)
+        config.model.decoder_blocks = (1, 2, 4, 4)
+        config.model.latent_channels = (1, 2, 4, 16)
+        config.model.stochastic = (True,) * 10 + (False,)
     config.model.likelihood = "bernoulli"
     if variant == "8bit":
         config.data.binarization = "none"
@@ -54,6 +69,10 @@ def get_config(variant: str = "binary"):
     config.eval.chunk = 10
     config.eval.au_samples = 10
     config.train.eval_every_steps = 5 * 1875  # every 5 epochs (of 1875 steps at batch 32)
+    if variant == "cpu":
+        config.train.batch_size = 64
+        config.optim.learning_rate = 5e-4
+        config.train.eval_every_steps = 5 * 937   # every 5 epochs (of 937 steps at batch 64)
     if variant == "cifar10":
         config.data.name = "cifar10"
         config.data.binarization = "none"
