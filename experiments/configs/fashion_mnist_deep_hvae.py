@@ -29,37 +29,31 @@ def get_config(variant: str = "binary"):
     config = default.get_config()
     config.model = config.model.__class__()
     config.model.name = "deep_hvae"
+    # ``:cpu``: a network sized for one CPU core. Widths grow as the maps shrink, with a
+    # half-width bottleneck (a quarter-width one leaves 8-channel convolutions, which XLA:CPU
+    # runs several times slower per FLOP than 32-channel ones), and one deterministic block
+    # at 28x28 above 10 stochastic layers.
+    cpu = variant == "cpu"
     config.model.resolutions = (28, 14, 7, 1)
-    config.model.encoder_blocks = 2
-    config.model.decoder_blocks = (2, 6, 6, 2)
-    config.model.widths = 64
-    config.model.latent_channels = 8
+    config.model.encoder_blocks = (1, 1, 2, 2) if cpu else 2
+    config.model.decoder_blocks = (1, 2, 4, 4) if cpu else (2, 6, 6, 2)
+    config.model.widths = (16, 32, 64, 128) if cpu else 64
+    config.model.latent_channels = (1, 2, 4, 16) if cpu else 8
+    if cpu:
+        config.model.bottleneck = 0.5
+        config.model.stochastic = (True,) * 10 + (False,)
     config.model.log_std_bound = 5.0
     config.model.residual_init = "scaled"
-    if variant == "cpu":
-        # Binarized, a network sized for one CPU core: widths growing as the maps shrink, a
-        # half-width bottleneck (a quarter-width one leaves 8-channel convolutions, which
-        # XLA:CPU runs several times slower per FLOP than 32-channel ones), one
-        # deterministic block at 28x28 and 10 stochastic layers below it.
-        with config.model.unlocked():
-            for name in ("widths", "encoder_blocks", "decoder_blocks", "latent_channels"):
-                del config.model[name]
-        config.model.widths = (16, 32, 64, 128)
-        config.model.bottleneck = 0.5
-        config.model.encoder_blocks = (1, 1, 2, 2)
-        config.model.decoder_blocks = (1, 2, 4, 4)
-        config.model.latent_channels = (1, 2, 4, 16)
-        config.model.stochastic = (True,) * 10 + (False,)
     config.model.likelihood = "bernoulli"
     if variant == "8bit":
         config.data.binarization = "none"
         config.model.likelihood = "discretized_logistic_mix5"
     if variant == "mnist":
         config.data.name = "mnist"  # with --config.data.dir: the folder of IDX files
-    config.train.batch_size = 32
+    config.train.batch_size = 64 if cpu else 32
     config.train.num_epochs = 10
     config.train.steps_per_call = 50
-    config.optim.learning_rate = 2e-4
+    config.optim.learning_rate = 5e-4 if cpu else 2e-4
     config.optim.grad_clip_norm = 200.0
     # Every draw is a pass through the network: 100 images x 10 draws per pass; the active
     # units' means over 10 draws (100 would cost 100 ELBO passes).
@@ -68,11 +62,7 @@ def get_config(variant: str = "binary"):
     config.eval.iwae_k = 0
     config.eval.chunk = 10
     config.eval.au_samples = 10
-    config.train.eval_every_steps = 5 * 1875  # every 5 epochs (of 1875 steps at batch 32)
-    if variant == "cpu":
-        config.train.batch_size = 64
-        config.optim.learning_rate = 5e-4
-        config.train.eval_every_steps = 5 * 937   # every 5 epochs (of 937 steps at batch 64)
+    config.train.eval_every_steps = 5 * (60_000 // config.train.batch_size)  # every 5 epochs
     if variant == "cifar10":
         config.data.name = "cifar10"
         config.data.binarization = "none"
