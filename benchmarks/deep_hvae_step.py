@@ -45,16 +45,23 @@ from experiments.configs import fashion_mnist_deep_hvae  # noqa: E402
 from vae_jax import config as config_lib, data, parallel, train, xla_cpu  # noqa: E402
 
 
-def vae_jax_runner(config, images_np, steps):
+def vae_jax_runner(config, images_np, steps, *, ema=True, flops="compiled"):
+    """A timed call of ``steps`` train steps through the library's ``Trainer`` on
+    ``images_np`` [N, H, W, C] uint8 (a model of ``config`` for [H, W, C] images), state
+    reset to step 0 each call. ``run.setup_s``: init, compilation and a first call;
+    ``run.flops_per_step``: XLA's cost analysis of a one-step call, ``"compiled"`` or, one
+    compilation fewer, ``"lowered"`` (its HLO before XLA's optimisations); None: not
+    counted (nan)."""
     t0 = time.perf_counter()
+    image_shape = tuple(images_np.shape[1:])
     mesh = parallel.data_mesh()
-    model = config_lib.build_model(config, (28, 28, 1))
+    model = config_lib.build_model(config, image_shape)
     spe = len(images_np) // config.train.batch_size
     trainer = config_lib.build_trainer(config, model, mesh, spe)
     keys = config_lib.root_keys(config.seed)
     state = jax.device_put(train.create_train_state(keys["init"], model, trainer.optimizer,
-                                                    (28, 28, 1)), trainer.replicated)
-    images = parallel.put_global(images_np, mesh, trainer.replicated)
+                                                    image_shape, ema=ema), trainer.replicated)
+    images = trainer.put_train_images(images_np)
     perm = trainer.permutation(keys["order"], 0, len(images_np))
     fn = trainer.call(steps)
     box = {"state": state}
@@ -68,10 +75,13 @@ def vae_jax_runner(config, images_np, steps):
     # XLA's cost analysis counts a while loop's body once, whatever its trip count: the
     # FLOPs of ``trainer.call(steps)`` are one step's, not ``steps`` steps'. A one-step call
     # counts one step either way.
-    flops = trainer.call(1).lower(box["state"], images, perm, keys["train"]).compile()
-    flops = flops.cost_analysis()
-    run.flops_per_step = (flops[0] if isinstance(flops, list) else flops).get("flops",
-                                                                              float("nan"))
+    run.flops_per_step = float("nan")
+    if flops:
+        lowered = trainer.call(1).lower(box["state"], images, perm, keys["train"])
+        cost = lowered.compile().cost_analysis() if flops == "compiled" else \
+            lowered.cost_analysis()
+        run.flops_per_step = (cost[0] if isinstance(cost, list) else cost).get("flops",
+                                                                               float("nan"))
     return run
 
 

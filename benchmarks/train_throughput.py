@@ -66,16 +66,20 @@ def device_memory_mb() -> str:
     return f"{stats.get('peak_bytes_in_use', 0) / 2**20:.1f} MB peak"
 
 
-def matmul_gflops(m: int, k: int, n: int, repeats: int = 5, min_time: float = 0.2) -> float:
-    """Median float32 GFLOP/s of jnp.dot [m,k]x[k,n] (2mkn FLOPs), many per dispatch."""
-    a = jax.random.normal(jax.random.key(0), (m, k), jnp.float32)
-    b = jax.random.normal(jax.random.key(1), (k, n), jnp.float32)
+def matmul_gflops(m: int, k: int, n: int, repeats: int = 5, min_time: float = 0.2, *,
+                  dtype=jnp.float32, precision=None) -> float:
+    """Median GFLOP/s of jnp.dot [m,k]x[k,n] (2mkn FLOPs), many per dispatch; operands of
+    ``dtype`` (float32 by default) at ``precision`` (None: JAX's default; "highest": no
+    TF32 on GPUs)."""
+    a = jax.random.normal(jax.random.key(0), (m, k), jnp.float32).astype(dtype)
+    b = jax.random.normal(jax.random.key(1), (k, n), jnp.float32).astype(dtype)
     inner = max(1, int(2e9 / (2 * m * k * n)))  # ~2 GFLOP per dispatch
 
     @jax.jit
     def many(a, b):
         def body(c, _):
-            return c + jnp.dot(a + c[0, 0] * 0.0, b)[0, 0], None
+            a_c = a + (c[0, 0] * 0.0).astype(a.dtype)  # a loop-carried operand: no hoisting
+            return c + jnp.dot(a_c, b, precision=precision)[0, 0], None
         return jax.lax.scan(body, jnp.zeros((1, 1)), None, length=inner)[0]
 
     many(a, b).block_until_ready()

@@ -130,7 +130,8 @@ CONFIGS = [("default", None), ("smoke", None), ("fmnist_8bit_conv", None),
            ("fashion_mnist_deep_hvae", "mnist"), ("fashion_mnist_deep_hvae", "cifar10"),
            ("fashion_mnist_deep_hvae", "cpu"),
            ("fashion_mnist_vdm", "8bit"), ("fashion_mnist_vdm", "binary"),
-           ("fashion_mnist_vdm", "latent"), ("fashion_mnist_vdm", "cifar10")]
+           ("fashion_mnist_vdm", "latent"), ("fashion_mnist_vdm", "latent8bit"),
+           ("fashion_mnist_vdm", "cifar10")]
 IMAGE_SHAPES = {"fashion_mnist": (28, 28, 1), "mnist": (28, 28, 1), "cifar10": (32, 32, 3)}
 
 
@@ -166,3 +167,19 @@ def test_the_cifar10_vdm_is_8bit_at_the_papers_scale():
     assert (config.model.channels, config.model.blocks) == (128, 8)
     with pytest.raises(ValueError, match="choose one of.*cifar10"):
         fashion_mnist_vdm.get_config("cifar")
+
+
+def test_the_8bit_latent_vdm_is_the_conv_vae_with_a_vdm_prior():
+    """fashion_mnist_vdm.py:latent8bit differs from fmnist_8bit_conv.py only in the prior:
+    every field equal but the model's name and backbone, and the same encoder and decoder."""
+    from experiments.configs import fashion_mnist_vdm
+
+    latent = config_lib.resolve(fashion_mnist_vdm.get_config("latent8bit"))
+    conv = config_lib.resolve(fmnist_8bit_conv.get_config())
+    a, b = latent.to_dict(), conv.to_dict()
+    assert (a["model"].pop("name"), a["model"].pop("backbone"), b["model"].pop("name")) == (
+        "latent_vdm", "resnet", "resnet")
+    assert a == b
+    ours, theirs = (config_lib.build_model(c, (28, 28, 1)) for c in (latent, conv))
+    assert (ours.encoder, ours.decoder) == (theirs.encoder, theirs.decoder)
+    assert ours.likelihood == theirs.likelihood and config_lib.is_8bit(latent)

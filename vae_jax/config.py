@@ -88,9 +88,13 @@ def model_kwargs(config: ml_collections.ConfigDict) -> dict:
 
 
 def build_model(config: ml_collections.ConfigDict, image_shape: Sequence[int]) -> nn.Module:
-    """The registered model ``config.model.name`` for images [H, W, C] of ``image_shape``."""
+    """The registered model ``config.model.name`` for images [H, W, C] of ``image_shape``.
+    A builder's ValueError (its check of a config.model field, naming it) is a ConfigError."""
     kwargs = {k: v for k, v in config.model.to_dict().items() if k != "name"}
-    return models.get(config.model.name, image_shape=tuple(image_shape), **kwargs)
+    try:
+        return models.get(config.model.name, image_shape=tuple(image_shape), **kwargs)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def likelihood(config: ml_collections.ConfigDict) -> str:

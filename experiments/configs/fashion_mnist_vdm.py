@@ -1,9 +1,13 @@
 """A variational diffusion model (``vae_jax/models/vdm.py``) on 8-bit Fashion-MNIST
 (``:8bit``, the default: the exact 256-way decoder, bits/dim) or binarized Fashion-MNIST
-(``:binary``), and the latent diffusion model (``:latent``: an MLP VAE whose prior is a VDM
-over its 16-D latent, binarized). ``:cifar10`` is the same VDM at the paper's scale on
-8-bit CIFAR-10 (tfds ``cifar10``, 32x32x3), for accelerators: prepare the data once with
-``tfds build cifar10 --file_format=array_record`` or add ``--config.data.download=True``.
+(``:binary``), and the latent diffusion model (``vae_jax/models/latent_vdm.py``: a VAE whose
+prior is a VDM over its latent): ``:latent`` an MLP VAE with a 16-D latent, binarized;
+``:latent8bit`` the conv VAE of ``fmnist_8bit_conv.py`` field for field (ResNet encoder and
+decoder, 32-D latent, discretized logistic mixture, batch, optimizer, clipping, evaluation)
+with the VDM prior in place of N(0, I), so the two differ only in the prior (bits/dim).
+``:cifar10`` is the VDM at the paper's scale on 8-bit CIFAR-10 (tfds ``cifar10``, 32x32x3),
+for accelerators: prepare the data once with ``tfds build cifar10
+--file_format=array_record`` or add ``--config.data.download=True``.
 
     python -m experiments.main --config=experiments/configs/fashion_mnist_vdm.py \
         --workdir=runs/vdm
@@ -13,14 +17,22 @@ Continuous time (``timesteps=0``) with a learned linear schedule for the VDM; se
 importance-sampled log p(x) in ``--mode=eval``. A starting point: no figure is claimed yet.
 """
 
-from experiments.configs import default
+from experiments.configs import default, fmnist_8bit_conv
 
-VARIANTS = ("8bit", "binary", "latent", "cifar10")
+VARIANTS = ("8bit", "binary", "latent", "latent8bit", "cifar10")
 
 
 def get_config(variant: str = "8bit"):
     if variant not in VARIANTS:
         raise ValueError(f"fashion_mnist_vdm.py:{variant}: choose one of {VARIANTS}.")
+    if variant == "latent8bit":
+        # The conv VAE's config itself, only its prior swapped: the same ResNet encoder and
+        # decoder (backbone "resnet" reads its channels, blocks, activation), the VDM prior's
+        # settings the latent VDM's defaults (continuous time: the ELBO, no log p(x)).
+        config = fmnist_8bit_conv.get_config()
+        config.model.name = "latent_vdm"
+        config.model.backbone = "resnet"
+        return config
     config = default.get_config()
     config.model = config.model.__class__()
     if variant == "latent":

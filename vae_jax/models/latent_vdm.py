@@ -1,4 +1,7 @@
-"""A latent diffusion model: an MLP VAE whose prior p(z) is a VDM over the latent z.
+"""A latent diffusion model: a VAE whose prior p(z) is a VDM over the latent z.
+
+The VAE's encoder and decoder are a backbone chosen by name (``BACKBONES``): the MLP of
+``models.mlp`` or the ResNet-style conv net of ``models.resnet`` (the ``resnet`` VAE's).
 
 The bound, per example (z ~ q(z|x) = N(μ, s²), D latent dimensions):
 
@@ -25,7 +28,7 @@ valid bound (``exact_log_weights``); otherwise −Σ kl per draw and 0, as in ``
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -33,6 +36,7 @@ import jax.numpy as jnp
 
 from vae_jax import distributions as dist
 from vae_jax.models.mlp import MLPDecoder, MLPEncoder
+from vae_jax.models.resnet import ResNetDecoder, ResNetEncoder
 from vae_jax.models.vdm import Diffusion
 from vae_jax.models.vdm_nets import MLPScoreNet
 from vae_jax.models.vdm_schedules import NoiseSchedule, alpha_sigma_sq
@@ -42,7 +46,7 @@ class LatentVDM(nn.Module):
     """encoder(x) -> (mean, log_std) [B, D]; decoder(z) -> likelihood outputs; a VDM prior.
 
     Attributes:
-      encoder, decoder: as ``models.vae.VAE``'s.
+      encoder, decoder: as ``models.vae.VAE``'s (``_backbone_nets``).
       diffusion: a ``vdm.Diffusion`` over [D] latents.
       latent_dim: D.
       likelihood: name in ``distributions.LIKELIHOODS``.
@@ -114,8 +118,45 @@ class LatentVDM(nn.Module):
         return self.terms(x, key, 1)
 
 
+# The encoder / decoder of the VAE whose prior is the VDM: each backbone's own config.model
+# fields and their defaults (``activation`` is both's, with a default of each's own: the
+# ``mlp`` and ``resnet`` VAEs'). The one place these defaults live.
+BACKBONES = {
+    "mlp": {"hidden": (256,), "activation": "relu"},
+    "resnet": {"channels": (32, 64), "blocks": 1, "activation": "swish"},
+}
+
+
+def _backbone_nets(backbone: str, image_shape: Sequence[int], latent_dim: int,
+                  num_params: int, **fields) -> tuple[nn.Module, nn.Module]:
+    """(encoder, decoder) of ``backbone`` for images [H, W, C] of ``image_shape``; a decoder
+    output [N, H, W, C * num_params]. ``fields``: hidden, channels, blocks, activation, None
+    where not set; a field set that ``backbone`` does not read is a ValueError."""
+    if backbone not in BACKBONES:
+        raise ValueError(f"config.model.backbone={backbone!r}; valid: {sorted(BACKBONES)} "
+                         "(the latent VDM's encoder and decoder: 'mlp' reads "
+                         "config.model.hidden, 'resnet' config.model.channels and blocks).")
+    own = BACKBONES[backbone]
+    stray = sorted(k for k, v in fields.items() if v is not None and k not in own)
+    if stray:
+        raise ValueError(f"config.model.{stray[0]}={fields[stray[0]]!r} is not read by "
+                         f"config.model.backbone={backbone!r}, whose fields are "
+                         f"{sorted(own)}: remove it, or choose the backbone that reads it.")
+    kw = {k: (own[k] if fields.get(k) is None else fields[k]) for k in own}
+    if backbone == "mlp":
+        hidden = tuple(kw["hidden"])
+        return (MLPEncoder(latent_dim, hidden, kw["activation"]),
+                MLPDecoder(tuple(image_shape), num_params, hidden[::-1], kw["activation"]))
+    channels = tuple(kw["channels"])
+    return (ResNetEncoder(latent_dim, channels, kw["blocks"], kw["activation"]),
+            ResNetDecoder(tuple(image_shape), num_params, channels, kw["blocks"],
+                          kw["activation"]))
+
+
 def latent_vdm_model(*, image_shape: Sequence[int], latent_dim: int = 16,
-                     hidden: Sequence[int] = (256,), activation: str = "relu",
+                     backbone: str = "mlp", hidden: Optional[Sequence[int]] = None,
+                     channels: Optional[Sequence[int]] = None, blocks: Optional[int] = None,
+                     activation: Optional[str] = None,
                      likelihood: str = "bernoulli", schedule: str = "learned_linear",
                      gamma_min: float = -13.3, gamma_max: float = 5.0,
                      learn_endpoints: bool = False, schedule_hidden: int = 64,
@@ -124,7 +165,13 @@ def latent_vdm_model(*, image_shape: Sequence[int], latent_dim: int = 16,
                      sample_steps: int = 100) -> LatentVDM:
     """A latent diffusion model (the keyword arguments are ``config.model`` fields).
 
-    hidden / activation / likelihood: the MLP VAE (decoder widths mirror the encoder's).
+    backbone: the VAE's encoder and decoder, a key of ``BACKBONES``: "mlp" (``MLPEncoder``
+      / ``MLPDecoder``, decoder widths mirroring ``hidden``) or "resnet" (the ``resnet``
+      VAE's ``ResNetEncoder`` / ``ResNetDecoder`` with ``channels`` and ``blocks``).
+    hidden / channels, blocks / activation: the backbone's fields. Each backbone reads only
+      its own (``BACKBONES``); None (the default) takes its default there, and a field set
+      for the other backbone is a ValueError, not silently ignored.
+    likelihood: the pixel likelihood (``distributions.LIKELIHOODS``).
     schedule, gamma_min, gamma_max, learn_endpoints, schedule_hidden: the noise schedule.
     score_hidden, embed_dim: the ``MLPScoreNet``. timesteps, trajectory, antithetic,
     sample_steps: as ``vdm.vdm_model``.
@@ -133,11 +180,11 @@ def latent_vdm_model(*, image_shape: Sequence[int], latent_dim: int = 16,
         raise ValueError(f"config.model.timesteps={timesteps} must be >= 0 (0: continuous "
                          f"time) and sample_steps={sample_steps} positive.")
     n = dist.likelihood_num_params(likelihood)
-    hidden = tuple(hidden)
+    encoder, decoder = _backbone_nets(backbone, image_shape, latent_dim, n, hidden=hidden,
+                                     channels=channels, blocks=blocks, activation=activation)
     sched = NoiseSchedule(schedule, gamma_min, gamma_max, learn_endpoints, schedule_hidden)
     net = MLPScoreNet(tuple(score_hidden), embed_dim, gamma_min, gamma_max)
     return LatentVDM(
-        encoder=MLPEncoder(latent_dim, hidden, activation),
-        decoder=MLPDecoder(tuple(image_shape), n, hidden[::-1], activation),
+        encoder=encoder, decoder=decoder,
         diffusion=Diffusion(sched, net, timesteps, trajectory, antithetic, sample_steps),
         latent_dim=latent_dim, likelihood=likelihood)
