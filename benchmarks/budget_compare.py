@@ -16,6 +16,13 @@ is that of the per-image differences, far smaller than either model's own when t
 rank the images alike. log p(x) is skipped (and said so) for a model without exact
 per-sample importance weights, e.g. a continuous-time VDM: its ELBO is the figure there.
 Each run's ``step`` is its latest checkpoint's.
+
+The full test set's log p(x) of a deep model takes hours of one core; split it over the
+cores as processes and join the halves (each process also computes the whole ELBO):
+
+    python benchmarks/budget_compare.py --run=... --num_test=5000 --save=a.npz &
+    python benchmarks/budget_compare.py --run=... --test_start=5000 --num_test=0 --save=b.npz &
+    wait; python benchmarks/budget_compare.py --merge=a.npz,b.npz
 """
 
 import importlib
@@ -35,7 +42,16 @@ FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("run", [], "name=config.py[:variant]@workdir; the first is the "
                           "baseline of the paired differences.")
 flags.DEFINE_integer("num_samples", 1000, "k for the importance-sampled log p(x); 0 = skip.")
-flags.DEFINE_integer("num_test", 1000, "log p(x) on the first N test images (0 = all).")
+flags.DEFINE_integer("num_test", 1000, "log p(x) on N test images from --test_start (0 = "
+                     "all the rest).")
+flags.DEFINE_integer("test_start", 0, "The first test image of the log p(x) range; > 0 folds "
+                     "it into the key, so two ranges run as two processes draw independent "
+                     "samples (--save / --merge put them together).")
+flags.DEFINE_string("save", "", "Also save every run's per-image figures (npz, "
+                    "'<run>/<figure>' arrays) for --merge.")
+flags.DEFINE_list("merge", [], "Instead of evaluating: join the per-image figures of these "
+                  "--save files (log p(x) ranges in order; the ELBO taken from the first) and "
+                  "print the means and the paired differences of the whole.")
 flags.DEFINE_integer("chunk", 10, "Importance samples per chunk (chunk x ll_batch_size images "
                      "go through the model at once).")
 flags.DEFINE_integer("batch_size", 100, "Test images per jitted ELBO call (the same for all).")
@@ -96,13 +112,16 @@ def evaluate_run(name: str, module: str, variant: str, workdir: str, key: jax.Ar
            "elbo_seconds": round(time.perf_counter() - t0, 1)}
     per_image = {"elbo": terms["elbo"]}
     if FLAGS.num_samples and getattr(model, "exact_log_weights", True):
-        images = ds.test_images[:FLAGS.num_test] if FLAGS.num_test else ds.test_images
+        start = FLAGS.test_start
+        images = ds.test_images[start:start + FLAGS.num_test if FLAGS.num_test else None]
+        ll_key = jax.random.fold_in(key, start) if start else key
         t0 = time.perf_counter()
-        ll = evaluate.log_likelihood(params, images, key, model=model,
+        ll = evaluate.log_likelihood(params, images, ll_key, model=model,
                                      num_samples=FLAGS.num_samples, chunk=FLAGS.chunk,
                                      batch_size=FLAGS.ll_batch_size,
                                      binarization=binarization)
         out |= {"log_px_subset": mean_se(ll["log_px"]), "num_test": len(images),
+                "test_start": start,
                 "k": FLAGS.num_samples, "log_px_seconds": round(time.perf_counter() - t0, 1)}
         per_image["log_px"] = ll["log_px"]
     elif FLAGS.num_samples:
@@ -115,16 +134,37 @@ def evaluate_run(name: str, module: str, variant: str, workdir: str, key: jax.Ar
     return out, per_image
 
 
+def merged(paths: list[str]) -> tuple[dict, dict]:
+    """The per-image figures of --save files joined: log p(x) ranges concatenated in the
+    files' order, the ELBO (over the whole test set in each) from the first file."""
+    files = [np.load(p) for p in paths]
+    names = list(dict.fromkeys(k.split("/")[0] for k in files[0].files))
+    per_image = {n: {"elbo": files[0][f"{n}/elbo"]} for n in names}
+    for n in names:
+        if f"{n}/log_px" in files[0].files:
+            per_image[n]["log_px"] = np.concatenate([f[f"{n}/log_px"] for f in files])
+    results = {n: {"test_elbo_all": mean_se(v["elbo"]),
+                   **({"log_px_subset": mean_se(v["log_px"]), "num_test": len(v["log_px"])}
+                      if "log_px" in v else {})} for n, v in per_image.items()}
+    return results, per_image
+
+
 def main(argv):
     del argv
-    if not FLAGS.run:
+    if FLAGS.merge:
+        results, per_image = merged(FLAGS.merge)
+    elif not FLAGS.run:
         raise app.UsageError("Give at least one --run=name=config.py[:variant]@workdir.")
-    key = config_lib.root_keys(FLAGS.seed)["eval"]
-    results, per_image = {}, {}
-    for spec in FLAGS.run:
-        name, module, variant, workdir = parse_run(spec)
-        results[name], per_image[name] = evaluate_run(name, module, variant, workdir, key)
-        print(json.dumps({name: results[name]}), flush=True)
+    else:
+        key = config_lib.root_keys(FLAGS.seed)["eval"]
+        results, per_image = {}, {}
+        for spec in FLAGS.run:
+            name, module, variant, workdir = parse_run(spec)
+            results[name], per_image[name] = evaluate_run(name, module, variant, workdir, key)
+            print(json.dumps({name: results[name]}), flush=True)
+        if FLAGS.save:
+            np.savez(FLAGS.save, **{f"{n}/{f}": v for n, figs in per_image.items()
+                                    for f, v in figs.items()})
     base = next(iter(per_image))
     for name, values in per_image.items():
         if name == base:

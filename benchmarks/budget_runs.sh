@@ -10,6 +10,13 @@
 #
 #   bash benchmarks/budget_runs.sh [RUNS_DIR=runs/budget] [BUDGET=900]
 #   ONLY=cpu bash benchmarks/budget_runs.sh ...   # only the CPU-sized deep HVAE and the MLP
+#   ONLY=cpu_full bash benchmarks/budget_runs.sh runs/long 7200
+#       # the CPU-sized deep HVAE's whole planned run (its config's epochs and cosine
+#       # schedule; not stopped, so it must end inside BUDGET) beside the MLP VAE trained for
+#       # BUDGET, then both compared with log p(x) on the FULL test set, the deep model's
+#       # split over the two cores as two processes
+#   ONLY=latent8bit bash benchmarks/budget_runs.sh ...   # the 8-bit latent VDM beside the
+#       # conv VAE (the same network with the N(0, I) prior)
 set -u
 cd "$(dirname "$0")/.."
 RUNS=${1:-runs/budget}
@@ -39,6 +46,29 @@ compare() {  # core name runs...
   echo "$(date +%T) eval $name rc=$?" >> "$LOG"
 }
 C=experiments/configs
+if [ "${ONLY:-}" = cpu_full ]; then
+  # The deep run's wall clock is its own (its epochs and schedule are planned to fit); the
+  # MLP (converged long before) gets all of BUDGET. A safety timeout of 1.5 x BUDGET on the
+  # deep run; $RUNS/deep_cpu.out's last lines and its metrics.jsonl give its time.
+  (BUDGET=$((BUDGET * 3 / 2)) run 0 deep_cpu fashion_mnist_deep_hvae.py:cpu) &
+  run 1 mlp default.py & wait
+  DEEP=deep_hvae_cpu=$C/fashion_mnist_deep_hvae.py:cpu@"$RUNS/deep_cpu"
+  MLP=mlp=$C/default.py@"$RUNS/mlp"
+  compare 0 full_a --run=$MLP --run=$DEEP --num_test=5000 --save="$RUNS/full_a.npz" &
+  compare 1 full_b --run=$MLP --run=$DEEP --test_start=5000 --num_test=0 \
+    --save="$RUNS/full_b.npz" & wait
+  python benchmarks/budget_compare.py --merge="$RUNS/full_a.npz,$RUNS/full_b.npz" \
+    --out="$RUNS/full.json" > "$RUNS/eval_full.out" 2>&1
+  echo "$(date +%T) all done" >> "$LOG"
+  exit 0
+fi
+if [ "${ONLY:-}" = latent8bit ]; then
+  run 0 latent_8bit fashion_mnist_vdm.py:latent8bit & run 1 conv_8bit fmnist_8bit_conv.py & wait
+  compare 0 latent8bit --run=conv_vae=$C/fmnist_8bit_conv.py@"$RUNS/conv_8bit" \
+    --run=latent_vdm=$C/fashion_mnist_vdm.py:latent8bit@"$RUNS/latent_8bit"
+  echo "$(date +%T) all done" >> "$LOG"
+  exit 0
+fi
 if [ "${ONLY:-}" = cpu ]; then
   # The CPU-sized deep HVAE (fashion_mnist_deep_hvae.py:cpu) against the MLP VAE alone, side by
   # side, then its binarized comparison (log p(x) on the first 100 test images) on core 0 and
