@@ -301,6 +301,25 @@ def test_no_pickle_in_checkpoints(base):
             assert head[:1] != b"\x80", f"{f} looks like a pickle"  # pickle protocol 2+
 
 
+def test_a_run_killed_in_its_last_evaluation_keeps_its_trained_state(base, tmp_path,
+                                                                      monkeypatch):
+    """The last checkpoint is written before the last evaluation (which can take minutes
+    for a deep model on the full test set): an evaluation that dies leaves it complete."""
+    workdir, state = base
+    copy = str(tmp_path / "copy")
+    shutil.copytree(workdir, copy)
+    shutil.rmtree(os.path.join(copy, "checkpoints", "20"))  # resume at 10, train to 20
+
+    def dies(*args, **kwargs):
+        raise KeyboardInterrupt("killed during the evaluation")
+
+    monkeypatch.setattr(experiment.suite, "run_suite", dies)
+    with pytest.raises(KeyboardInterrupt):
+        experiment.train_and_evaluate(smoke_config(), copy)
+    assert ckpt_steps(copy) == [10, 20]
+    _runs.assert_same_state(_runs.final_state(copy, smoke_config()), state)
+
+
 # ------------------------------------------------------------------------------ non-finite
 
 ABSURD_LR = 1e30  # Adam moves every weight by ~lr at once: the next forward pass overflows

@@ -249,6 +249,10 @@ def _train(s: Setup, workdir: str) -> train.TrainState:
             with guard(metrics_log.path):
                 metrics_log.write(step, "train", metrics)
             bar.update(step, step / steps_per_epoch, metrics["loss"], rate)
+            # Save before evaluating: a run killed during its (long) last evaluation keeps
+            # its trained state. The save runs in the background, beside the evaluation.
+            if step % ckpt_every == 0 or step == total_steps:
+                saves.save(step, state, stream and stream.state(step))
             if step % eval_every == 0 or step == total_steps:
                 params = state.ema_params if config.eval.use_ema else state.params
                 summary = suite.run_suite(evaluation, params, ds.test_images, keys["eval"])
@@ -266,8 +270,6 @@ def _train(s: Setup, workdir: str) -> train.TrainState:
                         sampling.write_training_grids(
                             workdir, step, jax.device_get(params), ds.test_images,
                             keys["eval"], model=model, binarization=config.data.binarization)
-            if step % ckpt_every == 0 or step == total_steps:
-                saves.save(step, state, stream and stream.state(step))  # in the background
             if step < total_steps and stop.requested():
                 if saves.latest != step:
                     saves.save(step, state, stream and stream.state(step))
