@@ -50,8 +50,11 @@ if [ "${ONLY:-}" = cpu_full ]; then
   # The deep run's wall clock is its own (its epochs and schedule are planned to fit); the
   # MLP (converged long before) gets all of BUDGET. A safety timeout of 1.5 x BUDGET on the
   # deep run; $RUNS/deep_cpu.out's last lines and its metrics.jsonl give its time.
-  (BUDGET=$((BUDGET * 3 / 2)) run 0 deep_cpu fashion_mnist_deep_hvae.py:cpu) &
-  run 1 mlp default.py & wait
+  # Checkpoints every few minutes (deep: 2500 steps; MLP: 100 000), so that a machine
+  # that restarts mid-run loses minutes, not the run (the same command resumes it).
+  (BUDGET=$((BUDGET * 3 / 2)) run 0 deep_cpu fashion_mnist_deep_hvae.py:cpu \
+    --config.train.checkpoint_every_steps=2500) &
+  run 1 mlp default.py --config.train.checkpoint_every_steps=100000 & wait
   DEEP=deep_hvae_cpu=$C/fashion_mnist_deep_hvae.py:cpu@"$RUNS/deep_cpu"
   MLP=mlp=$C/default.py@"$RUNS/mlp"
   compare 0 full_a --run=$MLP --run=$DEEP --num_test=5000 --save="$RUNS/full_a.npz" &
