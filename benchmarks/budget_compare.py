@@ -50,7 +50,7 @@ flags.DEFINE_integer("test_start", 0, "The first test image of the log p(x) rang
 flags.DEFINE_string("save", "", "Also save every run's per-image figures (npz, "
                     "'<run>/<figure>' arrays) for --merge.")
 flags.DEFINE_list("merge", [], "Instead of evaluating: join the per-image figures of these "
-                  "--save files (log p(x) ranges in order; the ELBO taken from the first) and "
+                  "--save files (log p(x) ranges by their start; the ELBO from the first) and "
                   "print the means and the paired differences of the whole.")
 flags.DEFINE_integer("chunk", 10, "Importance samples per chunk (chunk x ll_batch_size images "
                      "go through the model at once).")
@@ -124,6 +124,7 @@ def evaluate_run(name: str, module: str, variant: str, workdir: str, key: jax.Ar
                 "test_start": start,
                 "k": FLAGS.num_samples, "log_px_seconds": round(time.perf_counter() - t0, 1)}
         per_image["log_px"] = ll["log_px"]
+        per_image["log_px_start"] = np.int64(start)  # where the range sits, for --merge
     elif FLAGS.num_samples:
         out["log_px_note"] = "no exact per-sample importance weights: ELBO only"
     if config_lib.is_8bit(config):
@@ -142,7 +143,16 @@ def merged(paths: list[str]) -> tuple[dict, dict]:
     per_image = {n: {"elbo": files[0][f"{n}/elbo"]} for n in names}
     for n in names:
         if f"{n}/log_px" in files[0].files:
-            per_image[n]["log_px"] = np.concatenate([f[f"{n}/log_px"] for f in files])
+            ranges = sorted((int(f[f"{n}/log_px_start"]), p, f[f"{n}/log_px"])
+                            for p, f in zip(paths, files))
+            for (a, pa, la), (b, pb, _) in zip(ranges, ranges[1:]):
+                if a + len(la) != b:
+                    raise app.UsageError(
+                        f"--merge: {pa} holds log p(x) of test images {a}..{a + len(la) - 1} "
+                        f"and {pb} starts at {b}: the ranges must meet with no gap or "
+                        "overlap. Evaluate the missing range (--test_start, --num_test) or "
+                        "leave out the overlapping file.")
+            per_image[n]["log_px"] = np.concatenate([r[2] for r in ranges])
     results = {n: {"test_elbo_all": mean_se(v["elbo"]),
                    **({"log_px_subset": mean_se(v["log_px"]), "num_test": len(v["log_px"])}
                       if "log_px" in v else {})} for n, v in per_image.items()}
@@ -171,7 +181,7 @@ def main(argv):
             continue
         results[name]["minus_" + base] = {
             figure: mean_se(v - per_image[base][figure][:len(v)])
-            for figure, v in values.items() if figure in per_image[base]}
+            for figure, v in values.items() if figure in per_image[base] and np.ndim(v)}
     print(json.dumps(results, indent=2))
     if FLAGS.out:
         with open(FLAGS.out, "w") as f:

@@ -13,8 +13,10 @@
 #   ONLY=cpu_full bash benchmarks/budget_runs.sh runs/long 7200
 #       # the CPU-sized deep HVAE's whole planned run (its config's epochs and cosine
 #       # schedule; not stopped, so it must end inside BUDGET) beside the MLP VAE trained for
-#       # BUDGET, then both compared with log p(x) on the FULL test set, the deep model's
-#       # split over the two cores as two processes
+#       # BUDGET, then both compared with log p(x) on the FULL test set, in chunks of
+#       # CHUNK=500 images over the two cores
+#   ONLY=cpu_full_eval bash benchmarks/budget_runs.sh runs/long
+#       # that evaluation alone, resumed: chunks already saved are skipped
 #   ONLY=latent8bit bash benchmarks/budget_runs.sh ...   # the 8-bit latent VDM beside the
 #       # conv VAE (the same network with the N(0, I) prior)
 set -u
@@ -43,7 +45,34 @@ compare() {  # core name runs...
   echo "$(date +%T) start eval $name" >> "$LOG"
   taskset -c "$core" python benchmarks/budget_compare.py "${EVAL[@]}" "$@" \
     --out="$RUNS/$name.json" > "$RUNS/eval_$name.out" 2>&1
-  echo "$(date +%T) eval $name rc=$?" >> "$LOG"
+  local rc=$?
+  echo "$(date +%T) eval $name rc=$rc" >> "$LOG"
+  return $rc
+}
+
+full_eval() {  # the CPU-sized deep HVAE's and the MLP's log p(x) (k = 1000) on the FULL
+  # test set, in chunks of CHUNK test images (default 500, about 15 minutes of one core),
+  # two at a time on the two cores. A chunk's figures are kept once complete and skipped
+  # afterwards, so the same command resumes an evaluation cut off by the machine (the
+  # whole takes about 2.5 hours of both cores). Then all chunks are joined (--merge).
+  local n=${CHUNK:-500}
+  local deep=deep_hvae_cpu=$C/fashion_mnist_deep_hvae.py:cpu@"$RUNS/deep_cpu"
+  local mlp=mlp=$C/default.py@"$RUNS/mlp"
+  worker() {  # core: chunks core, core + 2, ...
+    local core=$1 start
+    for ((start = core * n; start < 10000; start += 2 * n)); do
+      [ -f "$RUNS/full_$start.npz" ] && continue
+      compare "$core" "full_$start" --run="$mlp" --run="$deep" --test_start=$start \
+        --num_test=$n --save="$RUNS/partial_$start.npz" &&
+        mv "$RUNS/partial_$start.npz" "$RUNS/full_$start.npz"
+    done
+  }
+  worker 0 & worker 1 & wait
+  local parts=() start
+  for ((start = 0; start < 10000; start += n)); do parts+=("$RUNS/full_$start.npz"); done
+  python benchmarks/budget_compare.py --merge="$(IFS=,; echo "${parts[*]}")" \
+    --out="$RUNS/full.json" > "$RUNS/eval_full.out" 2>&1
+  echo "$(date +%T) full-test-set evaluation joined: rc=$? ($RUNS/full.json)" >> "$LOG"
 }
 C=experiments/configs
 if [ "${ONLY:-}" = cpu_full ]; then
@@ -55,14 +84,12 @@ if [ "${ONLY:-}" = cpu_full ]; then
   (BUDGET=$((BUDGET * 3 / 2)) run 0 deep_cpu fashion_mnist_deep_hvae.py:cpu \
     --config.train.checkpoint_every_steps=2500) &
   run 1 mlp default.py --config.train.checkpoint_every_steps=100000 & wait
-  DEEP=deep_hvae_cpu=$C/fashion_mnist_deep_hvae.py:cpu@"$RUNS/deep_cpu"
-  MLP=mlp=$C/default.py@"$RUNS/mlp"
-  compare 0 full_a --run=$MLP --run=$DEEP --num_test=5000 --save="$RUNS/full_a.npz" &
-  compare 1 full_b --run=$MLP --run=$DEEP --test_start=5000 --num_test=0 \
-    --save="$RUNS/full_b.npz" & wait
-  python benchmarks/budget_compare.py --merge="$RUNS/full_a.npz,$RUNS/full_b.npz" \
-    --out="$RUNS/full.json" > "$RUNS/eval_full.out" 2>&1
+  full_eval
   echo "$(date +%T) all done" >> "$LOG"
+  exit 0
+fi
+if [ "${ONLY:-}" = cpu_full_eval ]; then  # only (or the rest of) cpu_full's evaluation
+  full_eval
   exit 0
 fi
 if [ "${ONLY:-}" = latent8bit ]; then

@@ -1,0 +1,75 @@
+"""benchmarks/budget_compare.py's split evaluation: log p(x) of the test set as ranges in
+separate processes (--test_start, --num_test, --save) joined by --merge, which is how the
+deep HVAE's full-test-set figure is computed (benchmarks/budget_runs.sh ONLY=cpu_full)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import _runs  # noqa: E402
+from conftest import requires_fashion_mnist  # noqa: E402
+from experiments.configs import smoke  # noqa: E402
+from vae_jax import experiment  # noqa: E402
+
+pytestmark = requires_fashion_mnist
+SCRIPT = os.path.join(_runs.ROOT, "benchmarks", "budget_compare.py")
+
+
+def compare(tmp_path, *flags: str) -> dict:
+    out = str(tmp_path / f"out_{abs(hash(flags))}.json")
+    proc = subprocess.run([sys.executable, SCRIPT, *flags, f"--out={out}"], cwd=_runs.ROOT,
+                          env=_runs.env(os.environ["JAX_COMPILATION_CACHE_DIR"]),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(out) as f:
+        return json.load(f)
+
+
+def test_ranges_evaluated_apart_and_merged_equal_their_concatenation(tmp_path):
+    workdir = str(tmp_path / "run")
+    experiment.train_and_evaluate(smoke.get_config(), workdir)
+    run = f"--run=a={os.path.join('experiments', 'configs', 'smoke.py')}@{workdir}"
+    # the same trained model under a second name: its paired differences must be exactly 0
+    twin = run.replace("--run=a=", "--run=b=")
+    common = [run, twin, "--num_samples=4", "--chunk=2", "--ll_batch_size=5",
+              "--batch_size=50", "--au_images=20", "--au_samples=2"]
+    whole_npz = str(tmp_path / "whole.npz")
+    whole = compare(tmp_path, *common, "--num_test=20", f"--save={whole_npz}")
+    parts = [str(tmp_path / "p0.npz"), str(tmp_path / "p1.npz")]
+    compare(tmp_path, *common, "--num_test=10", f"--save={parts[0]}")
+    compare(tmp_path, *common, "--test_start=10", "--num_test=10", f"--save={parts[1]}")
+    # given in either order, the ranges are joined by where they start
+    merged = compare(tmp_path, f"--merge={parts[1]},{parts[0]}")
+
+    a0, a1, w = np.load(parts[0]), np.load(parts[1]), np.load(whole_npz)
+    assert int(a0["a/log_px_start"]) == 0 and int(a1["a/log_px_start"]) == 10
+    # a range from image 0 draws with the unfolded key: the whole run's first 10 images
+    np.testing.assert_allclose(a0["a/log_px"], w["a/log_px"][:10], rtol=1e-6)
+    np.testing.assert_array_equal(a0["a/elbo"], a1["a/elbo"])  # the ELBO: all images, same key
+    log_px = np.concatenate([a0["a/log_px"], a1["a/log_px"]])
+    assert merged["a"]["num_test"] == 20
+    assert merged["a"]["log_px_subset"]["mean"] == pytest.approx(float(np.mean(log_px)),
+                                                                 abs=1e-3)
+    assert merged["a"]["test_elbo_all"] == whole["a"]["test_elbo_all"]
+    # the second range drew its own samples (start folded into the key): not a copy
+    assert not np.allclose(a1["a/log_px"], a0["a/log_px"])
+    assert merged["b"]["minus_a"]["log_px"] == {"mean": 0.0, "stderr": 0.0}
+
+
+def test_merge_refuses_ranges_with_a_gap_or_an_overlap(tmp_path):
+    paths = []
+    for i, (start, n) in enumerate([(0, 10), (5, 10)]):
+        paths.append(str(tmp_path / f"r{i}.npz"))
+        np.savez(paths[-1], **{"a/elbo": np.zeros(20), "a/log_px": -np.ones(n),
+                               "a/log_px_start": np.int64(start)})
+    proc = subprocess.run([sys.executable, SCRIPT, f"--merge={','.join(paths)}"],
+                          cwd=_runs.ROOT, env=_runs.env(os.environ["JAX_COMPILATION_CACHE_DIR"]),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "test images 0..9" in proc.stderr and "starts at 5" in proc.stderr
