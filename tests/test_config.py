@@ -157,6 +157,24 @@ def test_the_cpu_sized_deep_hvae_has_ten_layers_under_a_deterministic_top_block(
     assert config.train.eval_every_steps == 5 * (60_000 // config.train.batch_size)
 
 
+def test_the_cpu_sized_deep_hvaes_cosine_decay_ends_with_the_run():
+    """The learning rate reaches 0 at the last step, also when --config.train.num_epochs
+    changes the run's length (a FieldReference, resolved after the overrides)."""
+    from experiments.configs import fashion_mnist_deep_hvae
+    from vae_jax import optim
+
+    for epochs in (20, 3):
+        config = fashion_mnist_deep_hvae.get_config("cpu")
+        config.train.num_epochs = epochs    # as the command-line override does
+        config = config_lib.resolve(config)
+        steps = epochs * (60_000 // 32)
+        assert config.train.batch_size == 32 and config.optim.decay_steps == steps
+        schedule = optim.learning_rate(config.optim)
+        assert float(schedule(0)) == pytest.approx(2e-3)
+        assert float(schedule(steps // 2)) == pytest.approx(1e-3, rel=1e-3)
+        assert float(schedule(steps)) == pytest.approx(0.0, abs=1e-9)
+
+
 def test_the_cifar10_vdm_is_8bit_at_the_papers_scale():
     from experiments.configs import fashion_mnist_vdm
 

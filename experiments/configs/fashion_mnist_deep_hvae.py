@@ -3,7 +3,8 @@ binarized Fashion-MNIST (``:binary``, the default) or 8-bit Fashion-MNIST with a
 discretized-logistic mixture (``:8bit``, bits/dim); ``:mnist`` is the binarized network on
 MNIST from any folder holding the four IDX files (``--config.data.dir=/path/to/mnist``);
 ``:cpu`` the binarized data with a network sized for one CPU core (widths 16 → 128, 10
-stochastic layers, batch 64; ``docs/results_budget.md``); ``:cifar10`` an 8-bit CIFAR-10
+stochastic layers) and a run planned to end: batch 32, Adam 2e-3 decayed to 0 over 20
+epochs (about 2 hours of one core; ``docs/results_budget.md``); ``:cifar10`` an 8-bit CIFAR-10
 model (tfds ``cifar10``, 32x32x3) for accelerators: prepare the data once with
 ``tfds build cifar10 --file_format=array_record`` or add ``--config.data.download=True``.
 
