@@ -25,6 +25,7 @@ cores as processes and join the halves (each process also computes the whole ELB
     wait; python benchmarks/budget_compare.py --merge=a.npz,b.npz
 """
 
+import ast
 import importlib
 import json
 import math
@@ -41,6 +42,10 @@ from vae_jax import config as config_lib
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("run", [], "name=config.py[:variant]@workdir; the first is the "
                           "baseline of the paired differences.")
+flags.DEFINE_multi_string("set", [], "name:section.field=value: a config override for the "
+                          "run called name, as the launcher's --config.section.field=value "
+                          "(e.g. the optimizer schedule a run was trained with, which its "
+                          "checkpoint's structure follows).")
 flags.DEFINE_integer("num_samples", 1000, "k for the importance-sampled log p(x); 0 = skip.")
 flags.DEFINE_integer("num_test", 1000, "log p(x) on N test images from --test_start (0 = "
                      "all the rest).")
@@ -77,9 +82,26 @@ def parse_run(spec: str) -> tuple[str, str, str, str]:
     return name, module, variant, workdir
 
 
-def load_config(module: str, variant: str):
+def load_config(module: str, variant: str, name: str = ""):
     get_config = importlib.import_module(module).get_config
-    return get_config(variant) if variant else get_config()
+    config = get_config(variant) if variant else get_config()
+    for spec in FLAGS.set:
+        run, sep, assignment = spec.partition(":")
+        path, eq, value = assignment.partition("=")
+        if not (sep and eq and "." in path):
+            raise app.UsageError(f"--set={spec!r}: write name:section.field=value, e.g. "
+                                 "--set=deep:optim.schedule=constant.")
+        if run != name:
+            continue
+        *sections, field = path.split(".")
+        node = config
+        for section in sections:
+            node = node[section]
+        try:
+            node[field] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            node[field] = value  # a string, e.g. constant
+    return config
 
 
 def mean_se(values: np.ndarray) -> dict[str, float]:
@@ -88,7 +110,7 @@ def mean_se(values: np.ndarray) -> dict[str, float]:
 
 
 def evaluate_run(name: str, module: str, variant: str, workdir: str, key: jax.Array) -> dict:
-    config = load_config(module, variant)
+    config = load_config(module, variant, name)
     s = experiment.setup(config, workdir)
     config, ds, model = s.config, s.ds, s.model
     state = experiment.restore_state(config, workdir, model, ds.image_shape)
