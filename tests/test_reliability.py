@@ -320,6 +320,26 @@ def test_a_run_killed_in_its_last_evaluation_keeps_its_trained_state(base, tmp_p
     _runs.assert_same_state(_runs.final_state(copy, smoke_config()), state)
 
 
+def test_evaluations_during_training_follow_num_test_images(base, tmp_path, monkeypatch):
+    """config.eval.num_test_images = n: the in-run evaluations see the first n test images
+    (before, they always ran the whole test set, minutes for a deep model)."""
+    workdir, _ = base
+    copy = str(tmp_path / "copy")
+    shutil.copytree(workdir, copy)
+    shutil.rmtree(os.path.join(copy, "checkpoints", "20"))  # resume at 10, evaluate at 20
+    seen = []
+    real = experiment.suite.run_suite
+
+    def spy(suite, params, images, key, **kwargs):
+        seen.append(np.asarray(images))
+        return real(suite, params, images, key, **kwargs)
+
+    monkeypatch.setattr(experiment.suite, "run_suite", spy)
+    experiment.train_and_evaluate(smoke_config(eval__num_test_images=37), copy)
+    test_images = experiment.data.load("fashion_mnist").test_images
+    assert len(seen) == 1 and np.array_equal(seen[0], test_images[:37])
+
+
 # ------------------------------------------------------------------------------ non-finite
 
 ABSURD_LR = 1e30  # Adam moves every weight by ~lr at once: the next forward pass overflows

@@ -199,6 +199,9 @@ def _train(s: Setup, workdir: str) -> train.TrainState:
     # (a jit, not device_put: multi-process, device_put refuses non-addressable shardings)
     train_key = jax.jit(lambda k: k, out_shardings=trainer.replicated)(keys["train"])
     evaluation = config_lib.build_suite(config, model, mesh)
+    # config.eval.num_test_images > 0: the evaluations during training look at the first n
+    # test images only (ELBO, KL and active units alike), as --mode=eval does
+    eval_images = ds.test_images[:config.eval.num_test_images or None]
     with guard(workdir):
         writer = summaries.ScalarWriter(workdir, enabled=is_main)
     bar = Progress(total_steps)
@@ -255,7 +258,7 @@ def _train(s: Setup, workdir: str) -> train.TrainState:
                 saves.save(step, state, stream and stream.state(step))
             if step % eval_every == 0 or step == total_steps:
                 params = state.ema_params if config.eval.use_ema else state.params
-                summary = suite.run_suite(evaluation, params, ds.test_images, keys["eval"])
+                summary = suite.run_suite(evaluation, params, eval_images, keys["eval"])
                 with guard(workdir):
                     writer.write_scalars(step, summary)
                 with guard(metrics_log.path):
