@@ -17,11 +17,14 @@ rank the images alike. log p(x) is skipped (and said so) for a model without exa
 per-sample importance weights, e.g. a continuous-time VDM: its ELBO is the figure there.
 Each run's ``step`` is its latest checkpoint's.
 
-The full test set's log p(x) of a deep model takes hours of one core; split it over the
-cores as processes and join the halves (each process also computes the whole ELBO):
+The full test set's log p(x) of a deep model takes hours of one core; split it into ranges
+run as separate processes (over the cores, or over sessions) and join them; the ELBO, KL
+and active units are computed once, with one range (``benchmarks/budget_runs.sh
+ONLY=cpu_full_eval`` does this in chunks of 500):
 
     python benchmarks/budget_compare.py --run=... --num_test=5000 --save=a.npz &
-    python benchmarks/budget_compare.py --run=... --test_start=5000 --num_test=0 --save=b.npz &
+    python benchmarks/budget_compare.py --run=... --test_start=5000 --num_test=0 \
+        --noelbo --save=b.npz &
     wait; python benchmarks/budget_compare.py --merge=a.npz,b.npz
 """
 
@@ -57,6 +60,9 @@ flags.DEFINE_string("save", "", "Also save every run's per-image figures (npz, "
 flags.DEFINE_list("merge", [], "Instead of evaluating: join the per-image figures of these "
                   "--save files (log p(x) ranges by their start; the ELBO from the first) and "
                   "print the means and the paired differences of the whole.")
+flags.DEFINE_bool("elbo", True, "The ELBO over the whole test set, its terms and the active "
+                  "units; --noelbo: log p(x) only (every range but one of a split evaluation: "
+                  "--merge takes the ELBO from the file that has it).")
 flags.DEFINE_integer("chunk", 10, "Importance samples per chunk (chunk x ll_batch_size images "
                      "go through the model at once).")
 flags.DEFINE_integer("batch_size", 100, "Test images per jitted ELBO call (the same for all).")
@@ -117,22 +123,26 @@ def evaluate_run(name: str, module: str, variant: str, workdir: str, key: jax.Ar
     params = state.ema_params if config.eval.use_ema else state.params
     binarization = config.data.binarization
     num_dims = math.prod(ds.image_shape)
-    t0 = time.perf_counter()
-    elbo_fn = evaluate.make_elbo_fn(model, binarization=binarization, num_samples=1)
-    terms = evaluate.per_example(elbo_fn, params, ds.test_images, key,
-                                 batch_size=FLAGS.batch_size)
-    au_images = ds.test_images[:FLAGS.au_images] if FLAGS.au_images else ds.test_images
-    units = active_units.active_units(params, au_images, model=model, key=key,
-                                      binarization=binarization, batch_size=FLAGS.batch_size,
-                                      num_samples=FLAGS.au_samples, chunk=FLAGS.chunk)
     out = {"config": f"{module}:{variant}" if variant else module, "workdir": workdir,
            "step": int(state.step), "likelihood": config_lib.likelihood(config),
            "num_params": int(sum(np.size(a) for a in jax.tree.leaves(params))),
-           "num_dims": num_dims, "test_elbo_all": mean_se(terms["elbo"]),
-           "terms_all": {k: round(float(np.mean(v)), 3) for k, v in terms.items()},
-           "active_units": units, "au_images": len(au_images),
-           "elbo_seconds": round(time.perf_counter() - t0, 1)}
-    per_image = {"elbo": terms["elbo"]}
+           "num_dims": num_dims}
+    per_image = {}
+    if FLAGS.elbo:
+        t0 = time.perf_counter()
+        elbo_fn = evaluate.make_elbo_fn(model, binarization=binarization, num_samples=1)
+        terms = evaluate.per_example(elbo_fn, params, ds.test_images, key,
+                                     batch_size=FLAGS.batch_size)
+        au_images = ds.test_images[:FLAGS.au_images] if FLAGS.au_images else ds.test_images
+        units = active_units.active_units(params, au_images, model=model, key=key,
+                                          binarization=binarization,
+                                          batch_size=FLAGS.batch_size,
+                                          num_samples=FLAGS.au_samples, chunk=FLAGS.chunk)
+        out |= {"test_elbo_all": mean_se(terms["elbo"]),
+                "terms_all": {k: round(float(np.mean(v)), 3) for k, v in terms.items()},
+                "active_units": units, "au_images": len(au_images),
+                "elbo_seconds": round(time.perf_counter() - t0, 1)}
+        per_image["elbo"] = terms["elbo"]
     if FLAGS.num_samples and getattr(model, "exact_log_weights", True):
         start = FLAGS.test_start
         images = ds.test_images[start:start + FLAGS.num_test if FLAGS.num_test else None]
@@ -151,9 +161,9 @@ def evaluate_run(name: str, module: str, variant: str, workdir: str, key: jax.Ar
         out["log_px_note"] = "no exact per-sample importance weights: ELBO only"
     if config_lib.is_8bit(config):
         to_bpd = lambda nats: -nats / (num_dims * math.log(2.0))  # noqa: E731
-        out["test_elbo_all_bpd"] = round(to_bpd(out["test_elbo_all"]["mean"]), 4)
-        if "log_px_subset" in out:
-            out["log_px_subset_bpd"] = round(to_bpd(out["log_px_subset"]["mean"]), 4)
+        for figure in ("test_elbo_all", "log_px_subset"):
+            if figure in out:
+                out[figure + "_bpd"] = round(to_bpd(out[figure]["mean"]), 4)
     return out, per_image
 
 
@@ -162,8 +172,11 @@ def merged(paths: list[str]) -> tuple[dict, dict]:
     files' order, the ELBO (over the whole test set in each) from the first file."""
     files = [np.load(p) for p in paths]
     names = list(dict.fromkeys(k.split("/")[0] for k in files[0].files))
-    per_image = {n: {"elbo": files[0][f"{n}/elbo"]} for n in names}
+    per_image = {n: {} for n in names}
     for n in names:
+        with_elbo = [f for f in files if f"{n}/elbo" in f.files]
+        if with_elbo:
+            per_image[n]["elbo"] = with_elbo[0][f"{n}/elbo"]
         if f"{n}/log_px" in files[0].files:
             ranges = sorted((int(f[f"{n}/log_px_start"]), p, f[f"{n}/log_px"])
                             for p, f in zip(paths, files))
@@ -175,7 +188,7 @@ def merged(paths: list[str]) -> tuple[dict, dict]:
                         "overlap. Evaluate the missing range (--test_start, --num_test) or "
                         "leave out the overlapping file.")
             per_image[n]["log_px"] = np.concatenate([r[2] for r in ranges])
-    results = {n: {"test_elbo_all": mean_se(v["elbo"]),
+    results = {n: {**({"test_elbo_all": mean_se(v["elbo"])} if "elbo" in v else {}),
                    **({"log_px_subset": mean_se(v["log_px"]), "num_test": len(v["log_px"])}
                       if "log_px" in v else {})} for n, v in per_image.items()}
     return results, per_image

@@ -62,8 +62,9 @@ full_eval() {  # the CPU-sized deep HVAE's and the MLP's log p(x) (k = 1000) on 
     local core=$1 start
     for ((start = core * n; start < 10000; start += 2 * n)); do
       [ -f "$RUNS/full_$start.npz" ] && continue
+      # the ELBO, KL and active units once (with the first range), log p(x) for every range
       compare "$core" "full_$start" --run="$mlp" --run="$deep" --test_start=$start \
-        --num_test=$n --save="$RUNS/partial_$start.npz" &&
+        --num_test=$n --save="$RUNS/partial_$start.npz" $([ $start = 0 ] || echo --noelbo) &&
         mv "$RUNS/partial_$start.npz" "$RUNS/full_$start.npz"
     done
   }
