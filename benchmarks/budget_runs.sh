@@ -25,8 +25,11 @@ RUNS=${1:-runs/budget}
 BUDGET=${2:-900}
 mkdir -p "$RUNS"
 LOG="$RUNS/budget.log"
-COMMON=(--config.train.num_epochs=100000 --config.train.eval_every_steps=1000000000
+COMMON=(--config.train.eval_every_steps=1000000000
         --config.train.checkpoint_every_steps=1000000000 --noprogress)
+# A run stopped by the budget trains "forever" until SIGTERM; a planned run (PLANNED=1)
+# keeps its config's epochs, which its learning-rate schedule follows.
+ENDLESS=(--config.train.num_epochs=100000)
 
 run() {  # core name config [overrides...]
   local core=$1 name=$2 cfg=$3
@@ -34,7 +37,8 @@ run() {  # core name config [overrides...]
   echo "$(date +%T) start $name (core $core, ${BUDGET} s)" >> "$LOG"
   taskset -c "$core" timeout -s TERM -k 600 "$BUDGET" \
     python -m experiments.main --config="experiments/configs/$cfg" --workdir="$RUNS/$name" \
-    "${COMMON[@]}" "$@" > "$RUNS/$name.out" 2>&1
+    "${COMMON[@]}" $([ "${PLANNED:-0}" = 1 ] || echo "${ENDLESS[@]}") "$@" \
+    > "$RUNS/$name.out" 2>&1
   echo "$(date +%T) end $name rc=$? (see $name.out: 'Stopped by SIGTERM ... checkpoint saved')" >> "$LOG"
 }
 
@@ -82,7 +86,7 @@ if [ "${ONLY:-}" = cpu_full ]; then
   # deep run; $RUNS/deep_cpu.out's last lines and its metrics.jsonl give its time.
   # Checkpoints every few minutes (deep: 2500 steps; MLP: 100 000), so that a machine
   # that restarts mid-run loses minutes, not the run (the same command resumes it).
-  (BUDGET=$((BUDGET * 3 / 2)) run 0 deep_cpu fashion_mnist_deep_hvae.py:cpu \
+  (PLANNED=1 BUDGET=$((BUDGET * 3 / 2)) run 0 deep_cpu fashion_mnist_deep_hvae.py:cpu \
     --config.train.checkpoint_every_steps=2500) &
   run 1 mlp default.py --config.train.checkpoint_every_steps=100000 & wait
   full_eval
