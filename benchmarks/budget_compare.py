@@ -33,14 +33,18 @@ import importlib
 import json
 import math
 import os
+import sys
 import time
 
-import jax
-import numpy as np
-from absl import app, flags
+# this checkout's package and configs, whatever `pip install -e` points at
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from vae_jax import active_units, evaluate, experiment
-from vae_jax import config as config_lib
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from vae_jax import active_units, evaluate, experiment  # noqa: E402
+from vae_jax import config as config_lib  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("run", [], "name=config.py[:variant]@workdir; the first is the "

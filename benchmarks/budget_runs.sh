@@ -39,7 +39,8 @@ run() {  # core name config [overrides...]
     python -m experiments.main --config="experiments/configs/$cfg" --workdir="$RUNS/$name" \
     "${COMMON[@]}" $([ "${PLANNED:-0}" = 1 ] || echo "${ENDLESS[@]}") "$@" \
     > "$RUNS/$name.out" 2>&1
-  echo "$(date +%T) end $name rc=$? (see $name.out: 'Stopped by SIGTERM ... checkpoint saved')" >> "$LOG"
+  local rc=$?  # (before any $(...): a command substitution sets $? too)
+  echo "$(date +%T) end $name rc=$rc (see $name.out: 'Stopped by SIGTERM ... checkpoint saved')" >> "$LOG"
 }
 
 EVAL=(--num_samples=1000 --num_test=100 --chunk=10 --batch_size=100 --ll_batch_size=10)
@@ -77,7 +78,8 @@ full_eval() {  # the CPU-sized deep HVAE's and the MLP's log p(x) (k = 1000) on 
   for ((start = 0; start < 10000; start += n)); do parts+=("$RUNS/full_$start.npz"); done
   python benchmarks/budget_compare.py --merge="$(IFS=,; echo "${parts[*]}")" \
     --out="$RUNS/full.json" > "$RUNS/eval_full.out" 2>&1
-  echo "$(date +%T) full-test-set evaluation joined: rc=$? ($RUNS/full.json)" >> "$LOG"
+  local rc=$?
+  echo "$(date +%T) full-test-set evaluation joined: rc=$rc ($RUNS/full.json)" >> "$LOG"
 }
 C=experiments/configs
 if [ "${ONLY:-}" = cpu_full ]; then

@@ -13,16 +13,21 @@ once with the evaluation key (dynamic binarization = one fixed Bernoulli draw).
 import functools
 import json
 import math
+import os
+import sys
 import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-from absl import app, flags
-from ml_collections import config_flags
+# this checkout's package and configs, whatever `pip install -e` points at
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from vae_jax import active_units, data, evaluate, experiment, losses
-from vae_jax import config as config_lib
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from vae_jax import active_units, data, evaluate, experiment, losses  # noqa: E402
+from vae_jax import config as config_lib  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file.")
