@@ -95,22 +95,19 @@ def parse_run(spec: str) -> tuple[str, str, str, str]:
 def load_config(module: str, variant: str, name: str = ""):
     get_config = importlib.import_module(module).get_config
     config = get_config(variant) if variant else get_config()
+    overrides = {}
     for spec in FLAGS.set:
         run, sep, assignment = spec.partition(":")
         path, eq, value = assignment.partition("=")
         if not (sep and eq and "." in path):
             raise app.UsageError(f"--set={spec!r}: write name:section.field=value, e.g. "
                                  "--set=deep:optim.schedule=constant.")
-        if run != name:
-            continue
-        *sections, field = path.split(".")
-        node = config
-        for section in sections:
-            node = node[section]
-        try:
-            node[field] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            node[field] = value  # a string, e.g. constant
+        if run == name:
+            try:
+                overrides[path] = ast.literal_eval(value)
+            except (ValueError, SyntaxError):
+                overrides[path] = value  # a string, e.g. constant
+    config.update_from_flattened_dict(overrides)  # as the sweeps apply theirs
     return config
 
 
@@ -173,7 +170,7 @@ def evaluate_run(name: str, module: str, variant: str, workdir: str, key: jax.Ar
 
 def merged(paths: list[str]) -> tuple[dict, dict]:
     """The per-image figures of --save files joined: log p(x) ranges concatenated in the
-    files' order, the ELBO (over the whole test set in each) from the first file."""
+    order of their starts (no gap, no overlap), the ELBO from the first file that has it."""
     files = [np.load(p) for p in paths]
     names = list(dict.fromkeys(k.split("/")[0] for k in files[0].files))
     per_image = {n: {} for n in names}
