@@ -56,10 +56,10 @@ compare() {  # core name runs...
 }
 
 full_eval() {  # the CPU-sized deep HVAE's and the MLP's log p(x) (k = 1000) on the FULL
-  # test set, in chunks of CHUNK test images (default 500, about 15 minutes of one core),
+  # test set, in chunks of CHUNK test images (default 500: 15-17 minutes of one core),
   # two at a time on the two cores. A chunk's figures are kept once complete and skipped
   # afterwards, so the same command resumes an evaluation cut off by the machine (the
-  # whole took an estimated 2.6 hours of both cores, from its first two chunks). Then all chunks are joined (--merge).
+  # whole: an estimated 2.6 hours of both cores). Then all chunks are joined (--merge).
   local n=${CHUNK:-500}
   local deep=deep_hvae_cpu=$C/fashion_mnist_deep_hvae.py:cpu@"$RUNS/deep_cpu"
   local mlp=mlp=$C/default.py@"$RUNS/mlp"
