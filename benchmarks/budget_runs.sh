@@ -56,7 +56,7 @@ compare() {  # core name runs...
 }
 
 full_eval() {  # the CPU-sized deep HVAE's and the MLP's log p(x) (k = 1000) on the FULL
-  # test set, in chunks of CHUNK test images (default 500: 15-17 minutes of one core),
+  # test set, in chunks of CHUNK test images (default 500: 15-19 minutes of one core),
   # two at a time on the two cores. A chunk's figures are kept once complete and skipped
   # afterwards, so the same command resumes an evaluation cut off by the machine (the
   # whole: an estimated 2.6 hours of both cores). Then all chunks are joined (--merge).
