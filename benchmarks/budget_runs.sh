@@ -16,7 +16,12 @@
 #       # BUDGET, then both compared with log p(x) on the FULL test set, in chunks of
 #       # CHUNK=500 images over the two cores
 #   ONLY=cpu_full_eval bash benchmarks/budget_runs.sh runs/long
-#       # that evaluation alone, resumed: chunks already saved are skipped
+#       # that evaluation alone, resumed: chunks already saved are skipped; CORES="1" runs
+#       # it on core 1 alone (default "0 1"), and it is joined once all 20 chunks exist
+#   ONLY=cpu_warmup bash benchmarks/budget_runs.sh runs/long 7200
+#       # the same planned deep run with a KL warm-up (beta 0 -> 1 over its first 7500
+#       # steps, 20 %) on core 0, then its test ELBO, KL per layer and active units beside
+#       # the MLP's and the plain run's (all 10 000 test images, the same key)
 #   ONLY=latent8bit bash benchmarks/budget_runs.sh ...   # the 8-bit latent VDM beside the
 #       # conv VAE (the same network with the N(0, I) prior)
 set -u
@@ -63,19 +68,29 @@ full_eval() {  # the CPU-sized deep HVAE's and the MLP's log p(x) (k = 1000) on 
   local n=${CHUNK:-500}
   local deep=deep_hvae_cpu=$C/fashion_mnist_deep_hvae.py:cpu@"$RUNS/deep_cpu"
   local mlp=mlp=$C/default.py@"$RUNS/mlp"
-  worker() {  # core: chunks core, core + 2, ...
-    local core=$1 start
-    for ((start = core * n; start < 10000; start += 2 * n)); do
+  local cores=(${CORES:-0 1})
+  worker() {  # i: chunks i, i + #cores, ... on core cores[i]
+    local i=$1 start
+    for ((start = i * n; start < 10000; start += ${#cores[@]} * n)); do
       [ -f "$RUNS/full_$start.npz" ] && continue
       # the ELBO, KL and active units once (with the first range), log p(x) for every range
-      compare "$core" "full_$start" --run="$mlp" --run="$deep" --test_start=$start \
+      compare "${cores[$i]}" "full_$start" --run="$mlp" --run="$deep" --test_start=$start \
         --num_test=$n --save="$RUNS/partial_$start.npz" $([ $start = 0 ] || echo --noelbo) &&
         mv "$RUNS/partial_$start.npz" "$RUNS/full_$start.npz"
     done
   }
-  worker 0 & worker 1 & wait
-  local parts=() start
-  for ((start = 0; start < 10000; start += n)); do parts+=("$RUNS/full_$start.npz"); done
+  local i
+  for i in "${!cores[@]}"; do worker "$i" & done
+  wait
+  local parts=() start missing=0
+  for ((start = 0; start < 10000; start += n)); do
+    parts+=("$RUNS/full_$start.npz")
+    [ -f "$RUNS/full_$start.npz" ] || missing=$((missing + 1))
+  done
+  if [ $missing -gt 0 ]; then  # (a chunk failed: its eval_full_START.out says why)
+    echo "$(date +%T) full-test-set evaluation: $missing of ${#parts[@]} chunks missing" >> "$LOG"
+    return 1
+  fi
   python benchmarks/budget_compare.py --merge="$(IFS=,; echo "${parts[*]}")" \
     --out="$RUNS/full.json" > "$RUNS/eval_full.out" 2>&1
   local rc=$?
@@ -97,6 +112,22 @@ if [ "${ONLY:-}" = cpu_full ]; then
 fi
 if [ "${ONLY:-}" = cpu_full_eval ]; then  # only (or the rest of) cpu_full's evaluation
   full_eval
+  exit 0
+fi
+if [ "${ONLY:-}" = cpu_warmup ]; then
+  # cpu_full's deep run with a KL warm-up over its first 20 % (the plain run codes with one
+  # channel per 7x7 layer, one or two units per 1x1 layer and none at 14x14: the early
+  # collapse a warm-up is meant to prevent), on core 0 only, so that core 1 can evaluate.
+  # The in-run evaluation skips log p(x) (hours at k = 1000); budget_compare.py measures it.
+  WU=(--config.loss.warmup_steps=7500 --config.eval.num_importance_samples=0)
+  PLANNED=1 BUDGET=$((BUDGET * 3 / 2)) run 0 deep_cpu_wu fashion_mnist_deep_hvae.py:cpu \
+    --config.train.checkpoint_every_steps=2500 "${WU[@]}"
+  compare 0 warmup --num_samples=0 --run=mlp=$C/default.py@"$RUNS/mlp" \
+    --run=deep_hvae_cpu=$C/fashion_mnist_deep_hvae.py:cpu@"$RUNS/deep_cpu" \
+    --run=deep_hvae_cpu_warmup=$C/fashion_mnist_deep_hvae.py:cpu@"$RUNS/deep_cpu_wu" \
+    --set=deep_hvae_cpu_warmup:loss.warmup_steps=7500 \
+    --set=deep_hvae_cpu_warmup:eval.num_importance_samples=0
+  echo "$(date +%T) all done" >> "$LOG"
   exit 0
 fi
 if [ "${ONLY:-}" = latent8bit ]; then
