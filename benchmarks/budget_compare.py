@@ -1,7 +1,7 @@
 """Trained models side by side on the same test images: the full test set's ELBO (per-layer
 KL, active units), importance-sampled log p(x) on the first ``--num_test`` images, and each
-model's difference from the first run, paired image by image. Prints one JSON object.
-Used for the budget-matched comparisons in docs/results_budget.md.
+model's difference from the first run (or --base), paired image by image. Prints one JSON
+object. Used for the budget-matched comparisons in docs/results_budget.md.
 
     python benchmarks/budget_compare.py \
         --run=mlp=experiments/configs/default.py@runs/mlp \
@@ -62,8 +62,10 @@ flags.DEFINE_integer("test_start", 0, "The first test image of the log p(x) rang
 flags.DEFINE_string("save", "", "Also save every run's per-image figures (npz, "
                     "'<run>/<figure>' arrays) for --merge.")
 flags.DEFINE_list("merge", [], "Instead of evaluating: join the per-image figures of these "
-                  "--save files (log p(x) ranges by their start; the ELBO from the first) and "
-                  "print the means and the paired differences of the whole.")
+                  "--save files, run by run (log p(x) ranges by their start; the ELBO from the "
+                  "first) and print the means and the paired differences of the whole.")
+flags.DEFINE_string("base", "", "The run whose figures the paired differences subtract "
+                    "(default: the first).")
 flags.DEFINE_bool("elbo", True, "The ELBO over the whole test set, its terms and the active "
                   "units; --noelbo: log p(x) only (every range but one of a split evaluation: "
                   "--merge takes the ELBO from the file that has it).")
@@ -169,30 +171,62 @@ def evaluate_run(name: str, module: str, variant: str, workdir: str, key: jax.Ar
 
 
 def merged(paths: list[str]) -> tuple[dict, dict]:
-    """The per-image figures of --save files joined: log p(x) ranges concatenated in the
-    order of their starts (no gap, no overlap), the ELBO from the first file that has it."""
+    """The per-image figures of --save files joined, run by run over every file that has
+    the run: log p(x) ranges concatenated in the order of their starts (no gap, no overlap;
+    a range saved twice with equal figures, e.g. a baseline evaluated beside two models, is
+    kept once), the ELBO from the first file that has it."""
     files = [np.load(p) for p in paths]
-    names = list(dict.fromkeys(k.split("/")[0] for k in files[0].files))
+    names = list(dict.fromkeys(k.split("/")[0] for f in files for k in f.files))
     per_image = {n: {} for n in names}
     for n in names:
         with_elbo = [f for f in files if f"{n}/elbo" in f.files]
         if with_elbo:
             per_image[n]["elbo"] = with_elbo[0][f"{n}/elbo"]
-        if f"{n}/log_px" in files[0].files:
-            ranges = sorted((int(f[f"{n}/log_px_start"]), p, f[f"{n}/log_px"])
-                            for p, f in zip(paths, files))
-            for (a, pa, la), (b, pb, _) in zip(ranges, ranges[1:]):
-                if a + len(la) != b:
-                    raise app.UsageError(
-                        f"--merge: {pa} holds log p(x) of test images {a}..{a + len(la) - 1} "
-                        f"and {pb} starts at {b}: the ranges must meet with no gap or "
-                        "overlap. Evaluate the missing range (--test_start, --num_test) or "
-                        "leave out the overlapping file.")
-            per_image[n]["log_px"] = np.concatenate([r[2] for r in ranges])
+        ranges = {}  # start: (path, log p(x))
+        for p, f in zip(paths, files):
+            if f"{n}/log_px" not in f.files:
+                continue
+            start, values = int(f[f"{n}/log_px_start"]), f[f"{n}/log_px"]
+            if start in ranges and np.array_equal(ranges[start][1], values):
+                continue
+            if start in ranges:
+                raise app.UsageError(
+                    f"--merge: {ranges[start][0]} and {p} both hold {n}'s log p(x) from test "
+                    f"image {start}, with different figures: leave one of them out.")
+            ranges[start] = (p, values)
+        if not ranges:
+            continue
+        ordered = sorted(ranges.items())
+        for (a, (pa, la)), (b, (pb, _)) in zip(ordered, ordered[1:]):
+            if a + len(la) != b:
+                raise app.UsageError(
+                    f"--merge: {pa} holds log p(x) of test images {a}..{a + len(la) - 1} "
+                    f"and {pb} starts at {b}: the ranges must meet with no gap or "
+                    "overlap. Evaluate the missing range (--test_start, --num_test) or "
+                    "leave out the overlapping file.")
+        per_image[n]["log_px"] = np.concatenate([v for _, (_, v) in ordered])
+        per_image[n]["log_px_start"] = np.int64(ordered[0][0])
     results = {n: {**({"test_elbo_all": mean_se(v["elbo"])} if "elbo" in v else {}),
-                   **({"log_px_subset": mean_se(v["log_px"]), "num_test": len(v["log_px"])}
-                      if "log_px" in v else {})} for n, v in per_image.items()}
+                   **({"log_px_subset": mean_se(v["log_px"]), "num_test": len(v["log_px"]),
+                       "test_start": int(v["log_px_start"])} if "log_px" in v else {})}
+               for n, v in per_image.items()}
     return results, per_image
+
+
+def paired(figures: dict, base: dict) -> dict:
+    """mean_se of figures − base, image by image, for every per-image figure both have;
+    log p(x) over the test images both ranges cover (they may start apart)."""
+    out = {}
+    for figure, v in figures.items():
+        if figure not in base or not np.ndim(v):
+            continue
+        w, lo = base[figure], 0
+        if figure == "log_px":
+            lo = int(figures["log_px_start"]) - int(base["log_px_start"])
+        a, b = max(lo, 0), min(lo + len(v), len(w))  # the common range, in w's positions
+        if b > a:
+            out[figure] = mean_se(v[a - lo:b - lo] - w[a:b])
+    return out
 
 
 def main(argv):
@@ -211,13 +245,12 @@ def main(argv):
         if FLAGS.save:
             np.savez(FLAGS.save, **{f"{n}/{f}": v for n, figs in per_image.items()
                                     for f, v in figs.items()})
-    base = next(iter(per_image))
+    base = FLAGS.base or next(iter(per_image))
+    if base not in per_image:
+        raise app.UsageError(f"--base={base!r}: not one of the runs {list(per_image)}.")
     for name, values in per_image.items():
-        if name == base:
-            continue
-        results[name]["minus_" + base] = {
-            figure: mean_se(v - per_image[base][figure][:len(v)])
-            for figure, v in values.items() if figure in per_image[base] and np.ndim(v)}
+        if name != base:
+            results[name]["minus_" + base] = paired(values, per_image[base])
     print(json.dumps(results, indent=2))
     if FLAGS.out:
         with open(FLAGS.out, "w") as f:

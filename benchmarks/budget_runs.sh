@@ -22,6 +22,9 @@
 #       # the same planned deep run with a KL warm-up (beta 0 -> 1 over its first 7500
 #       # steps, 20 %) on core 0, then its test ELBO, KL per layer and active units beside
 #       # the MLP's and the plain run's (all 10 000 test images, the same key)
+#   END=1000 ONLY=cpu_warmup_eval bash benchmarks/budget_runs.sh runs/long
+#       # its log p(x) on the first END test images, as cpu_full_eval, and paired with the
+#       # plain run's (whose chunks of those images must exist)
 #   ONLY=latent8bit bash benchmarks/budget_runs.sh ...   # the 8-bit latent VDM beside the
 #       # conv VAE (the same network with the N(0, I) prior)
 set -u
@@ -60,43 +63,52 @@ compare() {  # core name runs...
   return $rc
 }
 
-full_eval() {  # the CPU-sized deep HVAE's and the MLP's log p(x) (k = 1000) on the FULL
-  # test set, in chunks of CHUNK test images (default 500: 15-19 minutes of one core),
-  # two at a time on the two cores. A chunk's figures are kept once complete and skipped
-  # afterwards, so the same command resumes an evaluation cut off by the machine (the
-  # whole: an estimated 2.6 hours of both cores). Then all chunks are joined (--merge).
-  local n=${CHUNK:-500}
-  local deep=deep_hvae_cpu=$C/fashion_mnist_deep_hvae.py:cpu@"$RUNS/deep_cpu"
+full_eval() {  # prefix deep-run [budget_compare flags...]: the deep run's and the MLP's
+  # log p(x) (k = 1000) on test images 0..END-1 (default 10000, the FULL test set), in
+  # chunks of CHUNK test images (default 500: 15-19 minutes of one core), one worker per core
+  # of CORES (default "0 1"). A chunk's figures are kept once complete ($RUNS/PREFIX_START.npz)
+  # and skipped afterwards, so the same command resumes an evaluation cut off by the
+  # machine (the whole test set: an estimated 2.6 hours of both cores). Once every chunk
+  # exists they are joined (--merge) into $RUNS/PREFIX.json.
+  local prefix=$1 deep=$2
+  shift 2
+  local n=${CHUNK:-500} end=${END:-10000} cores=(${CORES:-0 1})
   local mlp=mlp=$C/default.py@"$RUNS/mlp"
-  local cores=(${CORES:-0 1})
   worker() {  # i: chunks i, i + #cores, ... on core cores[i]
     local i=$1 start
-    for ((start = i * n; start < 10000; start += ${#cores[@]} * n)); do
-      [ -f "$RUNS/full_$start.npz" ] && continue
+    shift
+    for ((start = i * n; start < end; start += ${#cores[@]} * n)); do
+      [ -f "$RUNS/${prefix}_$start.npz" ] && continue
       # the ELBO, KL and active units once (with the first range), log p(x) for every range
-      compare "${cores[$i]}" "full_$start" --run="$mlp" --run="$deep" --test_start=$start \
-        --num_test=$n --save="$RUNS/partial_$start.npz" $([ $start = 0 ] || echo --noelbo) &&
-        mv "$RUNS/partial_$start.npz" "$RUNS/full_$start.npz"
+      compare "${cores[$i]}" "${prefix}_$start" --run="$mlp" --run="$deep" "$@" \
+        --test_start=$start --num_test=$n --save="$RUNS/partial_${prefix}_$start.npz" \
+        $([ $start = 0 ] || echo --noelbo) &&
+        mv "$RUNS/partial_${prefix}_$start.npz" "$RUNS/${prefix}_$start.npz"
     done
   }
   local i
-  for i in "${!cores[@]}"; do worker "$i" & done
+  for i in "${!cores[@]}"; do worker "$i" "$@" & done
   wait
   local parts=() start missing=0
-  for ((start = 0; start < 10000; start += n)); do
-    parts+=("$RUNS/full_$start.npz")
-    [ -f "$RUNS/full_$start.npz" ] || missing=$((missing + 1))
+  for ((start = 0; start < end; start += n)); do
+    parts+=("$RUNS/${prefix}_$start.npz")
+    [ -f "$RUNS/${prefix}_$start.npz" ] || missing=$((missing + 1))
   done
-  if [ $missing -gt 0 ]; then  # (a chunk failed: its eval_full_START.out says why)
-    echo "$(date +%T) full-test-set evaluation: $missing of ${#parts[@]} chunks missing" >> "$LOG"
+  if [ $missing -gt 0 ]; then  # (a chunk failed: its eval_PREFIX_START.out says why)
+    echo "$(date +%T) $prefix evaluation: $missing of ${#parts[@]} chunks missing" >> "$LOG"
     return 1
   fi
   python benchmarks/budget_compare.py --merge="$(IFS=,; echo "${parts[*]}")" \
-    --out="$RUNS/full.json" > "$RUNS/eval_full.out" 2>&1
+    --out="$RUNS/$prefix.json" > "$RUNS/eval_$prefix.out" 2>&1
   local rc=$?
-  echo "$(date +%T) full-test-set evaluation joined: rc=$rc ($RUNS/full.json)" >> "$LOG"
+  echo "$(date +%T) $prefix evaluation joined: rc=$rc ($RUNS/$prefix.json)" >> "$LOG"
 }
+# The KL-warm-up variant of the planned :cpu run (ONLY=cpu_warmup, cpu_warmup_eval): its
+# overrides, given to the launcher (--config.X) and to budget_compare.py (--set=name:X)
+WU_NAME=deep_hvae_cpu_warmup
+WU_SET=(loss.warmup_steps=7500 eval.num_importance_samples=0)
 C=experiments/configs
+DEEP_CPU=deep_hvae_cpu=$C/fashion_mnist_deep_hvae.py:cpu@"$RUNS/deep_cpu"
 if [ "${ONLY:-}" = cpu_full ]; then
   # The deep run's wall clock is its own (its epochs and schedule are planned to fit); the
   # MLP (converged long before) gets all of BUDGET. A safety timeout of 1.5 x BUDGET on the
@@ -106,12 +118,12 @@ if [ "${ONLY:-}" = cpu_full ]; then
   (PLANNED=1 BUDGET=$((BUDGET * 3 / 2)) run 0 deep_cpu fashion_mnist_deep_hvae.py:cpu \
     --config.train.checkpoint_every_steps=2500) &
   run 1 mlp default.py --config.train.checkpoint_every_steps=100000 & wait
-  full_eval
+  full_eval full "$DEEP_CPU"
   echo "$(date +%T) all done" >> "$LOG"
   exit 0
 fi
 if [ "${ONLY:-}" = cpu_full_eval ]; then  # only (or the rest of) cpu_full's evaluation
-  full_eval
+  full_eval full "$DEEP_CPU"
   exit 0
 fi
 if [ "${ONLY:-}" = cpu_warmup ]; then
@@ -119,15 +131,26 @@ if [ "${ONLY:-}" = cpu_warmup ]; then
   # channel per 7x7 layer, one or two units per 1x1 layer and none at 14x14: the early
   # collapse a warm-up is meant to prevent), on core 0 only, so that core 1 can evaluate.
   # The in-run evaluation skips log p(x) (hours at k = 1000); budget_compare.py measures it.
-  WU=(--config.loss.warmup_steps=7500 --config.eval.num_importance_samples=0)
   PLANNED=1 BUDGET=$((BUDGET * 3 / 2)) run 0 deep_cpu_wu fashion_mnist_deep_hvae.py:cpu \
-    --config.train.checkpoint_every_steps=2500 "${WU[@]}"
-  compare 0 warmup --num_samples=0 --run=mlp=$C/default.py@"$RUNS/mlp" \
-    --run=deep_hvae_cpu=$C/fashion_mnist_deep_hvae.py:cpu@"$RUNS/deep_cpu" \
-    --run=deep_hvae_cpu_warmup=$C/fashion_mnist_deep_hvae.py:cpu@"$RUNS/deep_cpu_wu" \
-    --set=deep_hvae_cpu_warmup:loss.warmup_steps=7500 \
-    --set=deep_hvae_cpu_warmup:eval.num_importance_samples=0
+    --config.train.checkpoint_every_steps=2500 "${WU_SET[@]/#/--config.}"
+  compare 0 warmup --num_samples=0 --run=mlp=$C/default.py@"$RUNS/mlp" --run="$DEEP_CPU" \
+    --run=$WU_NAME=$C/fashion_mnist_deep_hvae.py:cpu@"$RUNS/deep_cpu_wu" \
+    "${WU_SET[@]/#/--set=$WU_NAME:}"
   echo "$(date +%T) all done" >> "$LOG"
+  exit 0
+fi
+if [ "${ONLY:-}" = cpu_warmup_eval ]; then
+  # the warm-up run's log p(x) beside the MLP's in chunks, as cpu_full_eval (END=1000: the
+  # first 1000 test images), then paired with the plain run's chunks of the same images
+  full_eval wu_full $WU_NAME=$C/fashion_mnist_deep_hvae.py:cpu@"$RUNS/deep_cpu_wu" \
+    "${WU_SET[@]/#/--set=$WU_NAME:}" || exit 1
+  parts=()
+  for ((start = 0; start < ${END:-10000}; start += ${CHUNK:-500})); do
+    parts+=("$RUNS/full_$start.npz" "$RUNS/wu_full_$start.npz")
+  done
+  python benchmarks/budget_compare.py --merge="$(IFS=,; echo "${parts[*]}")" \
+    --base=deep_hvae_cpu --out="$RUNS/wu_vs_plain.json" > "$RUNS/eval_wu_vs_plain.out" 2>&1
+  echo "$(date +%T) warm-up against the plain run: rc=$? ($RUNS/wu_vs_plain.json)" >> "$LOG"
   exit 0
 fi
 if [ "${ONLY:-}" = latent8bit ]; then

@@ -80,3 +80,46 @@ def test_merge_refuses_ranges_with_a_gap_or_an_overlap(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert "test images 0..9" in proc.stderr and "starts at 5" in proc.stderr
+
+
+def merge(tmp_path, files: dict, *flags: str) -> subprocess.CompletedProcess:
+    """--merge of npz files written from {name: {array name: value}}."""
+    paths = []
+    for name, arrays in files.items():
+        paths.append(str(tmp_path / f"{name}.npz"))
+        np.savez(paths[-1], **arrays)
+    return subprocess.run([sys.executable, SCRIPT, f"--merge={','.join(paths)}", *flags],
+                          cwd=_runs.ROOT, env=_runs.env(os.environ["JAX_COMPILATION_CACHE_DIR"]),
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_merge_joins_runs_from_separate_evaluations_and_pairs_their_common_images(tmp_path):
+    # the baseline m evaluated twice: beside a (images 0..5) and beside b (images 0..3);
+    # its ranges 0..3 are equal in both files and kept once
+    rng = np.random.default_rng(0)
+    m, a, b = (rng.normal(size=6) for _ in range(3))
+    files = {
+        "a0": {"m/log_px": m[:4], "m/log_px_start": np.int64(0),
+               "a/log_px": a[:4], "a/log_px_start": np.int64(0)},
+        "a4": {"m/log_px": m[4:], "m/log_px_start": np.int64(4),
+               "a/log_px": a[4:], "a/log_px_start": np.int64(4)},
+        "b0": {"m/log_px": m[:4], "m/log_px_start": np.int64(0),
+               "b/log_px": b[:4], "b/log_px_start": np.int64(0)}}
+    proc = merge(tmp_path, files, f"--out={tmp_path / 'o.json'}", "--base=a")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.load(open(tmp_path / "o.json"))
+    assert out["m"]["num_test"] == 6 and out["b"]["num_test"] == 4
+    assert out["m"]["log_px_subset"]["mean"] == pytest.approx(np.mean(m), abs=1e-3)
+    # --base=a: b − a over the 4 images both have, m − a over all 6
+    assert out["b"]["minus_a"]["log_px"]["mean"] == pytest.approx(np.mean(b[:4] - a[:4]), abs=1e-3)
+    assert out["m"]["minus_a"]["log_px"]["mean"] == pytest.approx(np.mean(m - a), abs=1e-3)
+    assert "minus_a" not in out["a"]
+    # the same run's range twice with different figures: refused, naming both files
+    files["b0"]["m/log_px"] = m[:4] + 1.0
+    proc = merge(tmp_path, files)
+    assert proc.returncode != 0
+    assert "a0.npz" in proc.stderr and "b0.npz" in proc.stderr and "different" in proc.stderr
+    # a base that is not a run
+    files["b0"]["m/log_px"] = m[:4]
+    proc = merge(tmp_path, files, "--base=c")
+    assert proc.returncode != 0 and "--base='c'" in proc.stderr
