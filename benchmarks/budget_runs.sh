@@ -25,6 +25,14 @@
 #   END=1000 ONLY=cpu_warmup_eval bash benchmarks/budget_runs.sh runs/long
 #       # its log p(x) on the first END test images, as cpu_full_eval, and paired with the
 #       # plain run's (whose chunks of those images must exist)
+#   ONLY=cpu_extend bash benchmarks/budget_runs.sh runs/long
+#       # cpu_full's two runs carried on from their ends, in copies of their workdirs
+#       # (deep_cpu_30, mlp_x): the deep run resumed with EPOCHS=30 (its cosine stretched to
+#       # 30 epochs: the learning rate restarts at the stretched curve's 5e-4 and decays to 0
+#       # at step 56 250) on core 0, the MLP on core 1 for exactly as long (stopped with one
+#       # SIGTERM when the deep run ends); then their test ELBO, KL, active units and
+#       # log p(x) as cpu_full_eval (END=1000: images 0-999), joined with cpu_full_eval's
+#       # chunks of the same images (x_vs_20.json: every run paired with the 20-epoch one)
 #   ONLY=latent8bit bash benchmarks/budget_runs.sh ...   # the 8-bit latent VDM beside the
 #       # conv VAE (the same network with the N(0, I) prior)
 set -u
@@ -73,7 +81,7 @@ full_eval() {  # prefix deep-run [budget_compare flags...]: the deep run's and t
   local prefix=$1 deep=$2
   shift 2
   local n=${CHUNK:-500} end=${END:-10000} cores=(${CORES:-0 1})
-  local mlp=mlp=$C/default.py@"$RUNS/mlp"
+  local mlp=${MLP_NAME:-mlp}=$C/default.py@"$RUNS/${MLP_DIR:-mlp}"
   worker() {  # i: chunks i, i + #cores, ... on core cores[i]
     local i=$1 start
     shift
@@ -151,6 +159,38 @@ if [ "${ONLY:-}" = cpu_warmup_eval ]; then
   python benchmarks/budget_compare.py --merge="$(IFS=,; echo "${parts[*]}")" \
     --base=deep_hvae_cpu --out="$RUNS/wu_vs_plain.json" > "$RUNS/eval_wu_vs_plain.out" 2>&1
   echo "$(date +%T) warm-up against the plain run: rc=$? ($RUNS/wu_vs_plain.json)" >> "$LOG"
+  exit 0
+fi
+if [ "${ONLY:-}" = cpu_extend ]; then
+  X_NAME=deep_hvae_cpu_${EPOCHS:-30}
+  DEEP_X=$X_NAME=$C/fashion_mnist_deep_hvae.py:cpu@"$RUNS/deep_cpu_${EPOCHS:-30}"
+  if [ ! -f "$RUNS/mlp_x.out" ]; then  # (the first time: train; the same command resumes
+    # the evaluation afterwards)
+    for d in deep_cpu mlp; do
+      x=$([ $d = mlp ] && echo mlp_x || echo deep_cpu_${EPOCHS:-30})
+      [ -d "$RUNS/$x" ] || cp -a "$RUNS/$d" "$RUNS/$x"
+    done
+    echo "$(date +%T) start deep_cpu_${EPOCHS:-30} and mlp_x" >> "$LOG"
+    taskset -c 1 timeout -s TERM -k 600 $((BUDGET * 3)) \
+      python -m experiments.main --config=$C/default.py --workdir="$RUNS/mlp_x" \
+      "${COMMON[@]}" "${ENDLESS[@]}" --config.train.checkpoint_every_steps=100000 \
+      > "$RUNS/mlp_x.out" 2>&1 &
+    mlp_pid=$!  # timeout's: it passes one SIGTERM on to the launcher, which saves and exits
+    PLANNED=1 BUDGET=$((BUDGET * 3)) run 0 deep_cpu_${EPOCHS:-30} fashion_mnist_deep_hvae.py:cpu \
+      --config.train.num_epochs=${EPOCHS:-30} --config.train.checkpoint_every_steps=2500 \
+      --config.eval.num_importance_samples=0
+    kill -TERM $mlp_pid
+    wait $mlp_pid
+    echo "$(date +%T) end mlp_x rc=$?" >> "$LOG"
+  fi
+  MLP_NAME=mlp_x MLP_DIR=mlp_x full_eval x_full "$DEEP_X" || exit 1
+  parts=()
+  for ((start = 0; start < ${END:-10000}; start += ${CHUNK:-500})); do
+    parts+=("$RUNS/full_$start.npz" "$RUNS/x_full_$start.npz")
+  done
+  python benchmarks/budget_compare.py --merge="$(IFS=,; echo "${parts[*]}")" \
+    --base=deep_hvae_cpu --out="$RUNS/x_vs_20.json" > "$RUNS/eval_x_vs_20.out" 2>&1
+  echo "$(date +%T) extended against the 20-epoch runs: rc=$? ($RUNS/x_vs_20.json)" >> "$LOG"
   exit 0
 fi
 if [ "${ONLY:-}" = latent8bit ]; then

@@ -155,15 +155,18 @@ def test_the_cpu_sized_deep_hvae_has_ten_layers_under_a_deterministic_top_block(
     assert model.widths == (16, 32, 64, 128) and model.bottleneck == 0.5
     assert config.data.binarization != "none" and model.likelihood == "bernoulli"
     assert config.train.eval_every_steps == 5 * (60_000 // config.train.batch_size)
+    # the run's own evaluations skip log p(x) at k = 1000 (hours of one core): --mode=eval
+    assert config.eval.num_importance_samples == 0 and config.eval.iwae_k == 0
 
 
 def test_the_cpu_sized_deep_hvaes_cosine_decay_ends_with_the_run():
     """The learning rate reaches 0 at the last step, also when --config.train.num_epochs
-    changes the run's length (a FieldReference, resolved after the overrides)."""
+    changes the run's length (a FieldReference, resolved after the overrides): a 20-epoch
+    run resumed with 30 (``ONLY=cpu_extend``) restarts at the stretched cosine's 5e-4."""
     from experiments.configs import fashion_mnist_deep_hvae
     from vae_jax import optim
 
-    for epochs in (20, 3):
+    for epochs in (20, 3, 30):
         config = fashion_mnist_deep_hvae.get_config("cpu")
         config.train.num_epochs = epochs    # as the command-line override does
         config = config_lib.resolve(config)
@@ -173,6 +176,7 @@ def test_the_cpu_sized_deep_hvaes_cosine_decay_ends_with_the_run():
         assert float(schedule(0)) == pytest.approx(2e-3)
         assert float(schedule(steps // 2)) == pytest.approx(1e-3, rel=1e-3)
         assert float(schedule(steps)) == pytest.approx(0.0, abs=1e-9)
+    assert float(schedule(20 * (60_000 // 32))) == pytest.approx(5e-4, rel=1e-3)  # 30's
 
 
 def test_the_cifar10_vdm_is_8bit_at_the_papers_scale():
