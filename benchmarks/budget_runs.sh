@@ -18,6 +18,7 @@
 #   ONLY=cpu_full_eval bash benchmarks/budget_runs.sh runs/long
 #       # that evaluation alone, resumed: chunks already saved are skipped; CORES="1" runs
 #       # it on core 1 alone (default "0 1"), and it is joined once all 20 chunks exist
+#       # (END=4500: only test images 0-4499, joined into the same full.json)
 #   ONLY=cpu_warmup bash benchmarks/budget_runs.sh runs/long 7200
 #       # the same planned deep run with a KL warm-up (beta 0 -> 1 over its first 7500
 #       # steps, 20 %) on core 0, then its test ELBO, KL per layer and active units beside
