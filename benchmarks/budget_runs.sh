@@ -112,6 +112,16 @@ full_eval() {  # prefix deep-run [budget_compare flags...]: the deep run's and t
   local rc=$?
   echo "$(date +%T) $prefix evaluation joined: rc=$rc ($RUNS/$prefix.json)" >> "$LOG"
 }
+with_plain() {  # prefix out: PREFIX's chunks of test images 0..END-1 joined with the plain
+  # 20-epoch run's (full_*) into $RUNS/OUT.json, every run paired with deep_hvae_cpu
+  local prefix=$1 out=$2 parts=() start
+  for ((start = 0; start < ${END:-10000}; start += ${CHUNK:-500})); do
+    parts+=("$RUNS/full_$start.npz" "$RUNS/${prefix}_$start.npz")
+  done
+  python benchmarks/budget_compare.py --merge="$(IFS=,; echo "${parts[*]}")" \
+    --base=deep_hvae_cpu --out="$RUNS/$out.json" > "$RUNS/eval_$out.out" 2>&1
+  echo "$(date +%T) $prefix against the plain run: rc=$? ($RUNS/$out.json)" >> "$LOG"
+}
 # The KL-warm-up variant of the planned :cpu run (ONLY=cpu_warmup, cpu_warmup_eval): its
 # overrides, given to the launcher (--config.X) and to budget_compare.py (--set=name:X)
 WU_NAME=deep_hvae_cpu_warmup
@@ -153,24 +163,15 @@ if [ "${ONLY:-}" = cpu_warmup_eval ]; then
   # first 1000 test images), then paired with the plain run's chunks of the same images
   full_eval wu_full $WU_NAME=$C/fashion_mnist_deep_hvae.py:cpu@"$RUNS/deep_cpu_wu" \
     "${WU_SET[@]/#/--set=$WU_NAME:}" || exit 1
-  parts=()
-  for ((start = 0; start < ${END:-10000}; start += ${CHUNK:-500})); do
-    parts+=("$RUNS/full_$start.npz" "$RUNS/wu_full_$start.npz")
-  done
-  python benchmarks/budget_compare.py --merge="$(IFS=,; echo "${parts[*]}")" \
-    --base=deep_hvae_cpu --out="$RUNS/wu_vs_plain.json" > "$RUNS/eval_wu_vs_plain.out" 2>&1
-  echo "$(date +%T) warm-up against the plain run: rc=$? ($RUNS/wu_vs_plain.json)" >> "$LOG"
+  with_plain wu_full wu_vs_plain
   exit 0
 fi
 if [ "${ONLY:-}" = cpu_extend ]; then
-  X_NAME=deep_hvae_cpu_${EPOCHS:-30}
-  DEEP_X=$X_NAME=$C/fashion_mnist_deep_hvae.py:cpu@"$RUNS/deep_cpu_${EPOCHS:-30}"
+  DEEP_X=deep_hvae_cpu_${EPOCHS:-30}=$C/fashion_mnist_deep_hvae.py:cpu@"$RUNS/deep_cpu_${EPOCHS:-30}"
   if [ ! -f "$RUNS/mlp_x.out" ]; then  # (the first time: train; the same command resumes
     # the evaluation afterwards)
-    for d in deep_cpu mlp; do
-      x=$([ $d = mlp ] && echo mlp_x || echo deep_cpu_${EPOCHS:-30})
-      [ -d "$RUNS/$x" ] || cp -a "$RUNS/$d" "$RUNS/$x"
-    done
+    [ -d "$RUNS/mlp_x" ] || cp -a "$RUNS/mlp" "$RUNS/mlp_x"
+    [ -d "$RUNS/deep_cpu_${EPOCHS:-30}" ] || cp -a "$RUNS/deep_cpu" "$RUNS/deep_cpu_${EPOCHS:-30}"
     echo "$(date +%T) start deep_cpu_${EPOCHS:-30} and mlp_x" >> "$LOG"
     taskset -c 1 timeout -s TERM -k 600 $((BUDGET * 3)) \
       python -m experiments.main --config=$C/default.py --workdir="$RUNS/mlp_x" \
@@ -178,20 +179,13 @@ if [ "${ONLY:-}" = cpu_extend ]; then
       > "$RUNS/mlp_x.out" 2>&1 &
     mlp_pid=$!  # timeout's: it passes one SIGTERM on to the launcher, which saves and exits
     PLANNED=1 BUDGET=$((BUDGET * 3)) run 0 deep_cpu_${EPOCHS:-30} fashion_mnist_deep_hvae.py:cpu \
-      --config.train.num_epochs=${EPOCHS:-30} --config.train.checkpoint_every_steps=2500 \
-      --config.eval.num_importance_samples=0
+      --config.train.num_epochs=${EPOCHS:-30} --config.train.checkpoint_every_steps=2500
     kill -TERM $mlp_pid
     wait $mlp_pid
     echo "$(date +%T) end mlp_x rc=$?" >> "$LOG"
   fi
   MLP_NAME=mlp_x MLP_DIR=mlp_x full_eval x_full "$DEEP_X" || exit 1
-  parts=()
-  for ((start = 0; start < ${END:-10000}; start += ${CHUNK:-500})); do
-    parts+=("$RUNS/full_$start.npz" "$RUNS/x_full_$start.npz")
-  done
-  python benchmarks/budget_compare.py --merge="$(IFS=,; echo "${parts[*]}")" \
-    --base=deep_hvae_cpu --out="$RUNS/x_vs_20.json" > "$RUNS/eval_x_vs_20.out" 2>&1
-  echo "$(date +%T) extended against the 20-epoch runs: rc=$? ($RUNS/x_vs_20.json)" >> "$LOG"
+  with_plain x_full x_vs_20
   exit 0
 fi
 if [ "${ONLY:-}" = latent8bit ]; then
