@@ -26,6 +26,9 @@ ONLY=cpu_full_eval`` does this in chunks of 500):
     python benchmarks/budget_compare.py --run=... --test_start=5000 --num_test=0 \
         --noelbo --save=b.npz &
     wait; python benchmarks/budget_compare.py --merge=a.npz,b.npz
+
+``--by_class=fashion_mnist`` adds each paired difference per class of the test labels
+(where one model gains over another), e.g. on the saved chunks of a split evaluation.
 """
 
 import ast
@@ -43,7 +46,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from vae_jax import active_units, evaluate, experiment  # noqa: E402
+from vae_jax import active_units, data, evaluate, experiment  # noqa: E402
 from vae_jax import config as config_lib  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -78,6 +81,10 @@ flags.DEFINE_integer("au_images", 1000, "Active units over the first N test imag
 flags.DEFINE_integer("au_samples", 10, "Draws of E_q[z_l | x] for the active units of a layer "
                      "that depends on sampled layers (streamed --chunk at a time).")
 flags.DEFINE_integer("seed", 0, "Seed of the evaluation key shared by every model.")
+flags.DEFINE_string("by_class", "", "Also the paired differences per class of the test "
+                    "labels of this data set (fashion_mnist, mnist; with --data_dir for a "
+                    "folder of IDX files), as 'minus_<base>_by_class'.")
+flags.DEFINE_string("data_dir", "", "The folder of --by_class's data set (default: its own).")
 flags.DEFINE_string("out", "", "Also write the JSON here.")
 
 
@@ -213,20 +220,54 @@ def merged(paths: list[str]) -> tuple[dict, dict]:
     return results, per_image
 
 
-def paired(figures: dict, base: dict) -> dict:
-    """mean_se of figures − base, image by image, for every per-image figure both have;
-    log p(x) over the test images both ranges cover (they may start apart)."""
+def differences(figures: dict, base: dict) -> dict:
+    """{figure: (test-image indices [n], figures − base [n])} image by image, for every
+    per-image figure both have; log p(x) over the test images both ranges cover (they may
+    start apart)."""
     out = {}
     for figure, v in figures.items():
         if figure not in base or not np.ndim(v):
             continue
-        w, lo = base[figure], 0
+        w, lo, start = base[figure], 0, 0
         if figure == "log_px":
-            lo = int(figures["log_px_start"]) - int(base["log_px_start"])
+            start = int(base["log_px_start"])
+            lo = int(figures["log_px_start"]) - start
         a, b = max(lo, 0), min(lo + len(v), len(w))  # the common range, in w's positions
         if b > a:
-            out[figure] = mean_se(v[a - lo:b - lo] - w[a:b])
+            out[figure] = (np.arange(start + a, start + b), v[a - lo:b - lo] - w[a:b])
     return out
+
+
+def paired(figures: dict, base: dict) -> dict:
+    """mean_se of figures − base, image by image (``differences``)."""
+    return {f: mean_se(d) for f, (_, d) in differences(figures, base).items()}
+
+
+def paired_by_class(figures: dict, base: dict, labels: np.ndarray,
+                    class_names: tuple[str, ...]) -> dict:
+    """paired per class: {class name: {figure: mean_se}}, each figure over the images of
+    that class it covers; labels int [N test images]."""
+    out = {}
+    for figure, (index, d) in differences(figures, base).items():
+        if index[-1] >= len(labels):
+            raise app.UsageError(f"--by_class: {figure} covers test image {index[-1]}, but "
+                                 f"the labels stop at {len(labels) - 1}: give the data set "
+                                 "the runs were evaluated on.")
+        for c, name in enumerate(class_names):
+            mask = labels[index] == c
+            if mask.any():
+                out.setdefault(name, {})[figure] = mean_se(d[mask])
+    return out
+
+
+def test_labels(name: str) -> tuple[np.ndarray, tuple[str, ...]]:
+    """The test labels [N] and class names of data set ``name`` (--by_class)."""
+    ds = data.load(name, data_dir=FLAGS.data_dir or None)
+    if ds.test_labels is None:
+        raise app.UsageError(f"--by_class={name}: this data set has no test labels; give "
+                             "one that has (fashion_mnist, mnist).")
+    names = data.CLASS_NAMES.get(name) or tuple(str(c) for c in range(ds.num_classes))
+    return ds.test_labels, names
 
 
 def main(argv):
@@ -248,9 +289,13 @@ def main(argv):
     base = FLAGS.base or next(iter(per_image))
     if base not in per_image:
         raise app.UsageError(f"--base={base!r}: not one of the runs {list(per_image)}.")
+    labels = test_labels(FLAGS.by_class) if FLAGS.by_class else None
     for name, values in per_image.items():
         if name != base:
             results[name]["minus_" + base] = paired(values, per_image[base])
+            if labels is not None:
+                results[name][f"minus_{base}_by_class"] = paired_by_class(
+                    values, per_image[base], *labels)
     print(json.dumps(results, indent=2))
     if FLAGS.out:
         with open(FLAGS.out, "w") as f:

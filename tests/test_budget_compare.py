@@ -123,3 +123,32 @@ def test_merge_joins_runs_from_separate_evaluations_and_pairs_their_common_image
     files["b0"]["m/log_px"] = m[:4]
     proc = merge(tmp_path, files, "--base=c")
     assert proc.returncode != 0 and "--base='c'" in proc.stderr
+
+
+def test_by_class_splits_each_paired_difference_by_the_test_labels(tmp_path):
+    # a log p(x) range from image 4 and an ELBO from image 0: each difference is grouped by
+    # the labels of the images it covers (Fashion-MNIST's real test labels)
+    from vae_jax import data
+    labels = data.load("fashion_mnist").test_labels
+    rng = np.random.default_rng(1)
+    n, start = 300, 4
+    m, a = rng.normal(size=(2, n))
+    em, ea = rng.normal(size=(2, n + start))
+    files = {"f": {"m/log_px": m, "m/log_px_start": np.int64(start), "m/elbo": em,
+                   "a/log_px": a, "a/log_px_start": np.int64(start), "a/elbo": ea}}
+    proc = merge(tmp_path, files, f"--out={tmp_path / 'o.json'}", "--by_class=fashion_mnist")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    by_class = json.load(open(tmp_path / "o.json"))["a"]["minus_m_by_class"]
+    assert sorted(by_class) == sorted(data.CLASS_NAMES["fashion_mnist"])
+    for c, name in enumerate(data.CLASS_NAMES["fashion_mnist"]):
+        in_range = labels[start:start + n] == c
+        d = (a - m)[in_range]
+        assert by_class[name]["log_px"]["mean"] == pytest.approx(d.mean(), abs=1e-3)
+        assert by_class[name]["log_px"]["stderr"] == pytest.approx(
+            d.std(ddof=1) / np.sqrt(len(d)), abs=1e-3)
+        e = (ea - em)[labels[:n + start] == c]
+        assert by_class[name]["elbo"]["mean"] == pytest.approx(e.mean(), abs=1e-3)
+    # ranges past the labels: refused, naming the figure and the last label
+    files["f"]["a/log_px_start"] = files["f"]["m/log_px_start"] = np.int64(len(labels) - 10)
+    proc = merge(tmp_path, files, "--by_class=fashion_mnist")
+    assert proc.returncode != 0 and "labels stop at 9999" in proc.stderr
