@@ -78,7 +78,8 @@ full_eval() {  # prefix deep-run [budget_compare flags...]: the deep run's and t
   # of CORES (default "0 1"). A chunk's figures are kept once complete ($RUNS/PREFIX_START.npz)
   # and skipped afterwards, so the same command resumes an evaluation cut off by the
   # machine (the whole test set: an estimated 2.6 hours of both cores). Once every chunk
-  # exists they are joined (--merge) into $RUNS/PREFIX.json.
+  # exists they are joined (--merge) into $RUNS/PREFIX.json, with every paired difference
+  # per class too (--by_class).
   local prefix=$1 deep=$2
   shift 2
   local n=${CHUNK:-500} end=${END:-10000} cores=(${CORES:-0 1})
@@ -108,7 +109,7 @@ full_eval() {  # prefix deep-run [budget_compare flags...]: the deep run's and t
     return 1
   fi
   python benchmarks/budget_compare.py --merge="$(IFS=,; echo "${parts[*]}")" \
-    --out="$RUNS/$prefix.json" > "$RUNS/eval_$prefix.out" 2>&1
+    --by_class=fashion_mnist --out="$RUNS/$prefix.json" > "$RUNS/eval_$prefix.out" 2>&1
   local rc=$?
   echo "$(date +%T) $prefix evaluation joined: rc=$rc ($RUNS/$prefix.json)" >> "$LOG"
 }
