@@ -5,6 +5,7 @@ same parameters as one process with the same global batch over the same two devi
 from __future__ import annotations
 
 import glob
+import json
 import os
 import socket
 import subprocess
@@ -74,6 +75,19 @@ def test_two_processes_match_one_process(tmp_path):
         assert multi_records == log(os.path.join(single, "metrics.jsonl"))
         assert sorted(os.listdir(os.path.join(multi, "images"))) == sorted(
             os.listdir(os.path.join(single, "images")))
+        if pipeline != "device":
+            continue
+        # The command again on the finished run: nothing owed (process 0's log holds the
+        # last evaluation; process 1 keeps no log and takes process 0's answer).
+        _two_processes(multi, cache, f"--config.data.pipeline={pipeline}")
+        assert log(os.path.join(multi, "metrics.jsonl")) == multi_records
+        # Killed between the last save and the last evaluation (its record missing): the
+        # command again makes it on both processes, and the log is whole again.
+        with open(os.path.join(multi, "metrics.jsonl"), "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in multi_records
+                         if (r["step"], r["kind"]) != (20, "eval"))
+        _two_processes(multi, cache, f"--config.data.pipeline={pipeline}")
+        assert log(os.path.join(multi, "metrics.jsonl")) == multi_records
 
 
 @pytest.mark.slow

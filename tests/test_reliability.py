@@ -301,14 +301,20 @@ def test_no_pickle_in_checkpoints(base):
             assert head[:1] != b"\x80", f"{f} looks like a pickle"  # pickle protocol 2+
 
 
-def test_a_run_killed_in_its_last_evaluation_keeps_its_trained_state(base, tmp_path,
-                                                                      monkeypatch):
-    """The last checkpoint is written before the last evaluation (which can take minutes
-    for a deep model on the full test set): an evaluation that dies leaves it complete."""
+@pytest.mark.parametrize("killed_at", [20, 10])
+def test_a_run_killed_in_an_evaluation_keeps_its_state_and_the_rerun_makes_it(
+        base, tmp_path, monkeypatch, killed_at):
+    """A step is saved before it is evaluated (the last evaluation can take minutes for a
+    deep model on the full test set): an evaluation that dies leaves the step's checkpoint
+    complete, and the same command again makes the evaluation it owes before training on
+    (20: the finished run's last; 10: one midway), so that metrics.jsonl ends equal to the
+    uninterrupted run's."""
     workdir, state = base
     copy = str(tmp_path / "copy")
     shutil.copytree(workdir, copy)
-    shutil.rmtree(os.path.join(copy, "checkpoints", "20"))  # resume at 10, train to 20
+    for step in range(killed_at, 21, 10):  # resume before killed_at and train to it
+        shutil.rmtree(os.path.join(copy, "checkpoints", str(step)))
+    real = experiment.suite.run_suite
 
     def dies(*args, **kwargs):
         raise KeyboardInterrupt("killed during the evaluation")
@@ -316,8 +322,14 @@ def test_a_run_killed_in_its_last_evaluation_keeps_its_trained_state(base, tmp_p
     monkeypatch.setattr(experiment.suite, "run_suite", dies)
     with pytest.raises(KeyboardInterrupt):
         experiment.train_and_evaluate(smoke_config(), copy)
-    assert ckpt_steps(copy) == [10, 20]
+    assert ckpt_steps(copy) == list(range(10, killed_at + 1, 10))
+    assert killed_at not in [r["step"] for r in records(copy, "eval")]
+    monkeypatch.setattr(experiment.suite, "run_suite", real)
+    experiment.train_and_evaluate(smoke_config(), copy)
     _runs.assert_same_state(_runs.final_state(copy, smoke_config()), state)
+    assert [r["step"] for r in records(copy, "eval")] == [10, 20]
+    assert records(copy, "eval") == records(workdir, "eval")
+    assert records(copy, "train") == records(workdir, "train")
 
 
 def test_evaluations_during_training_follow_num_test_images(base, tmp_path, monkeypatch):

@@ -223,9 +223,33 @@ def _train(s: Setup, workdir: str) -> train.TrainState:
     if stream is not None and restored is not None:  # the iterator's state (checked)
         stream.resume(checkpoint.read_data_state(mngr, restored_step), restored_step,
                       checkpoint.step_path(mngr, restored_step))
+
+    def evaluate_step(step: int) -> None:
+        params = state.ema_params if config.eval.use_ema else state.params
+        summary = suite.run_suite(evaluation, params, eval_images, keys["eval"])
+        with guard(workdir):
+            writer.write_scalars(step, summary)
+        with guard(metrics_log.path):
+            metrics_log.write(step, "eval", summary)
+        bar.newline()
+        logging.info("step %d: %s", step,
+                     " ".join(f"{k}={v:.3f}" for k, v in summary.items()))
+        print(f"eval step {step}: " + " ".join(f"{k} {v:.3f}"
+                                               for k, v in summary.items()), flush=True)
+        if is_main:  # on host copies: no computation over other processes' devices
+            with guard(os.path.join(workdir, "images")):
+                sampling.write_training_grids(
+                    workdir, step, jax.device_get(params), ds.test_images,
+                    keys["eval"], model=model, binarization=config.data.binarization)
+
     # on any exit (done, NaN, signal, error) flush the metrics and close the manager
     with runtime.StopSignal() as stop, saves.closing(writer, metrics_log, workdir), \
             contextlib.closing(stream) if stream else contextlib.nullcontext():
+        # A step is saved before it is evaluated: a run killed in between resumes at that
+        # step with its evaluation (for a finished run, the last one) owed. Make it first.
+        if restored is not None and (step % eval_every == 0 or step == total_steps) and \
+                not metrics_log.has(step, "eval"):
+            evaluate_step(step)
         while step < total_steps:
             epoch, t0 = step // steps_per_epoch, time.perf_counter()
             if stream is not None:  # read and placed ahead by the stream's thread
@@ -257,22 +281,7 @@ def _train(s: Setup, workdir: str) -> train.TrainState:
             if step % ckpt_every == 0 or step == total_steps:
                 saves.save(step, state, stream and stream.state(step))
             if step % eval_every == 0 or step == total_steps:
-                params = state.ema_params if config.eval.use_ema else state.params
-                summary = suite.run_suite(evaluation, params, eval_images, keys["eval"])
-                with guard(workdir):
-                    writer.write_scalars(step, summary)
-                with guard(metrics_log.path):
-                    metrics_log.write(step, "eval", summary)
-                bar.newline()
-                logging.info("step %d: %s", step,
-                             " ".join(f"{k}={v:.3f}" for k, v in summary.items()))
-                print(f"eval step {step}: " + " ".join(f"{k} {v:.3f}"
-                                                       for k, v in summary.items()), flush=True)
-                if is_main:  # on host copies: no computation over other processes' devices
-                    with guard(os.path.join(workdir, "images")):
-                        sampling.write_training_grids(
-                            workdir, step, jax.device_get(params), ds.test_images,
-                            keys["eval"], model=model, binarization=config.data.binarization)
+                evaluate_step(step)
             if step < total_steps and stop.requested():
                 if saves.latest != step:
                     saves.save(step, state, stream and stream.state(step))

@@ -290,6 +290,17 @@ class MetricsLog:
                     continue
         return out
 
+    def has(self, step: int, kind: str) -> bool:
+        """Whether a ``kind`` record of ``step`` was written: process 0's answer on every
+        process (multi-process, only process 0 need see the file)."""
+        found = self.enabled and any(r.get("step") == step and r.get("kind") == kind
+                                     for r in self.read(self.path))
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            found = bool(multihost_utils.broadcast_one_to_all(np.int32(found)))
+        return found
+
     def truncate_after(self, step: int) -> int:
         """Drop records with step > ``step`` (work a resumed run redoes); returns how many."""
         if not self.enabled or not os.path.exists(self.path):
