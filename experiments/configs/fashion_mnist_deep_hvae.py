@@ -74,8 +74,8 @@ def get_config(variant: str = "binary"):
     config.train.eval_every_steps = 5 * (60_000 // config.train.batch_size)  # every 5 epochs
     if cpu:
         # The evaluations during and after the run: ELBO, KL and active units. log p(x) at
-        # k = 1000 over the test set costs about 5 hours of one core (1.7-2.5 s an image),
-        # 2.5 times the run; measure it afterwards: --mode=eval with
+        # k = 1000 over the test set costs about 5.5 hours of one core (1.7-2.4 s an image),
+        # nearly 3 times the run; measure it afterwards: --mode=eval with
         # --config.eval.num_importance_samples=1000 (and num_test_images), or in resumable
         # chunks on both cores (benchmarks/budget_runs.sh, ONLY=cpu_full_eval).
         config.eval.num_importance_samples = 0
