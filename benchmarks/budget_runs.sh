@@ -34,6 +34,14 @@
 #       # SIGTERM when the deep run ends); then their test ELBO, KL, active units and
 #       # log p(x) as cpu_full_eval (END=1000: images 0-999), joined with cpu_full_eval's
 #       # chunks of the same images (x_vs_20.json: every run paired with the 20-epoch one)
+#   ONLY=cpu_patch bash benchmarks/budget_runs.sh runs/long 3600
+#       # :cpu_patch (the networks on 2x2 patches) beside :cpu, each a planned run on its own
+#       # core (cpu_patch_1h: EPOCHS_PATCH=7 on core 0; cpu_1h: EPOCHS_CPU=10 on core 1;
+#       # epochs chosen from their step times to end inside BUDGET, which they are not
+#       # stopped at), then log p(x) of both beside the 2-hour MLP (runs/long/mlp) as
+#       # cpu_full_eval, on test images 0..END-1 (patch_1h_*.npz; END=500 CHUNK=250 for
+#       # two chunks, one a core; patch_1h.json), and paired with :cpu's
+#       # (patch_vs_cpu_1h.json); the same command resumes either part
 #   ONLY=latent8bit bash benchmarks/budget_runs.sh ...   # the 8-bit latent VDM beside the
 #       # conv VAE (the same network with the N(0, I) prior)
 set -u
@@ -187,6 +195,22 @@ if [ "${ONLY:-}" = cpu_extend ]; then
   fi
   MLP_NAME=mlp_x MLP_DIR=mlp_x full_eval x_full "$DEEP_X" || exit 1
   with_plain x_full x_vs_20
+  exit 0
+fi
+if [ "${ONLY:-}" = cpu_patch ]; then
+  # (a finished run resumed does nothing, so a rerun goes straight to the evaluation)
+  (PLANNED=1 BUDGET=$((BUDGET * 3 / 2)) run 0 cpu_patch_1h fashion_mnist_deep_hvae.py:cpu_patch \
+    --config.train.num_epochs=${EPOCHS_PATCH:-7} --config.train.checkpoint_every_steps=2500) &
+  PLANNED=1 BUDGET=$((BUDGET * 3 / 2)) run 1 cpu_1h fashion_mnist_deep_hvae.py:cpu \
+    --config.train.num_epochs=${EPOCHS_CPU:-10} --config.train.checkpoint_every_steps=2500
+  wait
+  full_eval patch_1h deep_hvae_cpu_1h=$C/fashion_mnist_deep_hvae.py:cpu@"$RUNS/cpu_1h" \
+    --run=deep_hvae_patch_1h=$C/fashion_mnist_deep_hvae.py:cpu_patch@"$RUNS/cpu_patch_1h" \
+    || exit 1
+  parts=$(for ((s = 0; s < ${END:-10000}; s += ${CHUNK:-500})); do echo -n "$RUNS/patch_1h_$s.npz,"; done)
+  python benchmarks/budget_compare.py --merge="${parts%,}" --base=deep_hvae_cpu_1h \
+    --out="$RUNS/patch_vs_cpu_1h.json" > "$RUNS/eval_patch_vs_cpu_1h.out" 2>&1
+  echo "$(date +%T) all done" >> "$LOG"
   exit 0
 fi
 if [ "${ONLY:-}" = latent8bit ]; then

@@ -392,6 +392,9 @@ def test_sampling_temperatures_and_reconstructions(tiny):
     (dict(log_std_bound=-1.0), "log_std_bound"),
     (dict(residual_init="fixup"), "residual_init"),
     (dict(dtype="float16"), "dtype"),
+    (dict(patch_size=3), "patch_size"),
+    (dict(patch_size=0), "patch_size"),
+    (dict(patch_size=2), "resolutions"),   # resolutions must start at 8 / 2 = 4
 ])
 def test_bad_config_raises_value_error_naming_the_field(override, field):
     with pytest.raises(ValueError, match=rf"config\.model\.{field}"):
@@ -464,3 +467,43 @@ def test_a_28x28_model_with_tens_of_stochastic_layers_has_the_contracted_shapes(
     expect = [(3, 1, 1, 16)] * 2 + [(3, 7, 7, 8)] * 10 + [(3, 14, 14, 8)] * 8 + [(3, 28, 28, 4)] * 2
     assert [t["kl"][n].shape for n in model.layer_names] == expect
     assert {v.dtype for v in jax.tree.leaves(t)} == {jnp.dtype(jnp.float32)}
+
+
+# ------------------------------------------------------------------ (k) p×p patches
+
+@pytest.mark.parametrize("likelihood,channels", [("bernoulli", 1),
+                                                 ("discretized_logistic_mix3", 3)])
+def test_a_patch_model_is_the_plain_model_on_squeezed_images(likelihood, channels):
+    """patch_size=2 on [B, 8, 8, C] images is, parameter for parameter, the plain model on
+    the [B, 4, 4, 4C] space-to-depth images: the same KLs and log-weights, and every
+    pixel's likelihood parameters put back at its own place (a wrong depth-to-space order
+    pairs pixels with other pixels' logits and changes log p(x|z))."""
+    from vae_jax.models.deep_hvae import depth_to_space, space_to_depth
+    kw = dict(resolutions=(4, 2), encoder_blocks=1, decoder_blocks=(1, 2), widths=8,
+              bottleneck=0.5, latent_channels=2, likelihood=likelihood,
+              residual_init="default")
+    patched = deep_hvae_model(image_shape=(8, 8, channels), patch_size=2, **kw)
+    plain = deep_hvae_model(image_shape=(4, 4, 4 * channels), **kw)
+    x = jax.random.bernoulli(jax.random.key(3), 0.3, (3, 8, 8, channels)).astype(jnp.float32)
+    if channels == 3:
+        x = jnp.round(255 * jax.random.uniform(jax.random.key(4), x.shape)) / 255
+    xs = space_to_depth(x, 2)
+    assert xs.shape == (3, 4, 4, 4 * channels)
+    np.testing.assert_array_equal(depth_to_space(xs, 2, channels)[..., 0], x)
+    params = _init(plain, xs)
+    # The output conv has the same shape in both; nothing else differs.
+    assert jax.tree.map(jnp.shape, _init(patched, x)) == jax.tree.map(jnp.shape, params)
+    key = jax.random.key(5)
+    a = patched.apply(params, x, key, 2, method="terms")
+    b = plain.apply(params, xs, key, 2, method="terms")
+    for name in ("log_pz", "log_qz", "log_px_z"):
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-4)
+    for layer in a["kl"]:
+        np.testing.assert_allclose(a["kl"][layer], b["kl"][layer], rtol=1e-5, atol=1e-6)
+    # Every pixel's mean: the patch model's image is the plain model's, put back in place.
+    pa = patched.apply(params, x, key, method="reconstruct")
+    pb = plain.apply(params, xs, key, method="reconstruct")
+    assert pa.mean().shape == x.shape
+    np.testing.assert_allclose(space_to_depth(pa.mean(), 2), pb.mean(), rtol=1e-5, atol=1e-6)
+    mean = patched.apply(params, key, 5, method="sample_prior").mean()
+    assert mean.shape == (5, 8, 8, channels)
