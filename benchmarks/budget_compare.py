@@ -180,8 +180,9 @@ def evaluate_run(name: str, module: str, variant: str, workdir: str, key: jax.Ar
 def merged(paths: list[str]) -> tuple[dict, dict]:
     """The per-image figures of --save files joined, run by run over every file that has
     the run: log p(x) ranges concatenated in the order of their starts (no gap, no overlap;
-    a range saved twice with equal figures, e.g. a baseline evaluated beside two models, is
-    kept once), the ELBO from the first file that has it."""
+    a range saved twice, or inside a longer one, with equal figures, e.g. a baseline
+    evaluated beside two models in chunks of different sizes, is kept once), the ELBO from
+    the first file that has it."""
     files = [np.load(p) for p in paths]
     names = list(dict.fromkeys(k.split("/")[0] for f in files for k in f.files))
     per_image = {n: {} for n in names}
@@ -189,18 +190,21 @@ def merged(paths: list[str]) -> tuple[dict, dict]:
         with_elbo = [f for f in files if f"{n}/elbo" in f.files]
         if with_elbo:
             per_image[n]["elbo"] = with_elbo[0][f"{n}/elbo"]
-        ranges = {}  # start: (path, log p(x))
-        for p, f in zip(paths, files):
-            if f"{n}/log_px" not in f.files:
+        held = sorted(((int(f[f"{n}/log_px_start"]), f[f"{n}/log_px"], p)
+                       for p, f in zip(paths, files) if f"{n}/log_px" in f.files),
+                      key=lambda r: (r[0], -len(r[1])))
+        ranges = {}  # start: (path, log p(x)); a range inside a longer one is checked, kept once
+        for start, values, p in held:
+            outer = next(((a, pa, la) for a, (pa, la) in ranges.items()
+                          if a <= start and start + len(values) <= a + len(la)), None)
+            if outer is None:
+                ranges[start] = (p, values)
                 continue
-            start, values = int(f[f"{n}/log_px_start"]), f[f"{n}/log_px"]
-            if start in ranges and np.array_equal(ranges[start][1], values):
-                continue
-            if start in ranges:
+            a, pa, la = outer
+            if not np.array_equal(la[start - a:start - a + len(values)], values):
                 raise app.UsageError(
-                    f"--merge: {ranges[start][0]} and {p} both hold {n}'s log p(x) from test "
-                    f"image {start}, with different figures: leave one of them out.")
-            ranges[start] = (p, values)
+                    f"--merge: {pa} and {p} both hold {n}'s log p(x) from test image {start}, "
+                    "with different figures: leave one of them out.")
         if not ranges:
             continue
         ordered = sorted(ranges.items())

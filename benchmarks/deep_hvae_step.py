@@ -23,6 +23,11 @@ both alike; prints medians and the ratio. The bound: the step's floating-point o
 the same run; "of bound" is the achieved fraction.
 
   python benchmarks/deep_hvae_step.py --rounds=5 --steps=5 [--switch_off]
+
+``--variants=cpu,cpu_patch`` times those variants of the config instead (vae_jax only, the
+Trainer's calls of ``--steps`` steps round-robin, each on Fashion-MNIST): ms a step, images
+a second, XLA's FLOPs a step and the achieved GFLOP/s, each against the first variant; pin
+it to one core (``taskset -c 0``) for a one-core figure.
 """
 
 from __future__ import annotations
@@ -196,13 +201,46 @@ def torch_runner(config, images_np, steps):
     return run
 
 
+def compare_variants(names: list[str], rounds: int, steps: int) -> None:
+    """The library's training step of config variants ``names``, timed round-robin."""
+    ds = data.load("fashion_mnist")
+    runners = {}
+    for name in names:
+        config = config_lib.resolve(fashion_mnist_deep_hvae.get_config(name))
+        runners[name] = vae_jax_runner(config, ds.train_images, steps)
+        print(f":{name}: set-up, compilation and a first call of {steps} steps: "
+              f"{runners[name].setup_s:.1f} s", flush=True)
+    times = {k: [] for k in runners}
+    for _ in range(rounds):
+        for name, run in runners.items():
+            t = time.perf_counter()
+            run()
+            times[name].append((time.perf_counter() - t) / steps)
+    print(f"jax {jax.__version__} ({jax.default_backend()}), {len(os.sched_getaffinity(0))} "
+          f"CPU(s) usable; medians of {rounds} calls of {steps} steps")
+    print(f"{'variant':12s} {'ms/step':>8s} {'images/s':>9s} {'GFLOP/step':>11s} "
+          f"{'GFLOP/s':>8s} {'time vs first':>14s} {'FLOPs vs first':>15s}")
+    first = names[0]
+    for name, ts in times.items():
+        med, flops = statistics.median(ts), runners[name].flops_per_step
+        batch = config_lib.resolve(fashion_mnist_deep_hvae.get_config(name)).train.batch_size
+        print(f"{name:12s} {med * 1e3:8.1f} {batch / med:9.1f} {flops / 1e9:11.2f} "
+              f"{flops / 1e9 / med:8.1f} {med / statistics.median(times[first]):13.2f}x "
+              f"{flops / runners[first].flops_per_step:14.2f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--steps", type=int, default=10, help="steps per timed block")
     ap.add_argument("--switch_off", action="store_true",
                     help="also time vae_jax with the xla_cpu fast paths off")
+    ap.add_argument("--variants", default="",
+                    help="comma-separated variants of fashion_mnist_deep_hvae.py to time "
+                         "against each other instead, e.g. cpu,cpu_patch")
     args = ap.parse_args()
+    if args.variants:
+        return compare_variants(args.variants.split(","), args.rounds, args.steps)
     import train_throughput as tt  # the matmul rate, measured the same way as elsewhere
 
     config = config_lib.resolve(fashion_mnist_deep_hvae.get_config("binary"))

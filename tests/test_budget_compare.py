@@ -119,8 +119,23 @@ def test_merge_joins_runs_from_separate_evaluations_and_pairs_their_common_image
     proc = merge(tmp_path, files)
     assert proc.returncode != 0
     assert "a0.npz" in proc.stderr and "b0.npz" in proc.stderr and "different" in proc.stderr
-    # a base that is not a run
+    # m again over images 2..3 only, beside c (a chunk of another size): inside a0's range
+    # with the same figures, kept once; c paired with a over its 2 images
+    c = rng.normal(size=2)
     files["b0"]["m/log_px"] = m[:4]
+    files["c2"] = {"m/log_px": m[2:4], "m/log_px_start": np.int64(2),
+                   "c/log_px": c, "c/log_px_start": np.int64(2)}
+    proc = merge(tmp_path, files, f"--out={tmp_path / 'o.json'}", "--base=a")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.load(open(tmp_path / "o.json"))
+    assert out["m"]["num_test"] == 6 and out["c"]["num_test"] == 2
+    assert out["c"]["minus_a"]["log_px"]["mean"] == pytest.approx(np.mean(c - a[2:4]), abs=1e-3)
+    files["c2"]["m/log_px"] = m[2:4] - 1.0   # ... but with other figures: refused
+    proc = merge(tmp_path, files)
+    assert proc.returncode != 0
+    assert "c2.npz" in proc.stderr and "from test image 2" in proc.stderr
+    del files["c2"]
+    # a base that is not a run
     proc = merge(tmp_path, files, "--base=c")
     assert proc.returncode != 0 and "--base='c'" in proc.stderr
 
