@@ -42,6 +42,11 @@
 #       # cpu_full_eval, on test images 0..END-1 (patch_1h_*.npz; END=500 CHUNK=250 for
 #       # two chunks, one a core; patch_1h.json), and paired with :cpu's
 #       # (patch_vs_cpu_1h.json); the same command resumes either part
+#   ONLY=cpu_patch_full bash benchmarks/budget_runs.sh runs/long 7200
+#       # :cpu_patch's whole planned run (13 epochs, about 2 hours of one core) on core 0,
+#       # checkpointed every 500 steps (the same command resumes it), then its log p(x) beside
+#       # the 2-hour MLP's (runs/long/mlp) as cpu_full_eval (patch_full_*.npz, patch_full.json)
+#       # and joined with the 2-hour :cpu run's chunks (full_*.npz) into patch_vs_20.json
 #   ONLY=latent8bit bash benchmarks/budget_runs.sh ...   # the 8-bit latent VDM beside the
 #       # conv VAE (the same network with the N(0, I) prior)
 set -u
@@ -211,6 +216,14 @@ if [ "${ONLY:-}" = cpu_patch ]; then
   python benchmarks/budget_compare.py --merge="${parts%,}" --base=deep_hvae_cpu_1h \
     --out="$RUNS/patch_vs_cpu_1h.json" > "$RUNS/eval_patch_vs_cpu_1h.out" 2>&1
   echo "$(date +%T) all done" >> "$LOG"
+  exit 0
+fi
+if [ "${ONLY:-}" = cpu_patch_full ]; then
+  PLANNED=1 BUDGET=$((BUDGET * 3 / 2)) run 0 deep_patch fashion_mnist_deep_hvae.py:cpu_patch \
+    --config.train.checkpoint_every_steps=500
+  full_eval patch_full deep_hvae_patch=$C/fashion_mnist_deep_hvae.py:cpu_patch@"$RUNS/deep_patch" \
+    || exit 1
+  with_plain patch_full patch_vs_20
   exit 0
 fi
 if [ "${ONLY:-}" = latent8bit ]; then

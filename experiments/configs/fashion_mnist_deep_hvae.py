@@ -7,8 +7,8 @@ stochastic layers) and a run planned to end: batch 32, Adam 2e-3 decayed to 0 ov
 epochs (about 2 hours of one core; ``docs/results_budget.md``); ``:cpu_patch`` the same
 data and recipe with the networks on 2×2 patches (``model.patch_size=2``: no 28×28 stage;
 wider, 64 → 96 → 128 at 14, 7, 1, and 11 stochastic layers: 3.0 times ``:cpu``'s FLOPs a
-step, XLA's count, in 1.4 times its time, the Trainer's 20-step calls on one core), 14
-epochs (about 2 hours of one core); ``:cifar10`` an 8-bit CIFAR-10
+step, XLA's count, in 1.4-1.55 times its time, the Trainer's 20-step calls on one core),
+13 epochs (about 2 hours of one core); ``:cifar10`` an 8-bit CIFAR-10
 model (tfds ``cifar10``, 32x32x3) for accelerators: prepare the data once with
 ``tfds build cifar10 --file_format=array_record`` or add ``--config.data.download=True``.
 
@@ -66,7 +66,7 @@ def get_config(variant: str = "binary"):
     if variant == "mnist":
         config.data.name = "mnist"  # with --config.data.dir: the folder of IDX files
     config.train.batch_size = 32
-    config.train.num_epochs = {"cpu": 20, "cpu_patch": 14}.get(variant, 10)
+    config.train.num_epochs = {"cpu": 20, "cpu_patch": 13}.get(variant, 10)
     config.train.steps_per_call = 50
     config.optim.learning_rate = 2e-3 if cpu else 2e-4
     config.optim.grad_clip_norm = 200.0
