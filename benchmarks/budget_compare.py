@@ -180,9 +180,10 @@ def evaluate_run(name: str, module: str, variant: str, workdir: str, key: jax.Ar
 def merged(paths: list[str]) -> tuple[dict, dict]:
     """The per-image figures of --save files joined, run by run over every file that has
     the run: log p(x) ranges concatenated in the order of their starts (no gap, no overlap;
-    a range saved twice, or inside a longer one, with equal figures, e.g. a baseline
-    evaluated beside two models in chunks of different sizes, is kept once), the ELBO from
-    the first file that has it."""
+    a range saved twice, or inside a longer one, with equal figures is kept once: e.g. a
+    baseline evaluated beside two models, or over a shorter range from the same start, which
+    draws the same keys; a range from another start draws other keys and binarizations, so
+    its figures differ and it is refused), the ELBO from the first file that has it."""
     files = [np.load(p) for p in paths]
     names = list(dict.fromkeys(k.split("/")[0] for f in files for k in f.files))
     per_image = {n: {} for n in names}
