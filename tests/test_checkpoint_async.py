@@ -13,6 +13,7 @@ import errno
 import os
 import sys
 import threading
+import time
 
 import jax
 import jax.numpy as jnp
@@ -71,6 +72,13 @@ def test_save_returns_before_the_write_is_finalised_only_when_async(tmp_path, fi
     saves = saves_lib.TrainingSaves(mngr, _guard())
     saves.save(10, _state(10))
     names = os.listdir(tmp_path / "ckpt")
+    # Async: the write's tmp folder is made on orbax's thread, which a loaded machine may not
+    # have run yet when ``save`` returns; its finalisation is held, so wait for the folder.
+    deadline = time.monotonic() + 30
+    while asynchronous and not any(n.startswith("10.orbax-checkpoint-tmp") for n in names) \
+            and time.monotonic() < deadline:
+        time.sleep(0.01)
+        names = os.listdir(tmp_path / "ckpt")
     returned.set()
     if asynchronous:
         assert "10" not in names and any(n.startswith("10.orbax-checkpoint-tmp") for n in names)
