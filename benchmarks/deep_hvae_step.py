@@ -204,9 +204,9 @@ def torch_runner(config, images_np, steps):
 def compare_variants(names: list[str], rounds: int, steps: int) -> None:
     """The library's training step of config variants ``names``, timed round-robin."""
     ds = data.load("fashion_mnist")
+    configs = {n: config_lib.resolve(fashion_mnist_deep_hvae.get_config(n)) for n in names}
     runners = {}
-    for name in names:
-        config = config_lib.resolve(fashion_mnist_deep_hvae.get_config(name))
+    for name, config in configs.items():
         runners[name] = vae_jax_runner(config, ds.train_images, steps)
         print(f":{name}: set-up, compilation and a first call of {steps} steps: "
               f"{runners[name].setup_s:.1f} s", flush=True)
@@ -223,7 +223,7 @@ def compare_variants(names: list[str], rounds: int, steps: int) -> None:
     first = names[0]
     for name, ts in times.items():
         med, flops = statistics.median(ts), runners[name].flops_per_step
-        batch = config_lib.resolve(fashion_mnist_deep_hvae.get_config(name)).train.batch_size
+        batch = configs[name].train.batch_size
         print(f"{name:12s} {med * 1e3:8.1f} {batch / med:9.1f} {flops / 1e9:11.2f} "
               f"{flops / 1e9 / med:8.1f} {med / statistics.median(times[first]):13.2f}x "
               f"{flops / runners[first].flops_per_step:14.2f}x")

@@ -7,7 +7,7 @@ stochastic layers) and a run planned to end: batch 32, Adam 2e-3 decayed to 0 ov
 epochs (about 2 hours of one core; ``docs/results_budget.md``); ``:cpu_patch`` the same
 data and recipe with the networks on 2×2 patches (``model.patch_size=2``: no 28×28 stage;
 wider, 64 → 96 → 128 at 14, 7, 1, and 11 stochastic layers: 3.0 times ``:cpu``'s FLOPs a
-step, XLA's count, in 1.4-1.55 times its time, the Trainer's 20-step calls on one core),
+step, XLA's count, in 1.33-1.55 times its time, the Trainer's 20-step calls on one core),
 13 epochs (about 2 hours of one core); ``:cifar10`` an 8-bit CIFAR-10
 model (tfds ``cifar10``, 32x32x3) for accelerators: prepare the data once with
 ``tfds build cifar10 --file_format=array_record`` or add ``--config.data.download=True``.

@@ -78,7 +78,7 @@ def depth_to_space(y: jax.Array, p: int, channels: int) -> jax.Array:
 
 def _checked(*, image_shape, resolutions, encoder_blocks, decoder_blocks, widths, bottleneck,
              latent_channels, stochastic, likelihood, activation, log_std_bound,
-             residual_init, dtype, patch_size=1) -> dict:
+             residual_init, dtype, patch_size) -> dict:
     """Normalised settings (tuples of ints per resolution), or a ValueError naming the field,
     the value and the fix."""
     image_shape = tuple(int(s) for s in image_shape)
