@@ -15,7 +15,10 @@ model). A paired difference's standard error
 is that of the per-image differences, far smaller than either model's own when the models
 rank the images alike. log p(x) is skipped (and said so) for a model without exact
 per-sample importance weights, e.g. a continuous-time VDM: its ELBO is the figure there.
-Each run's ``step`` is its latest checkpoint's.
+Each run's ``step`` is its latest checkpoint's. A run given as ``name=config.py@file.npz``
+is evaluated from the parameter file ``--mode=export`` wrote (``vae_jax.params_file``),
+with the same figures as from its workdir: how a long evaluation goes on in a later session
+without the workdir (the files kept under ``benchmarks/results/``).
 
 The full test set's log p(x) of a deep model takes hours of one core; split it into ranges
 run as separate processes (over the cores, or over sessions) and join them; the ELBO, KL
@@ -51,7 +54,8 @@ from vae_jax import config as config_lib  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("run", [], "name=config.py[:variant]@workdir; the first is the "
-                          "baseline of the paired differences.")
+                          "baseline of the paired differences. In place of the workdir, a "
+                          "parameter file (.npz) that --mode=export wrote from it.")
 flags.DEFINE_multi_string("set", [], "name:section.field=value: a config override for the "
                           "run called name, as the launcher's --config.section.field=value "
                           "(e.g. the optimizer schedule a run was trained with, which its "
@@ -127,14 +131,13 @@ def mean_se(values: np.ndarray) -> dict[str, float]:
 
 def evaluate_run(name: str, module: str, variant: str, workdir: str, key: jax.Array) -> dict:
     config = load_config(module, variant, name)
-    s = experiment.setup(config, workdir)
+    s = experiment.setup(config, workdir, check_workdir=not workdir.endswith(".npz"))
     config, ds, model = s.config, s.ds, s.model
-    state = experiment.restore_state(config, workdir, model, ds.image_shape)
-    params = state.ema_params if config.eval.use_ema else state.params
+    params, step = experiment.restore_params(config, workdir, model, ds.image_shape)
     binarization = config.data.binarization
     num_dims = math.prod(ds.image_shape)
     out = {"config": f"{module}:{variant}" if variant else module, "workdir": workdir,
-           "step": int(state.step), "likelihood": config_lib.likelihood(config),
+           "step": step, "likelihood": config_lib.likelihood(config),
            "num_params": int(sum(np.size(a) for a in jax.tree.leaves(params))),
            "num_dims": num_dims}
     per_image = {}

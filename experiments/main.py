@@ -1,7 +1,7 @@
 """Launcher: flags plus one call.
 
 python -m experiments.main --config=experiments/configs/default.py --workdir=runs/default \
-    [--config.train.num_epochs=5] [--mode=train|eval|sample]
+    [--config.train.num_epochs=5] [--mode=train|eval|sample|export]
     [--coordinator_address=host:port --num_processes=N --process_id=I | --distributed]
 """
 
@@ -14,8 +14,10 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and images go.")
 flags.DEFINE_enum("mode", "train", list(experiment.MODES),
-                  "Train (resuming), evaluate a checkpoint, or write its pictures (PNG).")
-flags.DEFINE_integer("step", None, "Checkpoint step for --mode=eval/sample (default: the latest).")
+                  "Train (resuming), evaluate a checkpoint, write its pictures (PNG), or "
+                  "export its evaluation parameters (workdir/params_<step>.npz).")
+flags.DEFINE_integer("step", None, "Checkpoint step for --mode=eval/sample/export (default: the "
+                     "latest).")
 flags.DEFINE_bool("progress", True, "Progress bar; --noprogress (or --verbosity=-2) silences it.")
 flags.DEFINE_string("coordinator_address", None,
                     "Multi-process: host:port of process 0 (else JAX's auto-detection).")

@@ -18,12 +18,12 @@ MAX_LINES = 400
 # Layers, top to bottom: a module may import its own layer or any layer below, never one
 # above (DESIGN.md, "What flows where"). Keys are module names under vae_jax.
 LAYERS = [
-    {"experiment", "sweep"},
+    {"experiment", "sweep", "restore"},
     {"config"},
     {"suite"},
     {"saves"},
-    {"train", "evaluate", "active_units", "sampling", "checkpoint", "optim", "logs",
-     "summaries"},
+    {"train", "evaluate", "active_units", "sampling", "checkpoint", "params_file", "optim",
+     "logs", "summaries"},
     {"losses", "mixed_precision"},
     {"models"},
     {"data", "distributions", "defaults"},

@@ -69,6 +69,22 @@ def test_ranges_evaluated_apart_and_merged_equal_their_concatenation(tmp_path):
     assert merged["b"]["minus_a"]["log_px"] == {"mean": 0.0, "stderr": 0.0}
 
 
+def test_a_run_given_as_its_exported_parameters_has_its_workdirs_figures(tmp_path):
+    # how a long evaluation goes on in a later session: from the file --mode=export wrote
+    workdir = str(tmp_path / "run")
+    config = smoke.get_config()
+    experiment.train_and_evaluate(config, workdir)
+    path = experiment.run(config, workdir, mode="export")
+    cfg = os.path.join("experiments", "configs", "smoke.py")
+    out = compare(tmp_path, f"--run=a={cfg}@{workdir}", f"--run=b={cfg}@{path}",
+                  "--num_samples=4", "--chunk=2", "--ll_batch_size=5", "--batch_size=50",
+                  "--au_images=20", "--au_samples=2", "--num_test=10")
+    assert out["a"]["step"] == out["b"]["step"] == 20
+    assert out["b"]["test_elbo_all"] == out["a"]["test_elbo_all"]
+    assert out["b"]["minus_a"]["elbo"] == {"mean": 0.0, "stderr": 0.0}
+    assert out["b"]["minus_a"]["log_px"] == {"mean": 0.0, "stderr": 0.0}
+
+
 def test_merge_refuses_ranges_with_a_gap_or_an_overlap(tmp_path):
     paths = []
     for i, (start, n) in enumerate([(0, 10), (5, 10)]):

@@ -1,14 +1,14 @@
 """vae_jax: variational autoencoders in JAX/Flax, from the ELBO to deep hierarchies.
 
 The public surface: the modules below (each with one job, see its opening docstring) and
-the names re-exported here. ``vae_jax.experiment`` runs the three modes of
+the names re-exported here. ``vae_jax.experiment`` runs the four modes of
 ``experiments/main.py``; ``vae_jax.config`` holds every default.
 """
 
 from vae_jax import (active_units, checkpoint, config, data, distributions, errors, evaluate,
                      experiment, losses, models, optim, parallel, precision, runtime, sampling,
                      suite, train, xla_cpu)
-from vae_jax import logs, progress, saves, sweep
+from vae_jax import logs, params_file, progress, restore, saves, sweep
 from vae_jax.distributions import Bernoulli, DiagGaussian, Gaussian
 from vae_jax.distributions import (Categorical256, DiscretizedLogistic,
                                    DiscretizedLogisticMixture, bits_per_dim)

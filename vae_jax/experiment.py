@@ -1,6 +1,7 @@
-"""The three modes of a run: ``train_and_evaluate``, ``evaluate_checkpoint`` and
-``sample_checkpoint``, sharing ``setup`` (config → data → model → checks) and
-``restore_state``. ``run`` is what ``experiments/main.py`` calls; a notebook calls the same
+"""The modes of a run: ``train_and_evaluate``, ``evaluate_checkpoint``,
+``sample_checkpoint`` and ``export_params``, sharing ``setup`` (config → data → model →
+checks) and ``restore_state`` / ``restore_params`` (``vae_jax.restore``). ``run`` is what
+``experiments/main.py`` calls; a notebook calls the same
 functions.
 
 Every check runs in ``setup``, before anything is compiled or created in the workdir, so a
@@ -24,14 +25,15 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh
 
-from vae_jax import (checkpoint, data, jit_cache, optim, parallel, progress, runtime, sampling,
-                     suite, summaries, train)
+from vae_jax import (checkpoint, data, jit_cache, optim, parallel, params_file, progress,
+                     runtime, sampling, suite, summaries, train)
 from vae_jax import config as config_lib
 from vae_jax import saves as saves_lib
-from vae_jax.errors import CheckpointError, ConfigError, TrainingInterrupted
+from vae_jax.restore import restore_params, restore_state  # noqa: F401 (public here too)
+from vae_jax.errors import ConfigError, TrainingInterrupted
 from vae_jax.progress import Progress
 
-MODES = ("train", "eval", "sample")
+MODES = ("train", "eval", "sample", "export")
 
 @dataclasses.dataclass
 class Setup:
@@ -83,32 +85,6 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *,
     model = config_lib.build_model(config, ds.image_shape)
     config_lib.check_model_fits(model, ds.image_shape, config.model.name)
     return Setup(config, mesh, ds, model, pipeline, reason)
-
-
-def restore_state(config: ml_collections.ConfigDict, workdir: str, model: nn.Module,
-                  image_shape, step: Optional[int] = None,
-                  steps_per_epoch: Optional[int] = None) -> train.TrainState:
-    """The TrainState saved in ``workdir`` at ``step`` (default: the latest that verifies)."""
-    config = config_lib.with_defaults(config)
-    keys = config_lib.root_keys(config.seed)
-    state = train.create_train_state(
-        keys["init"], model, optim.make_optimizer(config.optim, steps_per_epoch), image_shape,
-        ema=config_lib.keeps_ema(config))
-    mngr = checkpoint.manager(os.path.join(workdir, "checkpoints"), read_only=True,
-                              max_to_keep=config.train.checkpoints_to_keep)
-    try:
-        if step is not None:
-            return checkpoint.restore(mngr, state, step)
-        restored, _, skipped = checkpoint.restore_latest_good(mngr, state)  # read-only
-        if restored is None:
-            raise CheckpointError(
-                f"No restorable checkpoint in {mngr.directory}"
-                + (f"; damaged: {[p for p, _ in skipped]}" if skipped else "")
-                + ". Train first (--mode=train with this --workdir), or give the --workdir of "
-                "a trained run.")
-        return restored
-    finally:
-        mngr.close()
 
 
 # ------------------------------------------------------------------------------ training
@@ -310,8 +286,8 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
     """
     s = setup(config, workdir)
     config, ds, model = s.config, s.ds, s.model
-    state = restore_state(config, workdir, model, ds.image_shape, step, s.steps_per_epoch)
-    params = state.ema_params if config.eval.use_ema else state.params
+    params, at = restore_params(config, workdir, model, ds.image_shape, step,
+                                s.steps_per_epoch)
     keys = config_lib.root_keys(config.seed)
     # A quick look (or a slow machine) can evaluate the first n test images only.
     n_test = config.eval.num_test_images or len(ds.test_images)
@@ -319,7 +295,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
     evaluation = config_lib.build_suite(config, model, s.mesh)
     result = suite.run_suite(evaluation, params, test_images, keys["eval"], likelihood=True,
                              active_units_images=ds.test_images)
-    result |= {"step": int(state.step), "dataset": ds.name, "seed": config.seed,
+    result |= {"step": at, "dataset": ds.name, "seed": config.seed,
                "num_test_images": len(test_images), "use_ema": bool(config.eval.use_ema),
                "binarization": config.data.binarization,
                "likelihood": config_lib.likelihood(config)}
@@ -347,18 +323,33 @@ def sample_checkpoint(config: ml_collections.ConfigDict, workdir: str,
         raise ConfigError(f"config.sample.pair={settings['pair']} must index the "
                           f"{len(ds.test_images)} test images.")
     sampling.check_temperature(settings["temperature"], model)
-    state = restore_state(config, workdir, model, ds.image_shape, step)
-    params = state.ema_params if config.eval.use_ema else state.params
+    params, at = restore_params(config, workdir, model, ds.image_shape, step)
     outdir = outdir or os.path.join(workdir, "samples")
-    key = jax.random.fold_in(jax.random.key(config.seed), int(state.step))
+    key = jax.random.fold_in(jax.random.key(config.seed), at)
     paths = sampling.write_sample_images(outdir, params, ds.test_images, key, model=model,
                                          binarization=config.data.binarization,
                                          settings=settings, test_labels=ds.test_labels,
                                          class_names=data.CLASS_NAMES.get(ds.name))
-    print(f"Wrote {len(paths)} images of step {int(state.step)} to {outdir}:")
+    print(f"Wrote {len(paths)} images of step {at} to {outdir}:")
     for name, path in paths.items():
         print(f"  {name}: {path}")
     return paths
+
+
+def export_params(config: ml_collections.ConfigDict, workdir: str,
+                  step: Optional[int] = None) -> str:
+    """``--mode=export``: ``restore_params`` of ``workdir`` as one checksummed .npz without
+    pickle (``params_file``), ``workdir/params_<step>.npz``; returns its path."""
+    s = setup(config, workdir, check_workdir=False)
+    params, at = restore_params(s.config, workdir, s.model, s.ds.image_shape, step,
+                                s.steps_per_epoch)
+    path = os.path.join(workdir, f"params_{at}.npz")
+    if jax.process_index() == 0:
+        sha = params_file.save(path, params, meta={
+            "step": at, "use_ema": bool(s.config.eval.use_ema), "dataset": s.ds.name,
+            "model": s.config.model.to_dict(), "image_shape": list(s.ds.image_shape)})
+        print(f"Wrote the parameters of step {at} to {path} (sha256 {sha}).")
+    return path
 
 
 # ---------------------------------------------------------------------------- launcher
@@ -370,7 +361,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mode: str = "train",
         distributed_timeout: int = 300, compilation_cache: Optional[str] = None):
     """What ``python -m experiments.main`` does: turn on the persistent compilation cache
     (``jit_cache``; "" turns it off), join a multi-process run if asked, then train
-    (``mode="train"``), evaluate (``"eval"``) or write pictures (``"sample"``)."""
+    (``mode="train"``), evaluate (``"eval"``), write pictures (``"sample"``) or write the
+    evaluation parameters to one file (``"export"``)."""
     if mode not in MODES:
         raise ConfigError(f"--mode={mode!r}; valid: {list(MODES)}.")
     jit_cache.enable(compilation_cache)
@@ -382,4 +374,6 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mode: str = "train",
         return train_and_evaluate(config, workdir)
     if mode == "sample":
         return sample_checkpoint(config, workdir, step)
+    if mode == "export":
+        return export_params(config, workdir, step)
     return evaluate_checkpoint(config, workdir, step)
