@@ -42,18 +42,15 @@
 #       # cpu_full_eval, on test images 0..END-1 (patch_1h_*.npz; END=500 CHUNK=250 for
 #       # two chunks, one a core; patch_1h.json), and paired with :cpu's
 #       # (patch_vs_cpu_1h.json); the same command resumes either part
-#   ONLY=cpu_patch_full bash benchmarks/budget_runs.sh runs/long 7200
-#       # :cpu_patch's whole planned run (13 epochs, about 2 hours of one core) on core 0,
-#       # checkpointed every 500 steps (the same command resumes it), then its log p(x) beside
-#       # the 2-hour MLP's (runs/long/mlp) as cpu_full_eval (patch_full_*.npz, patch_full.json)
-#       # and joined with the 2-hour :cpu run's chunks (full_*.npz) into patch_vs_20.json
 #   ONLY=cpu_patch_2h bash benchmarks/budget_runs.sh runs/long 7200
 #       # :cpu_patch's planned 2-hour run beside the MLP VAE for 2 hours, then both
 #       # evaluated into benchmarks/results/cpu_patch_2h (committed: a session's checkout
 #       # keeps no runs/): the deep model's exported parameters, both models' ELBO, KL and
 #       # active units, the MLP's log p(x) in 20 chunks of 500, and the deep model's chunks
 #       # one by one; ONLY=cpu_patch_2h_eval goes on with the deep chunks in a later session
-#       # from the parameter file alone; full.json pairs whatever images are done so far
+#       # from the parameter file alone; full.json pairs whatever images are done so far;
+#       # PHASES="export baseline" runs only those of its phases (train export baseline
+#       # chunks join)
 #   ONLY=latent8bit bash benchmarks/budget_runs.sh ...   # the 8-bit latent VDM beside the
 #       # conv VAE (the same network with the N(0, I) prior)
 set -u
@@ -225,76 +222,86 @@ if [ "${ONLY:-}" = cpu_patch ]; then
   echo "$(date +%T) all done" >> "$LOG"
   exit 0
 fi
-if [ "${ONLY:-}" = cpu_patch_full ]; then
-  PLANNED=1 BUDGET=$((BUDGET * 3 / 2)) run 0 deep_patch fashion_mnist_deep_hvae.py:cpu_patch \
-    --config.train.checkpoint_every_steps=500
-  full_eval patch_full deep_hvae_patch=$C/fashion_mnist_deep_hvae.py:cpu_patch@"$RUNS/deep_patch" \
-    || exit 1
-  with_plain patch_full patch_vs_20
-  exit 0
-fi
 # ONLY=cpu_patch_2h: what a session's checkout keeps is what is committed (runs/ is not),
 # so the 2-hour :cpu_patch run's evaluation is kept in the repository, chunk by chunk, and
 # goes on in later sessions from its exported parameters (no workdir needed).
 RES=${RES:-benchmarks/results/cpu_patch_2h}
 PATCH_NPZ=$RES/deep_hvae_patch.npz
 PATCH_RUN=deep_hvae_patch=$C/fashion_mnist_deep_hvae.py:cpu_patch@$PATCH_NPZ
-patch_chunks() {  # the deep model's log p(x) chunks from its parameter file, CHUNK=500
-  # images each from 0 to END (default 10000), on the cores of CORES (default "0 1"),
-  # skipping those already in $RES; the same keys as the MLP's chunks of the same ranges
-  local n=${CHUNK:-500} end=${END:-10000} cores=(${CORES:-0 1}) i
+MLP_RUN=mlp=$C/default.py@"$RUNS/mlp"
+patch_export() {  # the deep run's evaluation parameters (its EMA) -> $PATCH_NPZ
+  [ -f "$PATCH_NPZ" ] && return 0
+  taskset -c 0 python -m experiments.main --mode=export --noprogress \
+    --config=$C/fashion_mnist_deep_hvae.py:cpu_patch --workdir="$RUNS/deep_patch" &&
+    cp "$(ls -t "$RUNS"/deep_patch/params_*.npz | head -1)" "$PATCH_NPZ"
+  local rc=$?
+  echo "$(date +%T) exported deep_patch: rc=$rc ($PATCH_NPZ)" >> "$LOG"
+  return $rc
+}
+patch_baseline() {  # core: both models' ELBO, KL and active units over the 10 000 test
+  # images ($RES/elbo.npz, elbo.json), then the MLP's log p(x) in 20 chunks of 500
+  local core=$1 start
+  [ -f "$RES/elbo.npz" ] || { compare "$core" patch_2h_elbo --num_samples=0 \
+    --run="$MLP_RUN" --run="$PATCH_RUN" --save="$RES/elbo.npz" &&
+    cp "$RUNS/patch_2h_elbo.json" "$RES/elbo.json"; }
+  for ((start = 0; start < 10000; start += 500)); do
+    [ -f "$RES/mlp_$start.npz" ] || compare "$core" "mlp_2h_$start" --run="$MLP_RUN" \
+      --noelbo --test_start=$start --num_test=500 --save="$RES/mlp_$start.npz"
+  done
+}
+patch_chunks() {  # the deep model's log p(x) chunks from its parameter file, 500 images
+  # each from 0 to END (default 10000), on the cores of CORES (default "0 1"), skipping
+  # those already in $RES; the same keys as the MLP's chunks of the same ranges
+  local end=${END:-10000} cores=(${CORES:-0 1}) i
   patch_worker() {
     local i=$1 start
-    for ((start = i * n; start < end; start += ${#cores[@]} * n)); do
+    for ((start = i * 500; start < end; start += ${#cores[@]} * 500)); do
       [ -f "$RES/deep_$start.npz" ] && continue
       compare "${cores[$i]}" "patch_2h_$start" --run="$PATCH_RUN" --noelbo \
-        --test_start=$start --num_test=$n --save="$RUNS/partial_deep_$start.npz" &&
+        --test_start=$start --num_test=500 --save="$RUNS/partial_deep_$start.npz" &&
         mv "$RUNS/partial_deep_$start.npz" "$RES/deep_$start.npz"
     done
   }
   for i in "${!cores[@]}"; do patch_worker "$i" & done
   wait
+}
+patch_join() {  # the images evaluated so far, deep paired with the MLP -> $RES/full.json
+  # (all 10 000 once every chunk exists), per class too
   local parts=("$RES/elbo.npz") start
-  for ((start = 0; start < 10000; start += n)); do
+  for ((start = 0; start < 10000; start += 500)); do
     parts+=("$RES/mlp_$start.npz")
     [ -f "$RES/deep_$start.npz" ] && parts+=("$RES/deep_$start.npz")
   done
-  # the images evaluated so far, paired with the MLP's (all 10 000 once every chunk exists)
   python benchmarks/budget_compare.py --merge="$(IFS=,; echo "${parts[*]}")" \
     --by_class=fashion_mnist --out="$RES/full.json" > "$RUNS/eval_patch_2h.out" 2>&1
   echo "$(date +%T) patch_2h joined: rc=$? ($RES/full.json)" >> "$LOG"
 }
+phase() { [[ " ${PHASES:-train export baseline chunks join} " == *" $1 "* ]]; }
 if [ "${ONLY:-}" = cpu_patch_2h ]; then
   # :cpu_patch's planned run (13 epochs; checkpoints every 500 steps, so the same command
   # resumes it) on core 0 beside the MLP VAE for BUDGET (7200) on core 1; then the deep
-  # model's evaluation parameters exported to $PATCH_NPZ, the ELBO, KL and active units of
-  # both over all 10 000 test images ($RES/elbo.npz, elbo.json) and the MLP's log p(x)
-  # (k = 1000) in 20 chunks of 500 ($RES/mlp_*.npz); then the deep model's chunks as
-  # ONLY=cpu_patch_2h_eval. Commit $RES: a later session needs nothing else.
+  # model's parameters exported, the baseline figures on core 1 and the deep model's
+  # log p(x) chunks on both cores (hours: ONLY=cpu_patch_2h_eval goes on with them in a
+  # later session), joined into $RES/full.json. PHASES="export baseline" runs only those
+  # phases (of: train export baseline chunks join). Commit $RES: a later session needs
+  # nothing else.
   mkdir -p "$RES"
-  (PLANNED=1 BUDGET=$((BUDGET * 3 / 2)) run 0 deep_patch fashion_mnist_deep_hvae.py:cpu_patch \
-    --config.train.checkpoint_every_steps=500) &
-  [ -f "$RUNS/mlp.out" ] || run 1 mlp default.py --config.train.checkpoint_every_steps=100000
-  wait
-  if [ ! -f "$PATCH_NPZ" ]; then
-    taskset -c 0 python -m experiments.main --mode=export --noprogress \
-      --config=$C/fashion_mnist_deep_hvae.py:cpu_patch --workdir="$RUNS/deep_patch" &&
-      cp "$(ls -t "$RUNS"/deep_patch/params_*.npz | head -1)" "$PATCH_NPZ" || exit 1
+  if phase train; then
+    (PLANNED=1 BUDGET=$((BUDGET * 3 / 2)) run 0 deep_patch fashion_mnist_deep_hvae.py:cpu_patch \
+      --config.train.checkpoint_every_steps=500) &
+    [ -f "$RUNS/mlp.out" ] || run 1 mlp default.py --config.train.checkpoint_every_steps=100000
+    wait
   fi
-  MLP_RUN=mlp=$C/default.py@"$RUNS/mlp"
-  [ -f "$RES/elbo.npz" ] || (compare 0 patch_2h_elbo --num_samples=0 --run="$MLP_RUN" \
-    --run="$PATCH_RUN" --save="$RES/elbo.npz" && cp "$RUNS/patch_2h_elbo.json" "$RES/elbo.json") &
-  for ((start = 0; start < 10000; start += 500)); do
-    [ -f "$RES/mlp_$start.npz" ] || compare 1 "mlp_2h_$start" --run="$MLP_RUN" --noelbo \
-      --test_start=$start --num_test=500 --save="$RES/mlp_$start.npz"
-  done
-  wait
-  patch_chunks
+  phase export && { patch_export || exit 1; }
+  phase baseline && patch_baseline 1
+  phase chunks && patch_chunks
+  phase join && patch_join
   exit 0
 fi
 if [ "${ONLY:-}" = cpu_patch_2h_eval ]; then  # the rest of the deep model's chunks, from
-  # its parameter file (END=5000: images 0-4999 only; CORES="1": core 1 alone)
+  # its parameter file, then the join (END=5000: images 0-4999 only; CORES="1": core 1)
   patch_chunks
+  patch_join
   exit 0
 fi
 if [ "${ONLY:-}" = latent8bit ]; then
