@@ -30,7 +30,7 @@ SEP = "/"
 
 def _flat(tree: Any) -> dict[str, Any]:
     """{'a/b/c': leaf} of a nested dict of arrays (or of jax.ShapeDtypeStruct)."""
-    return traverse_util.flatten_dict(jax.tree.map(lambda x: x, tree), sep=SEP)
+    return traverse_util.flatten_dict(tree, sep=SEP)
 
 
 def digest(arrays: dict[str, np.ndarray]) -> str:
