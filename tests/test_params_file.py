@@ -14,7 +14,7 @@ import pytest
 from conftest import requires_fashion_mnist
 from experiments.configs import smoke
 from vae_jax import experiment, models, params_file
-from vae_jax.errors import CheckpointError, CheckpointMismatchError
+from vae_jax.errors import CheckpointError, CheckpointMismatchError, ConfigError
 
 
 def _mlp_params(latent_dim: int = 3):
@@ -101,6 +101,21 @@ def test_export_then_restore_gives_the_checkpoints_evaluation_parameters(tmp_pat
     # the EMA, not the raw parameters
     assert any(not np.array_equal(a, np.asarray(r)) for a, r in
                zip(jax.tree.leaves(from_file), jax.tree.leaves(state.params)))
+    # --mode=eval and --mode=sample read the file as --workdir, writing beside it
+    from_workdir = experiment.run(config, workdir, mode="eval")
+    from_path = experiment.run(config, path, mode="eval")
+    figures = lambda r: {k: v for k, v in r.items() if not k.endswith("_seconds")}
+    assert figures(from_path) == figures(from_workdir) and np.isfinite(from_path["test_log_px"])
+    outputs = os.path.join(workdir, "params_20")
+    with open(os.path.join(outputs, "eval.json")) as f:
+        assert json.load(f) == from_path
+    pictures = experiment.run(config, path, mode="sample")
+    assert pictures and all(p.startswith(os.path.join(outputs, "samples")) and os.path.isfile(p)
+                            for p in pictures.values())
+    with pytest.raises(CheckpointError, match="--step=3.*step 20"):
+        experiment.run(config, path, mode="eval", step=3)
+    with pytest.raises(ConfigError, match="already a parameter file"):
+        experiment.run(config, path, mode="export")
     # a config that builds another model is refused, naming the file's origin
     config.model.latent_dim = 6
     s6 = experiment.setup(config, workdir, check_workdir=False)

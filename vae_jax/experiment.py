@@ -275,16 +275,17 @@ def _train(s: Setup, workdir: str) -> train.TrainState:
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
                         step: Optional[int] = None) -> dict:
-    """``--mode=eval``: test ELBO, IWAE-k and importance-sampled log p(x) of a checkpoint.
+    """``--mode=eval``: test ELBO, IWAE-k and importance-sampled log p(x) of a checkpoint
+    (``workdir``'s latest, or ``step``) or of a parameter file (``workdir`` a ``.npz``).
 
     k for log p(x) is ``config.eval.num_importance_samples`` (5000 in the literature) and
     for the IWAE bound ``config.eval.iwae_k`` (0 skips either); samples stream
     ``config.eval.chunk`` at a time over batches of ``config.eval.ll_batch_size`` images.
     Every figure uses the same binarization of the test set. Printed and written to
-    workdir/eval.json with the step, k, data set and seed; bits/dim too for 8-bit
+    ``outputs_dir(workdir)``/eval.json with the step, k, data set and seed; bits/dim too for 8-bit
     likelihoods (distributions.DISCRETE_8BIT).
     """
-    s = setup(config, workdir)
+    s = setup(config, outputs_dir(workdir))
     config, ds, model = s.config, s.ds, s.model
     params, at = restore_params(config, workdir, model, ds.image_shape, step,
                                 s.steps_per_epoch)
@@ -301,16 +302,31 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
                "likelihood": config_lib.likelihood(config)}
     print(json.dumps(result, indent=2, sort_keys=True))
     if jax.process_index() == 0:
-        runtime.write_json(os.path.join(workdir, "eval.json"), result)
+        os.makedirs(outputs_dir(workdir), exist_ok=True)
+        runtime.write_json(os.path.join(outputs_dir(workdir), "eval.json"), result)
     return result
+
+
+def is_params_file(workdir: str) -> bool:
+    """Whether ``--workdir`` names a parameter file ``--mode=export`` wrote (``.npz``), which
+    ``--mode=eval`` and ``--mode=sample`` read in place of a workdir's checkpoint."""
+    return workdir.endswith(".npz")
+
+
+def outputs_dir(workdir: str) -> str:
+    """Where ``--mode=eval`` (eval.json) and ``--mode=sample`` (samples/) write: the workdir,
+    or for a parameter file a folder beside it named after it
+    (``runs/x/params_20.npz`` -> ``runs/x/params_20``), created when written to."""
+    return os.path.splitext(workdir)[0] if is_params_file(workdir) else workdir
 
 
 def sample_checkpoint(config: ml_collections.ConfigDict, workdir: str,
                       step: Optional[int] = None,
                       outdir: Optional[str] = None) -> dict[str, str]:
-    """``--mode=sample``: restore ``workdir``'s checkpoint (latest, or ``step``) and write
-    prior samples, reconstructions, interpolations, traversals (and for 2-D latents the
-    manifold and the label scatter) as PNGs in ``outdir`` (default ``workdir/samples``).
+    """``--mode=sample``: restore ``workdir``'s checkpoint (latest, or ``step``), or a
+    parameter file (``workdir`` a ``.npz``), and write prior samples, reconstructions,
+    interpolations, traversals (and for 2-D latents the manifold and the label scatter) as
+    PNGs in ``outdir`` (default ``outputs_dir(workdir)``/samples).
 
     Settings come from ``config.sample`` (defaults in ``vae_jax.config.defaults``);
     returns {name: path}.
@@ -324,7 +340,7 @@ def sample_checkpoint(config: ml_collections.ConfigDict, workdir: str,
                           f"{len(ds.test_images)} test images.")
     sampling.check_temperature(settings["temperature"], model)
     params, at = restore_params(config, workdir, model, ds.image_shape, step)
-    outdir = outdir or os.path.join(workdir, "samples")
+    outdir = outdir or os.path.join(outputs_dir(workdir), "samples")
     key = jax.random.fold_in(jax.random.key(config.seed), at)
     paths = sampling.write_sample_images(outdir, params, ds.test_images, key, model=model,
                                          binarization=config.data.binarization,
@@ -340,6 +356,11 @@ def export_params(config: ml_collections.ConfigDict, workdir: str,
                   step: Optional[int] = None) -> str:
     """``--mode=export``: ``restore_params`` of ``workdir`` as one checksummed .npz without
     pickle (``params_file``), ``workdir/params_<step>.npz``; returns its path."""
+    if is_params_file(workdir):
+        raise ConfigError(f"--mode=export --workdir={workdir}: that is already a parameter "
+                          "file; export reads a training run's workdir (its checkpoint). "
+                          "Give the workdir it was exported from, or use the file as it is "
+                          "(--mode=eval or --mode=sample read it as --workdir).")
     s = setup(config, workdir, check_workdir=False)
     params, at = restore_params(s.config, workdir, s.model, s.ds.image_shape, step,
                                 s.steps_per_epoch)

@@ -49,6 +49,11 @@ def restore_params(config: ml_collections.ConfigDict, source: str, model: nn.Mod
     checkpoint (latest, or ``step``) or of a ``.npz`` file ``export_params`` wrote."""
     if source.endswith(".npz"):
         params, meta = params_file.load_for(source, model, image_shape)
-        return params, int(meta.get("step", -1))
+        held = int(meta.get("step", -1))
+        if step is not None and step != held:
+            raise CheckpointError(f"--step={step}, but {source} holds the parameters of step "
+                                  f"{held} only; drop --step, or export step {step} from the "
+                                  f"run's workdir (--mode=export --step={step}).")
+        return params, held
     state = restore_state(config, source, model, image_shape, step, steps_per_epoch)
     return (state.ema_params if config.eval.use_ema else state.params), int(state.step)
