@@ -29,7 +29,8 @@ from vae_jax import (checkpoint, data, jit_cache, optim, parallel, params_file, 
                      runtime, sampling, suite, summaries, train)
 from vae_jax import config as config_lib
 from vae_jax import saves as saves_lib
-from vae_jax.restore import restore_params, restore_state  # noqa: F401 (public here too)
+from vae_jax.restore import is_params_file, restore_params
+from vae_jax.restore import restore_state  # noqa: F401 (public here too)
 from vae_jax.errors import ConfigError, TrainingInterrupted
 from vae_jax.progress import Progress
 
@@ -282,8 +283,8 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
     for the IWAE bound ``config.eval.iwae_k`` (0 skips either); samples stream
     ``config.eval.chunk`` at a time over batches of ``config.eval.ll_batch_size`` images.
     Every figure uses the same binarization of the test set. Printed and written to
-    ``outputs_dir(workdir)``/eval.json with the step, k, data set and seed; bits/dim too for 8-bit
-    likelihoods (distributions.DISCRETE_8BIT).
+    ``outputs_dir(workdir)``/eval.json with the step, k, data set and seed; bits/dim too
+    for 8-bit likelihoods (distributions.DISCRETE_8BIT).
     """
     s = setup(config, outputs_dir(workdir))
     config, ds, model = s.config, s.ds, s.model
@@ -305,12 +306,6 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
         os.makedirs(outputs_dir(workdir), exist_ok=True)
         runtime.write_json(os.path.join(outputs_dir(workdir), "eval.json"), result)
     return result
-
-
-def is_params_file(workdir: str) -> bool:
-    """Whether ``--workdir`` names a parameter file ``--mode=export`` wrote (``.npz``), which
-    ``--mode=eval`` and ``--mode=sample`` read in place of a workdir's checkpoint."""
-    return workdir.endswith(".npz")
 
 
 def outputs_dir(workdir: str) -> str:

@@ -42,12 +42,18 @@ def restore_state(config: ml_collections.ConfigDict, workdir: str, model: nn.Mod
         mngr.close()
 
 
+def is_params_file(source: str) -> bool:
+    """Whether ``source`` (a ``--workdir``) names a parameter file ``--mode=export`` wrote
+    (``.npz``), read in place of a workdir's checkpoint by ``restore_params``."""
+    return source.endswith(".npz")
+
+
 def restore_params(config: ml_collections.ConfigDict, source: str, model: nn.Module,
                    image_shape, step: Optional[int] = None,
                    steps_per_epoch: Optional[int] = None) -> tuple[Any, int]:
     """(evaluation parameters, step): the EMA where ``config.eval.use_ema``, of a workdir's
     checkpoint (latest, or ``step``) or of a ``.npz`` file ``export_params`` wrote."""
-    if source.endswith(".npz"):
+    if is_params_file(source):
         params, meta = params_file.load_for(source, model, image_shape)
         held = int(meta.get("step", -1))
         if step is not None and step != held:
