@@ -131,7 +131,7 @@ def mean_se(values: np.ndarray) -> dict[str, float]:
 
 def evaluate_run(name: str, module: str, variant: str, workdir: str, key: jax.Array) -> dict:
     config = load_config(module, variant, name)
-    s = experiment.setup(config, workdir, check_workdir=not workdir.endswith(".npz"))
+    s = experiment.setup(config, workdir, check_workdir=not experiment.is_params_file(workdir))
     config, ds, model = s.config, s.ds, s.model
     params, step = experiment.restore_params(config, workdir, model, ds.image_shape)
     binarization = config.data.binarization

@@ -286,7 +286,8 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
     ``outputs_dir(workdir)``/eval.json with the step, k, data set and seed; bits/dim too
     for 8-bit likelihoods (distributions.DISCRETE_8BIT).
     """
-    s = setup(config, outputs_dir(workdir))
+    outputs = outputs_dir(workdir)
+    s = setup(config, outputs)
     config, ds, model = s.config, s.ds, s.model
     params, at = restore_params(config, workdir, model, ds.image_shape, step,
                                 s.steps_per_epoch)
@@ -303,8 +304,8 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
                "likelihood": config_lib.likelihood(config)}
     print(json.dumps(result, indent=2, sort_keys=True))
     if jax.process_index() == 0:
-        os.makedirs(outputs_dir(workdir), exist_ok=True)
-        runtime.write_json(os.path.join(outputs_dir(workdir), "eval.json"), result)
+        os.makedirs(outputs, exist_ok=True)
+        runtime.write_json(os.path.join(outputs, "eval.json"), result)
     return result
 
 
