@@ -16,7 +16,7 @@ is that of the per-image differences, far smaller than either model's own when t
 rank the images alike. log p(x) is skipped (and said so) for a model without exact
 per-sample importance weights, e.g. a continuous-time VDM: its ELBO is the figure there.
 Each run's ``step`` is its latest checkpoint's. A run given as ``name=config.py@file.npz``
-is evaluated from the parameter file ``--mode=export`` wrote (``vae_jax.params_file``),
+is evaluated from the parameter file ``--mode=export`` wrote (``vae_jax.run.params_file``),
 with the same figures as from its workdir: how a long evaluation goes on in a later session
 without the workdir (the files kept under ``benchmarks/results/``).
 
@@ -49,8 +49,11 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from vae_jax import active_units, data, evaluate, experiment  # noqa: E402
+from vae_jax import data, evaluate  # noqa: E402
+from vae_jax.evaluate import active_units
+from vae_jax.run import experiment
 from vae_jax import config as config_lib  # noqa: E402
+from vae_jax.run import build
 
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("run", [], "name=config.py[:variant]@workdir; the first is the "
@@ -285,7 +288,7 @@ def main(argv):
     elif not FLAGS.run:
         raise app.UsageError("Give at least one --run=name=config.py[:variant]@workdir.")
     else:
-        key = config_lib.root_keys(FLAGS.seed)["eval"]
+        key = build.root_keys(FLAGS.seed)["eval"]
         results, per_image = {}, {}
         for spec in FLAGS.run:
             name, module, variant, workdir = parse_run(spec)

@@ -41,7 +41,7 @@ import optax  # noqa: E402
 
 from experiments.configs import default as default_config  # noqa: E402
 from vae_jax import data, parallel, train  # noqa: E402
-from vae_jax import config as config_lib  # noqa: E402
+from vae_jax.run import build
 
 BATCH, STEPS, CONV_STEPS = 128, 100, 10
 CONV = dict(name="conv", latent_dim=20, channels=(32, 64), hidden=256, activation="relu",
@@ -53,10 +53,10 @@ def vae_jax_runner(images_np, model_name="mlp"):
     if model_name == "conv":
         config.model = ml_collections.ConfigDict(CONV)
     mesh = parallel.data_mesh()
-    model = config_lib.build_model(config, (28, 28, 1))
+    model = build.build_model(config, (28, 28, 1))
     spe = len(images_np) // BATCH
-    trainer = config_lib.build_trainer(config, model, mesh, spe)
-    keys = config_lib.root_keys(config.seed)
+    trainer = build.build_trainer(config, model, mesh, spe)
+    keys = build.root_keys(config.seed)
     state = jax.device_put(train.create_train_state(keys["init"], model, trainer.optimizer,
                                                     (28, 28, 1)), trainer.replicated)
     images = parallel.put_global(images_np, mesh, trainer.replicated)

@@ -10,7 +10,7 @@ Fashion-MNIST held in memory.
 
 * ``vae_jax``: the library's ``Trainer`` (``lax.scan`` over ``--steps`` steps per dispatch;
   its EMA of the parameters and its metrics included).
-* ``vae_jax, xla_cpu off`` (``--switch_off``): the same with the ``vae_jax.xla_cpu`` fast
+* ``vae_jax, xla_cpu off`` (``--switch_off``): the same with the ``vae_jax.ops`` fast
   paths off, i.e. XLA's own convolutions, whose gradients XLA:CPU runs through its generic
   loop inside the ``lax.scan`` (the library's figure before its stride-1 path).
 * ``pytorch``: the same layers in ``torch.nn`` (``Conv2d``, ``F.gelu(approximate="tanh")``,
@@ -47,7 +47,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from experiments.configs import fashion_mnist_deep_hvae  # noqa: E402
-from vae_jax import config as config_lib, data, parallel, train, xla_cpu  # noqa: E402
+from vae_jax import config as config_lib, data, ops as xla_cpu, parallel, train  # noqa: E402
+from vae_jax.run import build
 
 
 def vae_jax_runner(config, images_np, steps, *, ema=True, flops="compiled"):
@@ -60,10 +61,10 @@ def vae_jax_runner(config, images_np, steps, *, ema=True, flops="compiled"):
     t0 = time.perf_counter()
     image_shape = tuple(images_np.shape[1:])
     mesh = parallel.data_mesh()
-    model = config_lib.build_model(config, image_shape)
+    model = build.build_model(config, image_shape)
     spe = len(images_np) // config.train.batch_size
-    trainer = config_lib.build_trainer(config, model, mesh, spe)
-    keys = config_lib.root_keys(config.seed)
+    trainer = build.build_trainer(config, model, mesh, spe)
+    keys = build.root_keys(config.seed)
     state = jax.device_put(train.create_train_state(keys["init"], model, trainer.optimizer,
                                                     image_shape, ema=ema), trainer.replicated)
     images = trainer.put_train_images(images_np)

@@ -58,7 +58,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from experiments.configs import fashion_mnist_deep_hvae, fashion_mnist_vdm  # noqa: E402
-from vae_jax import config as config_lib, distributions, runtime  # noqa: E402
+from vae_jax import config as config_lib, distributions  # noqa: E402
+from vae_jax.run import runtime
 from vae_jax.data.idx import FASHION_MNIST_DIR  # noqa: E402
 
 # NVIDIA's datasheet figures, dense (no sparsity), TFLOP/s, by jax.devices()[0].device_kind.

@@ -26,8 +26,10 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from vae_jax import active_units, data, evaluate, experiment, losses  # noqa: E402
-from vae_jax import config as config_lib  # noqa: E402
+from vae_jax import data, evaluate, losses  # noqa: E402
+from vae_jax.evaluate import active_units
+from vae_jax.run import experiment
+from vae_jax.run import build
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file.")
@@ -64,7 +66,7 @@ def main(argv):
     state = experiment.restore_state(config, FLAGS.workdir, model, ds.image_shape)
     params = state.ema_params if config.eval.use_ema else state.params
     images = ds.test_images[:FLAGS.num_test] if FLAGS.num_test else ds.test_images
-    key = config_lib.root_keys(config.seed)["eval"]
+    key = build.root_keys(config.seed)["eval"]
     binarization = config.data.binarization
 
     t0 = time.perf_counter()

@@ -41,6 +41,7 @@ import numpy as np  # noqa: E402
 
 from experiments.configs import default as default_config  # noqa: E402
 from vae_jax import config as config_lib  # noqa: E402
+from vae_jax.run import build
 from vae_jax import data, parallel, train  # noqa: E402
 
 
@@ -64,11 +65,11 @@ def bench(name: str) -> None:
             likelihood="bernoulli"))
     ds = data.load(config.data.name)
     mesh = parallel.data_mesh()
-    model = config_lib.build_model(config, ds.image_shape)
+    model = build.build_model(config, ds.image_shape)
     b, spc, n = config.train.batch_size, ARGS.steps_per_call, len(ds.train_images)
     spe = n // b
-    trainer = config_lib.build_trainer(config, model, mesh, spe)
-    keys = config_lib.root_keys(config.seed)
+    trainer = build.build_trainer(config, model, mesh, spe)
+    keys = build.root_keys(config.seed)
     key = jax.jit(lambda k: k, out_shardings=trainer.replicated)(keys["train"])
     images = trainer.put_train_images(ds.train_images)
     shard_mb = max(s.data.nbytes for s in images.addressable_shards) / 2**20

@@ -31,7 +31,7 @@ from flax import traverse_util  # noqa: E402
 
 from experiments.configs import default as default_config  # noqa: E402
 from vae_jax import data, evaluate, parallel, precision, train  # noqa: E402
-from vae_jax import config as config_lib  # noqa: E402
+from vae_jax.run import build
 
 
 def main() -> None:
@@ -46,8 +46,8 @@ def main() -> None:
     config = default_config.get_config()
     ds = data.load(config.data.name)
     mesh = parallel.data_mesh()
-    model = config_lib.build_model(config, ds.image_shape)
-    keys = config_lib.root_keys(config.seed)
+    model = build.build_model(config, ds.image_shape)
+    keys = build.root_keys(config.seed)
     spe = len(ds.train_images) // config.train.batch_size
     print(f"jax {jax.__version__} on {jax.devices()[0].device_kind} ({jax.default_backend()})")
     if args.params:
@@ -55,7 +55,7 @@ def main() -> None:
         params = traverse_util.unflatten_dict({tuple(k.split("/")): jnp.asarray(v)
                                                for k, v in flat.items()})
     else:
-        trainer = config_lib.build_trainer(config, model, mesh, spe)
+        trainer = build.build_trainer(config, model, mesh, spe)
         state = train.create_train_state(keys["init"], model, trainer.optimizer,
                                          ds.image_shape)
         state = jax.device_put(state, trainer.replicated)

@@ -38,7 +38,7 @@ import optax  # noqa: E402
 
 from experiments.configs import default as default_config  # noqa: E402
 from vae_jax import data, losses, parallel, train  # noqa: E402
-from vae_jax import config as config_lib  # noqa: E402
+from vae_jax.run import build
 
 STEPS = 200
 
@@ -88,10 +88,10 @@ def main() -> None:
     config = default_config.get_config()
     ds = data.load(config.data.name)
     mesh = parallel.data_mesh()
-    model = config_lib.build_model(config, ds.image_shape)
+    model = build.build_model(config, ds.image_shape)
     spe = len(ds.train_images) // config.train.batch_size
-    trainer = config_lib.build_trainer(config, model, mesh, spe)
-    keys = config_lib.root_keys(config.seed)
+    trainer = build.build_trainer(config, model, mesh, spe)
+    keys = build.root_keys(config.seed)
     state0 = train.create_train_state(keys["init"], model, trainer.optimizer, ds.image_shape)
     images = jax.device_put(ds.train_images)
     perm = trainer.permutation(keys["order"], 0, len(ds.train_images))

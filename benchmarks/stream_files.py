@@ -56,7 +56,9 @@ from PIL import Image  # noqa: E402
 
 from experiments.configs import default as default_config  # noqa: E402
 from vae_jax import config as config_lib  # noqa: E402
-from vae_jax import data, experiment, parallel, progress, runtime, train  # noqa: E402
+from vae_jax.run import build
+from vae_jax import data, parallel, progress, train  # noqa: E402
+from vae_jax.run import experiment, runtime
 
 
 def _rss_mb() -> float:
@@ -97,12 +99,12 @@ def throughput(model_name: str, shards: str, folder: str) -> None:
     config = _model_config(model_name)
     ds = data.load(config.data.name)
     mesh = parallel.data_mesh()
-    model = config_lib.build_model(config, ds.image_shape)
+    model = build.build_model(config, ds.image_shape)
     b = config.train.batch_size
     steps = ARGS.conv_steps if model_name == "conv" else ARGS.steps
     spc = min(ARGS.steps_per_call, steps)
     steps -= steps % spc
-    keys = config_lib.root_keys(config.seed)
+    keys = build.root_keys(config.seed)
     files = {"npz shards": data.load("npz", data_dir=shards).train_images,
              "png folder": data.load("image_folder", data_dir=folder).train_images}
     variants = {("device", None): ds.train_images}
@@ -112,7 +114,7 @@ def throughput(model_name: str, shards: str, folder: str) -> None:
     for (name, workers), source in variants.items():
         n = len(source)
         spe = n // b
-        trainer = config_lib.build_trainer(config, model, mesh, spe)
+        trainer = build.build_trainer(config, model, mesh, spe)
         key = jax.jit(lambda k: k, out_shardings=trainer.replicated)(keys["train"])
         state = jax.device_put(train.create_train_state(
             keys["init"], model, trainer.optimizer, ds.image_shape), trainer.replicated)

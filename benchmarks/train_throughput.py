@@ -51,8 +51,9 @@ import ml_collections  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from experiments.configs import default as default_config  # noqa: E402
-from vae_jax import data, experiment, parallel, train  # noqa: E402
-from vae_jax import config as config_lib  # noqa: E402
+from vae_jax import data, parallel, train  # noqa: E402
+from vae_jax.run import experiment
+from vae_jax.run import build
 
 
 def peak_host_mb() -> float:
@@ -121,10 +122,10 @@ def bench_model(name: str, args) -> None:
     ds = data.load(config.data.name)
     mesh = parallel.data_mesh()
     parallel.check_batch_size(config.train.batch_size, mesh)
-    model = config_lib.build_model(config, ds.image_shape)
+    model = build.build_model(config, ds.image_shape)
     spe = len(ds.train_images) // config.train.batch_size
-    trainer = config_lib.build_trainer(config, model, mesh, spe)
-    keys = config_lib.root_keys(config.seed)
+    trainer = build.build_trainer(config, model, mesh, spe)
+    keys = build.root_keys(config.seed)
     state = train.create_train_state(keys["init"], model, trainer.optimizer, ds.image_shape)
     state = jax.device_put(state, trainer.replicated)
     images = parallel.put_global(ds.train_images, mesh, trainer.replicated)
@@ -199,7 +200,7 @@ def memory_child(epochs: int) -> None:
     import tempfile
 
     import tensorboardX  # noqa: F401  (import the event writer before the baseline)
-    from vae_jax import checkpoint
+    from vae_jax.run import checkpoint
 
     base, _ = _rss_mb()
     config = default_config.get_config()

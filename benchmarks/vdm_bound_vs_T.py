@@ -1,6 +1,6 @@
 """The L_T-vs-T curve of one trained diffusion model (``vdm`` or ``latent_vdm``): the test
 negative ELBO with the T-step diffusion loss L_T for each --timesteps (0 = continuous time
-L_∞), same schedule, ε-network, decoder and prior (``vae_jax.models.vdm_bounds``).
+L_∞), same schedule, ε-network, decoder and prior (``vae_jax.models.vdm.bounds``).
 
     python benchmarks/vdm_bound_vs_T.py --config=experiments/configs/fashion_mnist_vdm.py \
         --workdir=runs/vdm [--timesteps=10,100,1000,0] [--num_test=1000] [--num_draws=1]
@@ -27,9 +27,10 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from vae_jax import data, evaluate, experiment  # noqa: E402
-from vae_jax import config as config_lib  # noqa: E402
-from vae_jax.models import vdm_bounds  # noqa: E402
+from vae_jax import data, evaluate  # noqa: E402
+from vae_jax.run import experiment
+from vae_jax.run import build
+from vae_jax.models.vdm import bounds as vdm_bounds  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file.")
@@ -65,7 +66,7 @@ def main(argv):
     state = experiment.restore_state(config, FLAGS.workdir, model, ds.image_shape)
     params = state.ema_params if config.eval.use_ema else state.params
     images = ds.test_images[:FLAGS.num_test] if FLAGS.num_test else ds.test_images
-    key = config_lib.root_keys(config.seed)["eval"]
+    key = build.root_keys(config.seed)["eval"]
     t0 = time.perf_counter()
     fn = jax.jit(functools.partial(_batch, model=model, binarization=config.data.binarization,
                                    timesteps=steps, num_draws=FLAGS.num_draws))

@@ -129,6 +129,7 @@ def train_calls(rounds: int) -> None:
 
     from experiments.configs import default
     from vae_jax import config as config_lib, parallel, train
+    from vae_jax.run import build
 
     ns: dict = {}
     exec(MINIMAL.split("key = jax.random.key(42)")[0].replace("int(sys.argv[1])", "1"), ns)
@@ -136,10 +137,10 @@ def train_calls(rounds: int) -> None:
     config.data.binarization = "static"
     images = (ns["idx"]("train-images-idx3-ubyte.gz").reshape(-1, 28, 28, 1) > 127)
     images = images.astype(np.uint8) * 255
-    model = config_lib.build_model(config, (28, 28, 1))
+    model = build.build_model(config, (28, 28, 1))
     steps = len(images) // config.train.batch_size
-    trainer = config_lib.build_trainer(config, model, parallel.data_mesh(), steps)
-    keys = config_lib.root_keys(config.seed)
+    trainer = build.build_trainer(config, model, parallel.data_mesh(), steps)
+    keys = build.root_keys(config.seed)
     box = {"state": train.create_train_state(keys["init"], model, trainer.optimizer,
                                              (28, 28, 1), ema=config_lib.keeps_ema(config)),
            "params": ns["params"], "opt": ns["opt_state"]}

@@ -10,7 +10,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -121,7 +121,8 @@ ds = vae_jax.data.load(config.data.name, download=config.data.download)
 print(ds.name, "train", ds.train_images.shape, "test", ds.test_images.shape,
       ds.train_images.dtype)
 plt.figure(figsize=(6, 1.2))
-plt.imshow(vae_jax.sampling.image_grid(ds.test_images[:16], ncols=16)[..., 0], cmap="gray")
+grid = vae_jax.evaluate.sampling.image_grid(ds.test_images[:16], ncols=16)
+plt.imshow(grid[..., 0], cmap="gray")
 plt.axis("off");
 
 # %% [markdown]
@@ -138,11 +139,11 @@ print("trained to step", int(state.step))
 # %% [markdown]
 # ## Loss curve
 #
-# `vae_jax.logs.read_scalars` reads back what the run logged: the training loss (negative
-# ELBO, nats per image, averaged over the steps between logs) and the test ELBO.
+# `vae_jax.read_scalars` reads back what the run logged: the training loss (negative ELBO,
+# nats per image, averaged over the steps between logs) and the test ELBO.
 
 # %%
-scalars = vae_jax.logs.read_scalars(WORKDIR)
+scalars = vae_jax.read_scalars(WORKDIR)
 fig, ax = plt.subplots(figsize=(6, 3.5))
 ax.plot(*scalars["train_loss"], label="train: −ELBO")
 steps, test_elbo = scalars["test_elbo"]
@@ -153,17 +154,18 @@ ax.set_ylim(top=np.percentile(scalars["train_loss"][1], 95));
 # %% [markdown]
 # ## Reconstructions and prior samples
 #
-# `vae_jax.sampling` has pure functions of `(params, inputs, *, model)` returning images in
-# [0, 1]: reconstructions decode the posterior mean μ(x); prior samples decode
+# `vae_jax.evaluate.sampling` has pure functions of `(params, inputs, *, model)` returning
+# images in [0, 1]: reconstructions decode the posterior mean μ(x); prior samples decode
 # z ~ N(0, T² I) (temperature T < 1 gives cleaner, less varied samples).
 
 # %%
 import jax
 import jax.numpy as jnp
 
-from vae_jax import sampling
+from vae_jax.evaluate import sampling
+from vae_jax.run import build
 
-model = vae_jax.config.build_model(config, ds.image_shape)
+model = build.build_model(config, ds.image_shape)
 params = state.params
 x = sampling.display_inputs(ds.test_images[:16], config.data.binarization)
 recon = sampling.reconstructions(params, x, model=model)
@@ -221,12 +223,13 @@ print(f"{N} test images: ELBO {elbo.mean():.2f}  log p(x) ≈ {log_px.mean():.2f
 # %% [markdown]
 # ## Save and reload a checkpoint
 #
-# Training saved orbax checkpoints in `WORKDIR/checkpoints`. `vae_jax.experiment.restore_state`
-# rebuilds the `TrainState` (params, optimizer state, EMA params, step), exactly as
-# `--mode=eval` and `--mode=sample` do; the restored model reconstructs identically.
+# Training saved orbax checkpoints in `WORKDIR/checkpoints`.
+# `vae_jax.run.experiment.restore_state` rebuilds the `TrainState` (params, optimizer state,
+# EMA params, step), exactly as `--mode=eval` and `--mode=sample` do; the restored model
+# reconstructs identically.
 
 # %%
-restored = vae_jax.experiment.restore_state(config, WORKDIR, model, ds.image_shape)
+restored = vae_jax.run.experiment.restore_state(config, WORKDIR, model, ds.image_shape)
 same = jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)),
                                  restored.params, state.params))
 recon2 = sampling.reconstructions(restored.params, x, model=model)

@@ -41,9 +41,9 @@ def run(cmd: list[str], environ: dict, timeout: float = 240) -> subprocess.Compl
 
 def final_state(workdir: str, config, image_shape=(28, 28, 1)):
     """The TrainState in workdir's latest checkpoint, read back with orbax (checksummed)."""
-    from vae_jax import config as config_lib, experiment
+    from vae_jax.run import build, experiment
 
-    model = config_lib.build_model(config, image_shape)
+    model = build.build_model(config, image_shape)
     return experiment.restore_state(config, workdir, model, image_shape)
 
 

@@ -1,4 +1,4 @@
-"""Run ``experiments.main`` with one fault injected for real, for tests/test_reliability.py.
+"""Run the ``vae-jax`` command (``vae_jax.cli``) with one fault injected for real, for tests/test_reliability.py.
 
     VAE_JAX_FAULT=KIND:STEP python tests/fault_driver.py --config=... --workdir=...
 
@@ -57,9 +57,9 @@ def _install(kind: str, step: int) -> None:
 
         from orbax.checkpoint.path import atomicity
 
-        from vae_jax import runtime
+        from vae_jax.run import logs
 
-        original, write = atomicity.AtomicRenameTemporaryPath.finalize, runtime.MetricsLog.write
+        original, write = atomicity.AtomicRenameTemporaryPath.finalize, logs.MetricsLog.write
         later = []
         logged = threading.Event()
 
@@ -77,25 +77,25 @@ def _install(kind: str, step: int) -> None:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.get()))
             return await original(self, *args, **kwargs)
 
-        runtime.MetricsLog.write = write_and_tell
+        logs.MetricsLog.write = write_and_tell
         atomicity.AtomicRenameTemporaryPath.finalize = finalize
     elif kind == "sigterm_after":
-        from vae_jax import runtime
+        from vae_jax.run import logs
 
-        original = runtime.MetricsLog.write
+        original = logs.MetricsLog.write
 
         def write(self, s, what, values):
             original(self, s, what, values)
             if s == step and what == "train":
                 os.kill(os.getpid(), signal.SIGTERM)
 
-        runtime.MetricsLog.write = write
+        logs.MetricsLog.write = write
     elif kind == "pause_after":
         import time
 
-        from vae_jax import runtime, saves as saves_lib
+        from vae_jax.run import checkpoint, logs
 
-        original, init = runtime.MetricsLog.write, saves_lib.TrainingSaves.__init__
+        original, init = logs.MetricsLog.write, checkpoint.TrainingSaves.__init__
         folder = os.environ["VAE_JAX_PAUSE_DIR"]
         saves = []
 
@@ -114,12 +114,12 @@ def _install(kind: str, step: int) -> None:
                     assert time.time() < deadline, "fault_driver: never told to go on"
                     time.sleep(0.05)
 
-        runtime.MetricsLog.write = write
-        saves_lib.TrainingSaves.__init__ = remember
+        logs.MetricsLog.write = write
+        checkpoint.TrainingSaves.__init__ = remember
     elif kind == "fill_disk_after_checkpoint":
         import errno
 
-        from vae_jax import checkpoint
+        from vae_jax.run import checkpoint
 
         original = checkpoint.save
 
@@ -144,8 +144,6 @@ def _install(kind: str, step: int) -> None:
 if __name__ == "__main__":
     kind, step = os.environ["VAE_JAX_FAULT"].split(":")
     _install(kind, int(step))
-    from absl import app
+    from vae_jax import cli
 
-    from experiments import main
-
-    app.run(main.main)
+    cli.main()

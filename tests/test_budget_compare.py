@@ -15,7 +15,7 @@ import pytest
 import _runs  # noqa: E402
 from conftest import requires_fashion_mnist  # noqa: E402
 from experiments.configs import smoke  # noqa: E402
-from vae_jax import experiment  # noqa: E402
+from vae_jax.run import experiment  # noqa: E402
 
 pytestmark = requires_fashion_mnist
 SCRIPT = os.path.join(_runs.ROOT, "benchmarks", "budget_compare.py")

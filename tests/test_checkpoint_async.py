@@ -24,7 +24,8 @@ from orbax.checkpoint.path import atomicity
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _runs  # noqa: E402
-from vae_jax import checkpoint, errors, runtime, saves as saves_lib  # noqa: E402
+from vae_jax import errors  # noqa: E402
+from vae_jax.run import checkpoint, runtime
 
 
 def _state(seed):
@@ -69,7 +70,7 @@ def test_save_returns_before_the_write_is_finalised_only_when_async(tmp_path, fi
 
     finalize_hook[0] = hold
     mngr = checkpoint.manager(str(tmp_path / "ckpt"), async_save=asynchronous)
-    saves = saves_lib.TrainingSaves(mngr, _guard())
+    saves = checkpoint.TrainingSaves(mngr, _guard())
     saves.save(10, _state(10))
     names = os.listdir(tmp_path / "ckpt")
     # Async: the write's tmp folder is made on orbax's thread, which a loaded machine may not
@@ -103,7 +104,7 @@ def test_async_checkpoint_holds_the_state_as_saved_though_it_was_donated_at_once
     # its buffers from being donated (a CPU array read on the host is a view of them)
     want = jax.tree.map(lambda x: np.array(jnp.copy(x)), state)
     mngr = checkpoint.manager(str(tmp_path / "ckpt"), async_save=True)
-    saves = saves_lib.TrainingSaves(mngr, _guard())
+    saves = checkpoint.TrainingSaves(mngr, _guard())
     saves.save(10, state)
     for _ in range(3):
         state = step(state)
@@ -127,7 +128,7 @@ def test_a_failed_background_write_is_a_write_error_naming_its_step(tmp_path, fi
 
     finalize_hook[0] = fail
     mngr = checkpoint.manager(str(tmp_path / "ckpt"), async_save=True)
-    saves = saves_lib.TrainingSaves(mngr, _guard())
+    saves = checkpoint.TrainingSaves(mngr, _guard())
     saves.save(10, _state(10))
     saves.save(20, _state(20))  # returns: the write fails later, on orbax's thread
     with pytest.raises(errors.WriteError) as e:

@@ -7,6 +7,7 @@ import pytest
 
 from experiments.configs import burda, default, fmnist_8bit_conv, smoke
 from vae_jax import config as config_lib
+from vae_jax.run import build
 from vae_jax import errors, losses
 
 
@@ -73,11 +74,11 @@ def test_loss_options_are_bound_from_the_registry():
     """Each objective gets exactly the config.loss fields it registered; an option it does
     not read, set away from its default, is refused naming the field."""
     config = config_lib.resolve(smoke.get_config())
-    model = config_lib.build_model(config, (28, 28, 1))
-    assert set(config_lib.build_loss(config, model).keywords) == {"model", "num_samples",
+    model = build.build_model(config, (28, 28, 1))
+    assert set(build.build_loss(config, model).keywords) == {"model", "num_samples",
                                                                   "free_bits"}
     config.loss.name = "iwae"
-    assert set(config_lib.build_loss(config, model).keywords) == {"model", "num_samples"}
+    assert set(build.build_loss(config, model).keywords) == {"model", "num_samples"}
     config.loss.free_bits = 0.5
     with pytest.raises(errors.ConfigError, match="config.loss.free_bits=0.5 has no meaning "
                                                  "for loss 'iwae'"):
@@ -95,7 +96,7 @@ def test_a_new_objective_is_a_function_and_a_register_call():
         config = smoke.get_config()
         config.loss.name = "test_scaled_elbo"
         config = config_lib.resolve(config)
-        fn = config_lib.build_loss(config, config_lib.build_model(config, (28, 28, 1)))
+        fn = build.build_loss(config, build.build_model(config, (28, 28, 1)))
         assert fn.func is scaled and fn.keywords["num_samples"] == 1
     finally:
         losses.unregister("test_scaled_elbo")
@@ -114,11 +115,11 @@ def test_root_keys_are_four_distinct_keys_of_the_seed():
     import jax
     import numpy as np
 
-    keys = config_lib.root_keys(0)
+    keys = build.root_keys(0)
     assert list(keys) == ["init", "train", "order", "eval"]
     data = [tuple(np.asarray(jax.random.key_data(k))) for k in keys.values()]
     assert len(set(data)) == 4
-    np.testing.assert_array_equal(jax.random.key_data(config_lib.root_keys(0)["train"]),
+    np.testing.assert_array_equal(jax.random.key_data(build.root_keys(0)["train"]),
                                   jax.random.key_data(jax.random.split(jax.random.key(0),
                                                                        4)[1]))
 
@@ -142,15 +143,15 @@ def test_every_shipped_config_resolves_and_its_model_fits_its_images(name, varia
     module = importlib.import_module(f"experiments.configs.{name}")
     config = config_lib.resolve(module.get_config(variant) if variant else module.get_config())
     shape = IMAGE_SHAPES[config.data.name]
-    model = config_lib.build_model(config, shape)
-    config_lib.check_model_fits(model, shape, config.model.name)  # traced, not compiled
+    model = build.build_model(config, shape)
+    build.check_model_fits(model, shape, config.model.name)  # traced, not compiled
 
 
 def test_the_cpu_sized_deep_hvae_has_ten_layers_under_a_deterministic_top_block():
     from experiments.configs import fashion_mnist_deep_hvae
 
     config = config_lib.resolve(fashion_mnist_deep_hvae.get_config("cpu"))
-    model = config_lib.build_model(config, (28, 28, 1))
+    model = build.build_model(config, (28, 28, 1))
     assert model.num_layers == 10 and model.stochastic[-1] is False   # the 28x28 block
     assert model.widths == (16, 32, 64, 128) and model.bottleneck == 0.5
     assert config.data.binarization != "none" and model.likelihood == "bernoulli"
@@ -164,7 +165,7 @@ def test_the_cpu_sized_deep_hvaes_cosine_decay_ends_with_the_run():
     changes the run's length (a FieldReference, resolved after the overrides): a 20-epoch
     run resumed with 30 (``ONLY=cpu_extend``) restarts at the stretched cosine's 5e-4."""
     from experiments.configs import fashion_mnist_deep_hvae
-    from vae_jax import optim
+    from vae_jax.train import optim
 
     for epochs in (20, 3, 30):
         config = fashion_mnist_deep_hvae.get_config("cpu")
@@ -202,6 +203,6 @@ def test_the_8bit_latent_vdm_is_the_conv_vae_with_a_vdm_prior():
     assert (a["model"].pop("name"), a["model"].pop("backbone"), b["model"].pop("name")) == (
         "latent_vdm", "resnet", "resnet")
     assert a == b
-    ours, theirs = (config_lib.build_model(c, (28, 28, 1)) for c in (latent, conv))
+    ours, theirs = (build.build_model(c, (28, 28, 1)) for c in (latent, conv))
     assert (ours.encoder, ours.decoder) == (theirs.encoder, theirs.decoder)
     assert ours.likelihood == theirs.likelihood and config_lib.is_8bit(latent)

@@ -18,7 +18,8 @@ from PIL import Image
 import _runs
 from conftest import requires_fashion_mnist
 from experiments.configs import smoke
-from vae_jax import checkpoint, data, errors, experiment, parallel
+from vae_jax import data, errors, parallel
+from vae_jax.run import checkpoint, experiment
 from vae_jax import config as config_lib
 
 

@@ -49,8 +49,10 @@ def test_each_process_gets_its_devices_rows_and_an_empty_share_is_an_error():
 CODE = """
 import jax, jax.numpy as jnp, numpy as np
 from experiments.configs import default, smoke
-from vae_jax import data, experiment, parallel, train
+from vae_jax import data, parallel, train
+from vae_jax.run import experiment
 from vae_jax import config as config_lib
+from vae_jax.run import build
 assert jax.device_count() == 8
 mesh = parallel.data_mesh()
 
@@ -88,12 +90,12 @@ assert placed == [((60000, 28, 28, 1), "P('data',)", [7500], 8)], placed
 # 3. the default config: sharded and replicated placements give the same parameters
 config = config_lib.resolve(default.get_config())
 ds = data.load(config.data.name)
-model = config_lib.build_model(config, ds.image_shape)
-keys = config_lib.root_keys(config.seed)
+model = build.build_model(config, ds.image_shape)
+keys = build.root_keys(config.seed)
 spe = len(ds.train_images) // config.train.batch_size
 out = []
 for shard in (True, False):
-    trainer = config_lib.build_trainer(config, model, mesh, spe)
+    trainer = build.build_trainer(config, model, mesh, spe)
     trainer.shard_data = shard
     state = jax.device_put(train.create_train_state(keys["init"], model, trainer.optimizer,
                                                     ds.image_shape), trainer.replicated)

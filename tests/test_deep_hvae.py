@@ -11,10 +11,11 @@ import numpy as np
 import optax
 import pytest
 
-from vae_jax import active_units, evaluate, losses, sampling
+from vae_jax import evaluate, losses
+from vae_jax.evaluate import active_units, sampling
 from vae_jax.models.deep_hvae import (DeepHVAE, deep_hvae_model, depth_to_space,
                                       space_to_depth)
-from vae_jax.models.deep_hvae_blocks import Bottleneck, TopDownBlock, soft_clamp
+from vae_jax.models.deep_hvae.blocks import Bottleneck, TopDownBlock, soft_clamp
 
 # Model initialisation compiles one RNG program per parameter; XLA's optimisations buy
 # nothing there and cost most of the compile time on the CPU.

@@ -15,7 +15,8 @@ import pytest
 from conftest import run_python
 import _runs  # noqa: E402  (tests/ helpers)
 from experiments.configs import smoke
-from vae_jax import checkpoint, errors, experiment
+from vae_jax import errors
+from vae_jax.run import checkpoint, experiment
 
 pytestmark = pytest.mark.slow  # each run compiles a deep_hvae: tens of seconds on the CPU
 
@@ -135,7 +136,7 @@ CODE_8_DEVICES = """
 import sys, jax, numpy as np
 sys.path.insert(0, "tests")
 from test_deep_hvae_loop import make_config
-from vae_jax import experiment
+from vae_jax.run import experiment
 assert jax.device_count() == 8, jax.devices()
 config = make_config({data!r}, 9)
 # one call an epoch (3 steps), evaluated once at the end (test_vdm_loop's 8-device run

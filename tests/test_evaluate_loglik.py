@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 from vae_jax import distributions as dist
-from vae_jax import evaluate, experiment, models
+from vae_jax import evaluate, models
+from vae_jax.run import experiment
 from vae_jax import precision as precision_lib
-from vae_jax.xla_cpu import compile as xla_compile
+from vae_jax.ops import compile as xla_compile
 
 from conftest import requires_fashion_mnist, run_python
 

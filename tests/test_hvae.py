@@ -11,8 +11,11 @@ import numpy as np
 import pytest
 
 from conftest import requires_fashion_mnist
-from vae_jax import active_units, experiment, losses, models, sampling
+from vae_jax import losses, models
+from vae_jax.evaluate import active_units, sampling
+from vae_jax.run import experiment
 from vae_jax import config as config_lib
+from vae_jax.run import build
 from vae_jax.models.hvae import HVAE, precision_weighted, vae_to_hvae_params
 
 INFERENCES = ("markov", "ladder")
@@ -310,7 +313,8 @@ def test_the_suites_one_pass_equals_its_elbo_and_active_units_calls():
     """The training loop's evaluation runs the ELBO and the active units' posterior means in
     one program (the encoder once): the same terms and counts as the two separate passes,
     for a plain VAE and a two-layer HVAE (Monte Carlo means, dynamic binarization)."""
-    from vae_jax import parallel, suite
+    from vae_jax import parallel
+    from vae_jax.evaluate import suite
 
     images = np.asarray(jax.random.randint(jax.random.key(3), (60, 4, 4, 1), 0, 256),
                         np.uint8)
@@ -370,7 +374,7 @@ def test_burda_two_layer_config_builds_the_paper_architecture():
         config = mnist_iwae_2layer.get_config(loss)
         config_lib.resolve(config)
         assert config.loss.name == loss
-    model = config_lib.build_model(config, (28, 28, 1))
+    model = build.build_model(config, (28, 28, 1))
     params = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 28, 28, 1)),
                             jax.random.key(1))
     shapes = {f"{m}/{l}": v["kernel"].shape for m, d in params["params"].items()

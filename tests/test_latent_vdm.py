@@ -1,4 +1,4 @@
-"""Latent diffusion model (vae_jax/models/latent_vdm.py): the bound's terms and weights, for
+"""Latent diffusion model (vae_jax/models/vdm/latent.py): the bound's terms and weights, for
 each backbone (the MLP and the resnet VAE's encoder and decoder)."""
 
 import math
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from vae_jax import losses, models
-from vae_jax.models.latent_vdm import latent_vdm_model
+from vae_jax.models.vdm.latent import latent_vdm_model
 
 IMAGE = (4, 4, 1)
 # Each backbone's own fields at a tiny size (4x4 images: two stride-2 stages for the resnet).

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from vae_jax import xla_cpu
+from vae_jax import ops
 from vae_jax.models import layers
 
 pytestmark = pytest.mark.skipif(jax.default_backend() != "cpu",
@@ -138,11 +138,11 @@ def test_stride_one_gradients_inside_a_loop_are_canonical_convolutions():
         return layers.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=layers.NHWC)
 
     assert _conv_labels_in_a_scan(conv, x, k) == {"b01f_01io->b01f"}
-    xla_cpu.set_enabled(False)
+    ops.set_enabled(False)
     try:   # the switch off: lax's own convolution and gradients
         assert not _uses_canonical_vjp(conv, x, k)
     finally:
-        xla_cpu.set_enabled(True)
+        ops.set_enabled(True)
 
 
 def test_stride_one_paddings_outside_the_path_and_other_layouts_stay_with_xla():

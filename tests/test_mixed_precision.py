@@ -1,4 +1,4 @@
-"""bf16 compute (``config.train.compute_dtype``, ``vae_jax.mixed_precision``) on every
+"""bf16 compute (``config.train.compute_dtype``, ``vae_jax.train.mixed_precision``) on every
 registered model: the bf16 loss agrees with the float32 one within a stated tolerance, the
 linear layers really run in bf16, parameters / optimizer state / EMA stay float32, and the
 float32 default is today's loss function itself."""
@@ -12,7 +12,9 @@ import optax
 import pytest
 
 import _runs
-from vae_jax import config as config_lib, data, mixed_precision, models, train
+from vae_jax import config as config_lib, data, models, train
+from vae_jax.run import build
+from vae_jax.train import mixed_precision
 
 SHAPE = (8, 8, 1)
 MODELS = {
@@ -42,8 +44,8 @@ def _config(name, dtype):
 
 def _loss_and_grads(name, dtype):
     config = _config(name, dtype)
-    model = config_lib.build_model(config, SHAPE)
-    loss_fn = config_lib.train_loss(config, model)
+    model = build.build_model(config, SHAPE)
+    loss_fn = build.train_loss(config, model)
     # the training loop's own init program (the loop tests compile the same models at this
     # shape, so the session's compilation cache compiles it once)
     params = train.create_train_state(jax.random.key(0), model, optax.adam(1e-3), SHAPE).params
@@ -81,12 +83,12 @@ def test_bf16_loss_agrees_with_float32_and_grads_stay_float32(name):
 
 def test_bf16_step_keeps_params_optimizer_state_and_ema_float32():
     config = _config("mlp", "bfloat16")
-    model = config_lib.build_model(config, SHAPE)
+    model = build.build_model(config, SHAPE)
     tx = optax.adam(1e-3)
     state = train.create_train_state(jax.random.key(0), model, tx, SHAPE)
     batch = jnp.asarray(np.random.default_rng(0).integers(0, 256, (8, *SHAPE)), jnp.uint8)
     new, metrics = jax.jit(lambda s: train.train_step(
-        s, batch, jax.random.key(1), loss_fn=config_lib.train_loss(config, model),
+        s, batch, jax.random.key(1), loss_fn=build.train_loss(config, model),
         optimizer=tx, binarization="dynamic", beta_fn=lambda s: 1.0, ema_decay=0.9))(state)
     floats = [x for x in jax.tree.leaves(new) if jnp.issubdtype(x.dtype, jnp.floating)]
     assert floats and all(x.dtype == jnp.float32 for x in floats)
@@ -98,9 +100,9 @@ def test_bf16_step_keeps_params_optimizer_state_and_ema_float32():
 
 def test_float32_is_the_plain_loss_and_unknown_dtypes_are_refused():
     config = _config("mlp", "float32")
-    model = config_lib.build_model(config, SHAPE)
-    fn = config_lib.train_loss(config, model)
-    ref = config_lib.build_loss(config, model)
+    model = build.build_model(config, SHAPE)
+    fn = build.train_loss(config, model)
+    ref = build.build_loss(config, model)
     assert fn.func is ref.func and fn.keywords == ref.keywords  # the same partial, unwrapped
     assert mixed_precision.in_compute_dtype(ref, "float32") is ref
     with pytest.raises(ValueError, match="float16"):

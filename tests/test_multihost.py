@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _runs  # noqa: E402
 from conftest import requires_fashion_mnist  # noqa: E402
 from experiments.configs import smoke  # noqa: E402
-from vae_jax import runtime  # noqa: E402
+from vae_jax.run import logs  # noqa: E402
 
 pytestmark = requires_fashion_mnist
 
@@ -69,7 +69,7 @@ def test_two_processes_match_one_process(tmp_path):
         # Only process 0 writes: one TensorBoard file, each metrics step once, the same
         # numbers.
         assert len(glob.glob(os.path.join(multi, "events.out.tfevents.*"))) == 1
-        log = runtime.MetricsLog.read
+        log = logs.MetricsLog.read
         multi_records = log(os.path.join(multi, "metrics.jsonl"))
         assert [r["step"] for r in multi_records if r["kind"] == "train"] == [5, 10, 15, 20]
         assert multi_records == log(os.path.join(single, "metrics.jsonl"))

@@ -12,7 +12,7 @@ import pytest
 
 import _runs  # noqa: E402  (tests/ helpers)
 from experiments.configs import smoke
-from vae_jax import experiment
+from vae_jax.run import experiment
 
 MODELS = {
     "deep_hvae": dict(resolutions=(8, 4), encoder_blocks=1, decoder_blocks=(1, 1), widths=8,

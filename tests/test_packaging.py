@@ -10,6 +10,7 @@ import sys
 import tomllib
 
 import pytest
+import setuptools
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -32,8 +33,8 @@ def test_the_core_install_has_no_tensorflow():
 
 
 def test_importing_and_running_the_library_loads_no_tensorflow():
-    code = ("import sys, vae_jax, vae_jax.experiment, vae_jax.summaries, vae_jax.logs; "
-            "vae_jax.summaries.ScalarWriter('/tmp', enabled=False); "
+    code = ("import sys, vae_jax, vae_jax.cli, vae_jax.run.experiment, vae_jax.run.logs; "
+            "vae_jax.run.logs.ScalarWriter('/tmp', enabled=False); "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
             "('tensorflow', 'clu', 'tensorflow_datasets')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -46,9 +47,14 @@ def test_one_version_source():
     assert importlib.metadata.version("vae_jax") == vae_jax.__version__
 
 
-def test_console_script_is_the_launcher():
+def test_console_scripts_live_in_the_package_and_only_it_is_installed():
     scripts = {e.name: e.value for e in importlib.metadata.entry_points(group="console_scripts")}
-    assert scripts.get("vae-jax") == "experiments.main:cli"
+    assert scripts.get("vae-jax") == "vae_jax.cli:main"
+    assert scripts.get("vae-jax-sweep") == "vae_jax.run.sweep:main"
+    include = _pyproject()["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = setuptools.find_packages(ROOT, include=include)
+    assert "vae_jax" in packages and "vae_jax.models.vdm" in packages
+    assert {p.split(".")[0] for p in packages} == {"vae_jax"}, packages  # no `experiments`
     assert os.path.isfile(os.path.join(ROOT, "vae_jax", "py.typed"))
     assert "Apache License" in open(os.path.join(ROOT, "LICENSE")).read(200)
 

@@ -1,4 +1,4 @@
-"""vae_jax.params_file and ``--mode=export``: a model's parameters as one checksummed .npz,
+"""vae_jax.run.params_file and ``--mode=export``: a model's parameters as one checksummed .npz,
 loaded back bit for bit into the model they came from and refused for anything else."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import pytest
 
 from conftest import requires_fashion_mnist
 from experiments.configs import smoke
-from vae_jax import experiment, models, params_file
+from vae_jax import models
+from vae_jax.run import experiment, params_file
 from vae_jax.errors import CheckpointError, CheckpointMismatchError, ConfigError
 
 

@@ -28,8 +28,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _runs  # noqa: E402
 from conftest import requires_fashion_mnist  # noqa: E402
 from experiments.configs import smoke  # noqa: E402
-from vae_jax import checkpoint, errors, experiment, losses, models, optim, runtime, train  # noqa: E402
-from vae_jax import config as config_lib  # noqa: E402
+from vae_jax import errors, losses, models, train  # noqa: E402
+from vae_jax.run import build, checkpoint, experiment, logs, runtime
+from vae_jax.train import optim
 
 pytestmark = requires_fashion_mnist
 
@@ -48,7 +49,7 @@ def ckpt_steps(workdir) -> list[int]:
 
 
 def records(workdir, kind):
-    return [r for r in runtime.MetricsLog.read(os.path.join(workdir, "metrics.jsonl"))
+    return [r for r in logs.MetricsLog.read(os.path.join(workdir, "metrics.jsonl"))
             if r["kind"] == kind]
 
 
@@ -151,12 +152,12 @@ def test_same_seed_is_bit_identical(base, tmp_path):
     again = experiment.train_and_evaluate(smoke_config(), str(tmp_path / "again"))
     _runs.assert_same_state(again, state)
     config, shape = smoke_config(), (28, 28, 1)
-    model = config_lib.build_model(config, shape)
+    model = build.build_model(config, shape)
     at_10 = [experiment.restore_state(config, w, model, shape, step=10)
              for w in (workdir, str(tmp_path / "again"))]
     assert int(at_10[0].step) == 10
     _runs.assert_same_state(*at_10)
-    other = train.create_train_state(jax.random.key(1), config_lib.build_model(
+    other = train.create_train_state(jax.random.key(1), build.build_model(
         smoke_config(), (28, 28, 1)), optax.adam(1e-3), (28, 28, 1))
     assert not np.array_equal(jax.tree.leaves(other.params)[0],
                               jax.tree.leaves(state.params)[0])
@@ -170,14 +171,14 @@ def test_sigint_saves_and_exits_with_a_message(base, tmp_path, monkeypatch, caps
     workdir, _ = base
     copy = str(tmp_path / "copy")
     shutil.copytree(workdir, copy)
-    write = runtime.MetricsLog.write
+    write = logs.MetricsLog.write
 
     def write_then_interrupt(self, step, kind, values):
         write(self, step, kind, values)
         if step == 25 and kind == "train":
             os.kill(os.getpid(), signal.SIGINT)
 
-    monkeypatch.setattr(runtime.MetricsLog, "write", write_then_interrupt)
+    monkeypatch.setattr(logs.MetricsLog, "write", write_then_interrupt)
     config = smoke_config(train__num_steps=30)
     with pytest.raises(SystemExit) as e:
         experiment.train_and_evaluate(config, copy)
@@ -376,7 +377,7 @@ def test_skip_nonfinite_discards_exactly_the_bad_updates():
     """A beta schedule that is NaN at step 1 only: with skip, step 1 changes nothing but the
     counter and step 0 is the ordinary update; without skip, NaN reaches the weights."""
     config = smoke_config()
-    model = config_lib.build_model(config, (28, 28, 1))
+    model = build.build_model(config, (28, 28, 1))
     tx = optax.adam(1e-3)
     loss_fn = lambda p, x, k, beta: losses.get("elbo")(p, x, k, model=model, beta=beta)
     nan_at_1 = lambda s: jnp.where(s == 1, jnp.nan, 1.0)
@@ -607,7 +608,7 @@ def test_full_disk_stops_with_one_paragraph_and_resumes_bit_identical(base, tmp_
     assert f"The last good checkpoint, step 10 in {workdir}/checkpoints, is kept" in line
     assert "free space on that filesystem, then run the same command again" in line
     assert os.listdir(os.path.join(workdir, "checkpoints")) == ["10"]
-    assert max(r["step"] for r in runtime.MetricsLog.read(
+    assert max(r["step"] for r in logs.MetricsLog.read(
         os.path.join(workdir, "metrics.jsonl"))) == 10
 
     filler.unlink()
@@ -637,7 +638,7 @@ def test_a_background_write_that_fails_is_reported_one_save_late(base, tmp_path)
     assert f"Cannot write {workdir}/checkpoints/30: No space left on device (ENOSPC)" in line
     assert f"The last good checkpoint, step 20 in {workdir}/checkpoints, is kept" in line
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["10", "20"]
-    assert max(r["step"] for r in runtime.MetricsLog.read(
+    assert max(r["step"] for r in logs.MetricsLog.read(
         os.path.join(workdir, "metrics.jsonl"))) == 20
     assert records(workdir, "train") == records(base[0], "train")
     _runs.assert_same_state(_runs.final_state(workdir, smoke_config()), base[1])

@@ -11,7 +11,8 @@ from PIL import Image
 from scipy.stats import norm
 
 from vae_jax import config as config_lib
-from vae_jax import data, models, sampling
+from vae_jax import data, models
+from vae_jax.evaluate import sampling
 
 SHAPE = (8, 8, 1)
 

@@ -13,6 +13,7 @@ import pytest
 
 import _runs
 from vae_jax import config as config_lib, losses, train
+from vae_jax.run import build
 
 SHAPE = (8, 8, 1)
 
@@ -20,7 +21,7 @@ SHAPE = (8, 8, 1)
 def _setup():
     config = config_lib.defaults()
     config.model.hidden, config.model.latent_dim = (16,), 3
-    model = config_lib.build_model(config, SHAPE)
+    model = build.build_model(config, SHAPE)
     tx = optax.adam(1e-2)
     loss_fn = lambda p, x, k, beta: losses.get("elbo")(p, x, k, model=model, beta=beta)
     batch = jnp.asarray(np.random.default_rng(0).integers(0, 256, (8, *SHAPE)), jnp.uint8)
@@ -140,7 +141,7 @@ def test_config_field_reaches_the_trainer():
     config = config_lib.resolve(config_lib.defaults())
     assert config.optim.skip_grad_norm == 0.0
     config.optim.skip_grad_norm = 3.5
-    trainer = config_lib.build_trainer(config, config_lib.build_model(config, SHAPE),
+    trainer = build.build_trainer(config, build.build_model(config, SHAPE),
                                        jax.sharding.Mesh(np.array(jax.devices()), ("data",)), 10)
     step_fn = getattr(trainer.step_fn, "__wrapped__", trainer.step_fn)
     assert step_fn.keywords["skip_grad_norm"] == 3.5

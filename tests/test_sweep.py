@@ -10,7 +10,7 @@ import pytest
 
 from conftest import requires_fashion_mnist
 from experiments.configs import sweep_smoke
-from vae_jax import experiment, sweep
+from vae_jax.run import experiment, sweep
 
 
 def _config(grid):

@@ -11,7 +11,8 @@ import pytest
 tfds = pytest.importorskip("tensorflow_datasets")
 
 from experiments.configs import smoke  # noqa: E402
-from vae_jax import data, errors, experiment  # noqa: E402
+from vae_jax import data, errors  # noqa: E402
+from vae_jax.run import experiment
 
 H = W = 8
 

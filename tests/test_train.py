@@ -13,8 +13,10 @@ from PIL import Image
 
 from conftest import requires_fashion_mnist, run_python
 from experiments.configs import smoke
-from vae_jax import checkpoint, errors, experiment, train
+from vae_jax import errors, train
+from vae_jax.run import checkpoint, experiment
 from vae_jax import config as config_lib
+from vae_jax.run import build
 
 pytestmark = requires_fashion_mnist
 
@@ -56,7 +58,7 @@ def test_event_file_holds_train_and_test_metrics(uninterrupted):
     they are the numbers of metrics.jsonl (``logs.read_scalars``)."""
     from tensorboard.backend.event_processing import event_accumulator
 
-    from vae_jax import logs
+    from vae_jax.run import logs
 
     workdir, _ = uninterrupted
     acc = event_accumulator.EventAccumulator(workdir)
@@ -85,7 +87,7 @@ def test_resumed_run_equals_uninterrupted(uninterrupted, tmp_path):
 CODE_8_DEVICES = """
 import jax, numpy as np
 from experiments.configs import smoke
-from vae_jax import experiment
+from vae_jax.run import experiment
 assert jax.device_count() == {devices}, jax.devices()
 c = smoke.get_config(); c.train.num_steps = 20
 s = experiment.train_and_evaluate(c, {workdir!r})
@@ -106,7 +108,7 @@ def test_eight_devices_equal_one_device(uninterrupted, tmp_path):
 def test_batch_not_divisible_by_devices_is_a_clear_error(tmp_path):
     code = """
 from experiments.configs import smoke
-from vae_jax import experiment
+from vae_jax.run import experiment
 c = smoke.get_config(); c.train.batch_size = 30
 try:
     experiment.train_and_evaluate(c, {workdir!r})
@@ -139,9 +141,9 @@ def test_steady_state_loop_makes_no_host_transfers():
     config = _config()
     ds = data.load(config.data.name)
     mesh = parallel.data_mesh()
-    model = config_lib.build_model(config, ds.image_shape)
-    trainer = config_lib.build_trainer(config, model, mesh, len(ds.train_images) // config.train.batch_size)
-    keys = config_lib.root_keys(config.seed)
+    model = build.build_model(config, ds.image_shape)
+    trainer = build.build_trainer(config, model, mesh, len(ds.train_images) // config.train.batch_size)
+    keys = build.root_keys(config.seed)
     state = jax.device_put(train.create_train_state(keys["init"], model, trainer.optimizer,
                                                     ds.image_shape), trainer.replicated)
     images = trainer.put_train_images(ds.train_images)  # split over the data axis
@@ -172,9 +174,9 @@ def test_a_run_without_an_ema_keeps_none_and_trains_the_same_parameters():
     for decay in (0.999, 0.0):
         config = _config()
         config.train.ema_decay = decay
-        model = config_lib.build_model(config, ds.image_shape)
-        trainer = config_lib.build_trainer(config, model, mesh, 100)
-        keys = config_lib.root_keys(config.seed)
+        model = build.build_model(config, ds.image_shape)
+        trainer = build.build_trainer(config, model, mesh, 100)
+        keys = build.root_keys(config.seed)
         state = train.create_train_state(keys["init"], model, trainer.optimizer,
                                          ds.image_shape, ema=config_lib.keeps_ema(config))
         images = trainer.put_train_images(ds.train_images[:3200])

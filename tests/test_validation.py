@@ -22,7 +22,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _runs  # noqa: E402
 from experiments.configs import smoke  # noqa: E402
-from vae_jax import data, errors, experiment, parallel  # noqa: E402
+from vae_jax import data, errors, parallel  # noqa: E402
+from vae_jax.run import experiment
 from vae_jax.errors import CheckpointMismatchError  # noqa: E402,F401
 
 

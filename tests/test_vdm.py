@@ -11,9 +11,9 @@ import pytest
 
 from vae_jax import distributions as dist
 from vae_jax import losses
-from vae_jax.xla_cpu import rng
-from vae_jax.models import vdm
-from vae_jax.models.vdm_schedules import (NoiseSchedule, discretize_times, linear_gamma,
+from vae_jax.ops import random
+from vae_jax.models.vdm import model as vdm
+from vae_jax.models.vdm.schedules import (NoiseSchedule, discretize_times, linear_gamma,
                                           sample_times)
 
 G0, G1 = -13.3, 5.0            # the paper's endpoints: SNR_max = e^13.3, SNR_min = e^-5
@@ -23,7 +23,7 @@ MU, SIGMA, D = 0.3, 0.7, 8     # Gaussian data x ~ N(MU, SIGMA² I_D)
 # ------------------------------------------------------------------ Gaussian data helpers
 
 def _gaussian_data(key, n, d=D):
-    return MU + SIGMA * rng.normal(key, (n, d))
+    return MU + SIGMA * random.normal(key, (n, d))
 
 
 def _init_key(seed=0):
@@ -78,7 +78,7 @@ def _loss_draws(key, *, gamma_fn, n, timesteps=0, antithetic=True):
     k_x, k_t, k_e = jax.random.split(key, 3)
     x = _gaussian_data(k_x, n)
     t = sample_times(k_t, n, antithetic=antithetic)
-    eps = rng.normal(k_e, x.shape)
+    eps = random.normal(k_e, x.shape)
     if timesteps:
         return vdm.diffusion_loss_discrete(x, t, eps, gamma_fn=gamma_fn, eps_fn=_optimal_eps,
                                            timesteps=timesteps)
@@ -124,7 +124,7 @@ def _grid_losses(eps_key, t_grid, t_steps):
     """Mean loss at each (t, T) pair [P], ε and x shared (common random numbers)."""
     n = 4000
     x = _gaussian_data(jax.random.fold_in(eps_key, 1), n)
-    eps = rng.normal(eps_key, x.shape)
+    eps = random.normal(eps_key, x.shape)
 
     def one(tT):
         t, T = tT
@@ -306,7 +306,7 @@ def test_pixel_targets_and_decoder_are_exact_masses():
     np.testing.assert_allclose(vdm.pixel_targets(xb, likelihood="bernoulli").ravel(),
                                [-0.5, 0.5, 0.5, -0.5])
     g0 = jnp.float32(-4.0)
-    z0 = rng.normal(jax.random.key(0), (3, 2, 2, 1))
+    z0 = random.normal(jax.random.key(0), (3, 2, 2, 1))
     a0 = np.sqrt(1 / (1 + np.exp(-4.0)))  # α₀ = sqrt(sigmoid(−γ₀))
     u = np.asarray(z0, np.float64) / a0
     snr0 = np.exp(4.0)
@@ -420,7 +420,7 @@ def test_gaussian_ancestral_sampling_reaches_the_data_distribution():
     gamma_fn = lambda t: linear_gamma(t, g0, g1)  # noqa: E731
     a2_1, s2_1 = jax.nn.sigmoid(-g1), jax.nn.sigmoid(g1)
     # Start from the exact z₁ marginal N(α₁ MU, α₁² SIGMA² + σ₁²).
-    z1 = jnp.sqrt(a2_1) * MU + jnp.sqrt(a2_1 * SIGMA ** 2 + s2_1) * rng.normal(
+    z1 = jnp.sqrt(a2_1) * MU + jnp.sqrt(a2_1 * SIGMA ** 2 + s2_1) * random.normal(
         jax.random.key(0), (20_000, 2))
     z0 = jax.jit(functools.partial(vdm.ancestral_sample, gamma_fn=gamma_fn, eps_fn=_optimal_eps,
                                    steps=200))(z1, jax.random.key(1))

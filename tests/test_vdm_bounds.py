@@ -1,4 +1,4 @@
-"""The L_T-vs-T curve (vae_jax/models/vdm_bounds.py): against the closed forms on Gaussian
+"""The L_T-vs-T curve (vae_jax/models/vdm/bounds.py): against the closed forms on Gaussian
 data with the Bayes-optimal denoiser (each L_T, L_∞ and, sharper, their differences under
 common random numbers), and on a VDM / latent VDM against the models' own bound."""
 
@@ -10,7 +10,8 @@ import pytest
 from test_vdm import (_continuous_closed_form, _discrete_closed_form, _fixed, _gaussian_data,
                       _init_key, _optimal_eps)
 from vae_jax import losses
-from vae_jax.models import latent_vdm, vdm, vdm_bounds
+from vae_jax.models.vdm import bounds, latent
+from vae_jax.models.vdm import model as vdm
 
 STEPS = (10, 100, 1000, 0)
 
@@ -22,7 +23,7 @@ def _closed(T):
 def test_diffusion_bounds_match_the_closed_forms_and_decrease_with_t():
     n = 100_000
     x = _gaussian_data(jax.random.key(99), n)
-    fn = jax.jit(lambda k: vdm_bounds.diffusion_bounds(x, k, gamma_fn=_fixed,
+    fn = jax.jit(lambda k: bounds.diffusion_bounds(x, k, gamma_fn=_fixed,
                                                        eps_fn=_optimal_eps, timesteps=STEPS))
     out = {T: np.asarray(v, np.float64) for T, v in fn(jax.random.key(0)).items()}
     assert set(out) == set(STEPS) and all(v.shape == (n,) for v in out.values())
@@ -44,9 +45,9 @@ def test_diffusion_bounds_match_the_closed_forms_and_decrease_with_t():
 
 def test_num_draws_averages_per_example():
     x = _gaussian_data(jax.random.key(3), 64)
-    one = vdm_bounds.diffusion_bounds(x, jax.random.key(1), gamma_fn=_fixed,
+    one = bounds.diffusion_bounds(x, jax.random.key(1), gamma_fn=_fixed,
                                       eps_fn=_optimal_eps, timesteps=(10,), num_draws=1)[10]
-    many = vdm_bounds.diffusion_bounds(x, jax.random.key(1), gamma_fn=_fixed,
+    many = bounds.diffusion_bounds(x, jax.random.key(1), gamma_fn=_fixed,
                                        eps_fn=_optimal_eps, timesteps=(10,), num_draws=50)[10]
     assert one.shape == many.shape == (64,)
     # averaging 50 draws shrinks the spread over examples (x's own spread stays)
@@ -69,7 +70,7 @@ def test_vdm_bounds_at_the_models_own_t_are_its_bound(timesteps):
     x, key = _x8(), jax.random.key(7)
     params = model.init(_init_key(), x, key)
     own = model.apply(params, x, key, 2, method="per_example")
-    curve = vdm_bounds.bounds_vs_timesteps(vdm.vdm_model(**kw), params, x, key,
+    curve = bounds.bounds_vs_timesteps(vdm.vdm_model(**kw), params, x, key,
                                            timesteps=(timesteps, 16), num_draws=2)
     for name in ("recon", "prior", "diffusion"):
         np.testing.assert_array_equal(curve[timesteps][name], own[name])
@@ -83,12 +84,12 @@ def test_vdm_bounds_at_the_models_own_t_are_its_bound(timesteps):
 
 
 def test_latent_vdm_bounds_are_its_negative_elbo():
-    model = latent_vdm.latent_vdm_model(image_shape=(8, 8, 1), latent_dim=4, hidden=(16,),
+    model = latent.latent_vdm_model(image_shape=(8, 8, 1), latent_dim=4, hidden=(16,),
                                         score_hidden=(16,))
     x = jnp.round(_x8())
     key = jax.random.key(5)
     params = model.init(_init_key(), x, key)
-    curve = vdm_bounds.bounds_vs_timesteps(model, params, x, key, timesteps=(0, 50))
+    curve = bounds.bounds_vs_timesteps(model, params, x, key, timesteps=(0, 50))
     elbo = losses.elbo_terms(params, x, key, model=model)["elbo"]
     np.testing.assert_allclose(curve[0]["total"], -elbo, rtol=1e-6)
     assert set(curve[50]) == {"recon", "prior", "diffusion", "encoder", "total", "bpd"}
@@ -98,4 +99,4 @@ def test_latent_vdm_bounds_are_its_negative_elbo():
 def test_negative_timesteps_are_refused():
     model = vdm.vdm_model(image_shape=(8, 8, 1), channels=8, blocks=1)
     with pytest.raises(ValueError, match="timesteps=-1"):
-        vdm_bounds.with_timesteps(model, -1)
+        bounds.with_timesteps(model, -1)

@@ -17,8 +17,9 @@ import pytest
 from conftest import run_python
 import _runs  # noqa: E402  (tests/ helpers)
 from experiments.configs import smoke
-from vae_jax import experiment
+from vae_jax.run import experiment
 from vae_jax import config as config_lib
+from vae_jax.run import build
 
 # every test trains a model (compiling it takes tens of seconds on a CPU)
 pytestmark = pytest.mark.slow
@@ -113,9 +114,10 @@ def test_trained_learned_net_schedule_is_monotone_with_its_endpoints(data_path, 
 
 def train_init_schedule(model, image_shape):
     """The schedule's parameters at initialisation (the run's init key)."""
-    from vae_jax import optim, train
+    from vae_jax import train
+    from vae_jax.train import optim
 
-    keys = config_lib.root_keys(0)
+    keys = build.root_keys(0)
     state = train.create_train_state(keys["init"], model, optim.make_optimizer(
         config_lib.defaults().optim, 1), image_shape)
     return state.params["params"]["diffusion"]["schedule"]
@@ -150,7 +152,7 @@ CODE_DEVICES = """
 import jax, numpy as np, sys
 sys.path.insert(0, "tests")
 from test_vdm_loop import make_config
-from vae_jax import experiment
+from vae_jax.run import experiment
 assert jax.device_count() == {devices}, jax.devices()
 s = experiment.train_and_evaluate(make_config({data!r}, "vdm"), {workdir!r})
 np.save({out!r}, np.concatenate([np.ravel(x) for x in jax.tree.leaves(jax.device_get(s.params))]))

@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vae_jax.models import vdm
-from vae_jax.models.vdm_nets import ScoreNet
+from vae_jax.models.vdm import model as vdm
+from vae_jax.models.vdm.nets import ScoreNet
 
 
 def _net_and_params(levels: int, shape=(2, 8, 8, 1)):

@@ -1,4 +1,4 @@
-"""vae_jax.xla_cpu: the CPU fast paths and their one switch. Off (or on another backend),
+"""vae_jax.ops: the CPU fast paths and their one switch. Off (or on another backend),
 every path is plain JAX: jax.random's draws, lax's convolutions, a plain jit."""
 
 from __future__ import annotations
@@ -8,18 +8,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vae_jax import xla_cpu
-from vae_jax.xla_cpu import compile as xla_compile
-from vae_jax.xla_cpu import conv, rng
+from vae_jax import ops
+from vae_jax.ops import compile as xla_compile
+from vae_jax.ops import conv, random
 
 
 @pytest.fixture
 def switched_off():
-    xla_cpu.set_enabled(False)
+    ops.set_enabled(False)
     try:
         yield
     finally:
-        xla_cpu.set_enabled(True)
+        ops.set_enabled(True)
 
 
 def _program(make_fn, *args) -> str:
@@ -29,7 +29,7 @@ def _program(make_fn, *args) -> str:
 
 
 def test_the_switch_is_on_by_default_on_the_cpu():
-    assert xla_cpu.enabled() and xla_cpu.active() == (jax.default_backend() == "cpu")
+    assert ops.enabled() and ops.active() == (jax.default_backend() == "cpu")
 
 
 def test_off_the_convolution_is_lax_and_on_it_is_products(switched_off):
@@ -39,19 +39,19 @@ def test_off_the_convolution_is_lax_and_on_it_is_products(switched_off):
                                                              dimension_numbers=conv.NHWC)
     assert "conv_general_dilated" in _program(strided, x, k)
     off = strided()(x, k)
-    xla_cpu.set_enabled(True)
+    ops.set_enabled(True)
     assert "conv_general_dilated" not in _program(strided, x, k)
     np.testing.assert_allclose(strided()(x, k), off, rtol=1e-6)
 
 
 def test_off_the_draws_are_jax_randoms_own(switched_off):
     key = jax.random.key(3)
-    draw = lambda: lambda k: rng.normal(k, (4, 5))
+    draw = lambda: lambda k: random.normal(k, (4, 5))
     assert "random_bits" in _program(draw, key)  # jax.random's own primitive
-    np.testing.assert_array_equal(rng.normal(key, (4, 5)), jax.random.normal(key, (4, 5)))
-    xla_cpu.set_enabled(True)
+    np.testing.assert_array_equal(random.normal(key, (4, 5)), jax.random.normal(key, (4, 5)))
+    ops.set_enabled(True)
     assert "random_bits" not in _program(draw, key)
-    np.testing.assert_array_equal(rng.normal(key, (4, 5)), jax.random.normal(key, (4, 5)))
+    np.testing.assert_array_equal(random.normal(key, (4, 5)), jax.random.normal(key, (4, 5)))
 
 
 def test_off_evaluation_compiles_with_no_options(switched_off):

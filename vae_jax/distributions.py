@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from vae_jax.xla_cpu import rng
+from vae_jax.ops import random
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -49,7 +49,7 @@ class DiagGaussian:
         Gradients flow to ``mean`` and ``log_std`` (the reparameterization trick).
         """
         shape = self.mean.shape if num_samples is None else (num_samples, *self.mean.shape)
-        eps = rng.normal(key, shape, dtype=self.mean.dtype)
+        eps = random.normal(key, shape, dtype=self.mean.dtype)
         return self.mean + self.std * eps
 
     def log_prob(self, x: jax.Array) -> jax.Array:

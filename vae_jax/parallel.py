@@ -1,16 +1,19 @@
 """Data parallelism: a 1-D ``("data",)`` mesh over every device, params replicated, batches
 split on their first axis. The same code runs on 1 CPU, 8 GPUs or a TPU slice; several hosts
-join through ``jax.distributed.initialize()`` (see ``initialize_distributed``)."""
+join through ``jax.distributed.initialize()`` (see ``initialize_distributed``).
+``per_example`` maps a compiled batch function over a data set, batches split over the
+mesh (the evaluation's figures and the active units' means)."""
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 from vae_jax.errors import ConfigError
+from vae_jax.progress import Progress
 
 DATA_AXIS = "data"
 
@@ -86,3 +89,53 @@ def initialize_distributed(coordinator_address: Optional[str] = None,
     jax.distributed.initialize(coordinator_address=coordinator_address,
                                num_processes=num_processes, process_id=process_id,
                                initialization_timeout=timeout_s)
+
+
+# ------------------------------------------------------------- a data set, batch by batch
+
+PROGRESS_MIN_BATCHES = 20
+
+
+def _pad_to_multiple(images: np.ndarray, multiple: int) -> np.ndarray:
+    pad = (-len(images)) % multiple
+    if pad:
+        images = np.concatenate([images, np.repeat(images[:1], pad, axis=0)], axis=0)
+    return images
+
+
+def per_example(fn: Callable, params, images: np.ndarray, key: jax.Array, *,
+                batch_size: int, mesh: Optional[Mesh] = None,
+                progress: Optional[bool] = None) -> dict[str, np.ndarray]:
+    """Apply a jitted ``fn(params, x_uint8 [b, H, W, C], key) -> {name: [b]}`` to every image.
+
+    Batches are sharded over ``mesh``'s data axis; batch i gets ``fold_in(key, i)``, so the
+    result does not depend on the device count. Returns {name: np.ndarray [N]} in order.
+    ``progress``: report batches done (see ``vae_jax.progress``); None = only for long
+    streams (>= PROGRESS_MIN_BATCHES batches, e.g. log p(x) with k = 5000).
+    """
+    mesh = mesh or data_mesh()
+    check_batch_size(batch_size, mesh, "evaluation batch size")
+    n = len(images)
+    padded = _pad_to_multiple(np.asarray(images), batch_size)
+    sharding = batch_sharded(mesh)
+    outs = []
+    num_batches = len(padded) // batch_size
+    if progress is None:
+        progress = num_batches >= PROGRESS_MIN_BATCHES
+    bar = Progress(num_batches, unit="batch", quiet=None if progress else True)
+    for i in range(num_batches):
+        batch = put_global(padded[i * batch_size:(i + 1) * batch_size], mesh, sharding)
+        outs.append(fn(params, batch, jax.random.fold_in(key, i)))
+        if progress:  # wait for the batch, so the report counts finished work
+            jax.block_until_ready(outs[-1])
+            bar.update(i + 1)
+    return jax.tree.map(lambda *xs: np.concatenate([_to_host(x) for x in xs])[:n], *outs)
+
+
+def _to_host(x: jax.Array) -> np.ndarray:
+    """A batch-sharded result as one host array; multi-process, gathered from every process."""
+    if x.is_fully_addressable:
+        return np.asarray(x)
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))

@@ -14,6 +14,8 @@ import jax
 
 EVAL_PRECISION = "highest"
 PRECISIONS = ("default", "high", "highest", "bfloat16", "tensorfloat32", "float32")
+# The train step's compute dtype (``config.train.compute_dtype``; ``train.mixed_precision``).
+COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
 def at_precision(fn: Callable, precision: Optional[str]) -> Callable:

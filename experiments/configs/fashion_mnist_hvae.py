@@ -8,22 +8,25 @@ which is exactly the plain MLP VAE). ``:2layer-ladder``: the two-layer model wit
 """
 
 from experiments.configs import mnist_iwae_2layer
+from vae_jax.config import override
 
-VARIANTS = ("1layer", "2layer", "2layer-ladder")
+FASHION_MNIST = {
+    "data.name": "fashion_mnist",
+    "data.dir": "",                 # default: /usr/share/datasets/fashion-mnist
+    "loss.num_samples": 1,
+    "train.batch_size": 100,
+    "train.num_epochs": 50,
+}
+
+VARIANTS = {
+    "1layer": {"model.latent_dims": (50,), "model.hidden": ((200, 200),)},
+    "2layer": {},
+    "2layer-ladder": {"model.inference": "ladder"},
+}
 
 
 def get_config(variant: str = "2layer"):
     if variant not in VARIANTS:
-        raise ValueError(f"fashion_mnist_hvae.py:{variant}: choose one of {VARIANTS}.")
-    config = mnist_iwae_2layer.get_config("elbo")
-    config.data.name = "fashion_mnist"
-    config.data.dir = ""                 # default: /usr/share/datasets/fashion-mnist
-    config.loss.num_samples = 1
-    config.train.batch_size = 100
-    config.train.num_epochs = 50
-    if variant == "1layer":
-        config.model.latent_dims = (50,)
-        config.model.hidden = ((200, 200),)
-    elif variant == "2layer-ladder":
-        config.model.inference = "ladder"
-    return config
+        raise ValueError(f"fashion_mnist_hvae.py:{variant}: choose one of {tuple(VARIANTS)}.")
+    return override(override(mnist_iwae_2layer.get_config("elbo"), FASHION_MNIST),
+                    VARIANTS[variant])

@@ -14,33 +14,28 @@ Not replicated from the paper: its learning-rate schedule (3^i epochs at 10⁻³
 3280 epochs in all); here Adam at a constant 10⁻³ with ε = 10⁻⁴ as in the paper.
 """
 
-import ml_collections
-
 from experiments.configs import default
+from vae_jax.config import override
+
+TWO_LAYERS = {
+    "data.name": "mnist",
+    "data.dir": "",                  # a folder with the four MNIST IDX files (.gz or not)
+    "data.binarization": "dynamic",
+    "model": {"name": "hvae", "inference": "markov",   # or "ladder"
+              "latent_dims": (100, 50),                # bottom (z_1) to top (z_2)
+              "hidden": ((100, 100), (50, 50)), "activation": "tanh",
+              "likelihood": "bernoulli", "analytic_kl": True},
+    "loss.num_samples": 5,           # k for the IWAE, L for the VAE
+    "optim.eps": 1e-4,
+    "train.batch_size": 20,          # Burda et al.'s minibatch size
+    "train.num_epochs": 100,
+    "eval.batch_size": 1000,
+}
+
+VARIANTS = {"elbo": {"loss.name": "elbo"}, "iwae": {"loss.name": "iwae"}}
 
 
 def get_config(loss: str = "iwae"):
-    if loss not in ("elbo", "iwae"):
+    if loss not in VARIANTS:
         raise ValueError(f"mnist_iwae_2layer.py:{loss}: the objective must be 'elbo' or 'iwae'.")
-    config = default.get_config()
-    config.data.name = "mnist"
-    config.data.dir = ""                 # a folder with the four MNIST IDX files (.gz or not)
-    config.data.binarization = "dynamic"
-
-    config.model = ml_collections.ConfigDict()
-    config.model.name = "hvae"
-    config.model.inference = "markov"    # or "ladder"
-    config.model.latent_dims = (100, 50)  # bottom (z_1) to top (z_2)
-    config.model.hidden = ((100, 100), (50, 50))
-    config.model.activation = "tanh"
-    config.model.likelihood = "bernoulli"
-    config.model.analytic_kl = True
-
-    config.loss.name = loss
-    config.loss.num_samples = 5          # k for the IWAE, L for the VAE
-
-    config.optim.eps = 1e-4
-    config.train.batch_size = 20         # Burda et al.'s minibatch size
-    config.train.num_epochs = 100
-    config.eval.batch_size = 1000
-    return config
+    return override(override(default.get_config(), TWO_LAYERS), VARIANTS[loss])

@@ -8,7 +8,7 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from vae_jax.xla_cpu import rng
+from vae_jax.ops import random
 
 BINARIZATIONS = ("dynamic", "static", "none")
 
@@ -23,7 +23,7 @@ def preprocess(images: jax.Array, key: Optional[jax.Array], *, binarization: str
     """
     x = images.astype(jnp.float32) / 255.0
     if binarization == "dynamic":
-        return rng.bernoulli(key, x).astype(jnp.float32)
+        return random.bernoulli(key, x).astype(jnp.float32)
     if binarization == "static":
         return (x > 0.5).astype(jnp.float32)
     if binarization == "none":

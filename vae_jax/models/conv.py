@@ -1,4 +1,5 @@
-"""Convolutional encoder and decoder for small images (28x28, 32x32: sides divisible by 4)."""
+"""Convolutional encoder and decoder for small images (28x28, 32x32: sides divisible by 4),
+and model ``"conv"``: the ``VAE`` with these networks."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ from typing import Sequence
 import flax.linen as nn
 import jax
 
+from vae_jax import distributions as dist
 from vae_jax.models import layers
 from vae_jax.models.common import activation, base_grid, gaussian_head
+from vae_jax.models.registry import register
+from vae_jax.models.vae import VAE
 
 
 class ConvEncoder(nn.Module):
@@ -52,3 +56,15 @@ class ConvDecoder(nn.Module):
             h = act(layers.ConvTranspose(ch, (3, 3), strides=(2, 2), padding="SAME",
                                          name=f"deconv_{i}")(h))
         return layers.Conv(out_ch * self.num_params, (3, 3), padding="SAME", name="out")(h)
+
+
+@register("conv")
+def conv_vae(*, image_shape: Sequence[int], latent_dim: int = 20,
+             channels: Sequence[int] = (32, 64), hidden: int = 256,
+             activation: str = "relu", likelihood: str = "bernoulli") -> VAE:
+    n = dist.likelihood_num_params(likelihood)
+    channels = tuple(channels)
+    return VAE(
+        encoder=ConvEncoder(latent_dim, channels, hidden, activation),
+        decoder=ConvDecoder(tuple(image_shape), n, channels, hidden, activation),
+        latent_dim=latent_dim, likelihood=likelihood)

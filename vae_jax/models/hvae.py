@@ -39,6 +39,7 @@ import jax.numpy as jnp
 from vae_jax import distributions as dist
 from vae_jax.models.common import activation as get_activation
 from vae_jax.models.mlp import MLPDecoder, MLPEncoder
+from vae_jax.models.registry import register
 
 INFERENCE = ("markov", "ladder")
 
@@ -309,3 +310,23 @@ def vae_to_hvae_params(vae_params: dict, inference: str = "markov") -> dict:
     p = vae_params["params"]
     enc = "q_1" if inference == "markov" else "bu_1"
     return {"params": {enc: p["encoder"], "p_x": p["decoder"]}}
+
+
+@register("hvae")
+def hierarchical_vae(*, image_shape: Sequence[int], latent_dims: Sequence[int] = (100, 50),
+                     hidden: Sequence[Sequence[int]] = ((100, 100), (50, 50)),
+                     activation: str = "tanh", likelihood: str = "bernoulli",
+                     inference: str = "markov", analytic_kl: bool = True) -> HVAE:
+    """Hierarchical VAE (``models/hvae.py``); defaults are Burda et al.'s two-layer model.
+
+    ``latent_dims`` run bottom (next to x) to top; ``hidden`` holds one tuple of widths per
+    layer (the inference net into that layer; the generative net mirrors it).
+    """
+    latent_dims = tuple(int(d) for d in latent_dims)
+    if any(isinstance(h, int) for h in hidden):
+        raise ValueError(f"config.model.hidden={hidden!r}: give one tuple of widths per latent "
+                         "layer, e.g. ((100, 100), (50, 50)) for latent_dims=(100, 50).")
+    hidden = tuple(tuple(int(w) for w in h) for h in hidden)
+    return HVAE(image_shape=tuple(image_shape), latent_dims=latent_dims, hidden=hidden,
+                activation=activation, likelihood=likelihood, inference=inference,
+                analytic_kl=analytic_kl)

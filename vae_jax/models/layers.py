@@ -1,9 +1,9 @@
 """Convolution layers for the conv, ResNet, deep HVAE and VDM models: Flax's own modules and
-parameters, computed by ``vae_jax.xla_cpu.conv`` (on the CPU matrix products, and stride-1
+parameters, computed by ``vae_jax.ops.conv`` (on the CPU matrix products, and stride-1
 convolutions with canonical gradients; ``lax`` elsewhere).
 
 Parameters (names, shapes, initialisers) are Flax's, so checkpoints do not depend on the
-backend or on the ``vae_jax.xla_cpu`` switch.
+backend or on the ``vae_jax.ops`` switch.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vae_jax.xla_cpu.conv import NHWC, conv_general_dilated, conv_transpose, transpose_padding
+from vae_jax.ops.conv import NHWC, conv_general_dilated, conv_transpose, transpose_padding
 
 __all__ = ["Conv", "ConvTranspose", "NHWC", "conv_general_dilated", "conv_transpose",
            "transpose_padding"]

@@ -3,7 +3,8 @@
 A stride-2 stem halves the resolution first (cheap on CPUs); then each stage is ``blocks``
 pre-activation residual blocks (act-conv3x3-act-conv3x3 + skip) at one resolution, stages
 joined by stride-2 convolutions (encoder) or stride-2 transposed convolutions (decoder).
-Image sides must be divisible by 2^len(channels).
+Image sides must be divisible by 2^len(channels). Model ``"resnet"`` is the ``VAE`` with
+these networks, by default with a discretized logistic mixture for 8-bit pixels.
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vae_jax import distributions as dist
 from vae_jax.models import layers
 from vae_jax.models.common import activation, base_grid, gaussian_head
+from vae_jax.models.registry import register
+from vae_jax.models.vae import VAE
 
 
 class ResBlock(nn.Module):
@@ -82,3 +86,16 @@ class ResNetDecoder(nn.Module):
         h = layers.ConvTranspose(chans[-1], (3, 3), strides=(2, 2), padding="SAME",
                                  name="up_out")(act(h))
         return layers.Conv(out_ch * self.num_params, (3, 3), padding="SAME", name="out")(act(h))
+
+
+@register("resnet")
+def resnet_vae(*, image_shape: Sequence[int], latent_dim: int = 32,
+               channels: Sequence[int] = (32, 64), blocks: int = 1,
+               activation: str = "swish", likelihood: str = "discretized_logistic_mix5") -> VAE:
+    """ResNet-style conv VAE; by default a discretized logistic mixture for 8-bit pixels."""
+    n = dist.likelihood_num_params(likelihood)
+    channels = tuple(channels)
+    return VAE(
+        encoder=ResNetEncoder(latent_dim, channels, blocks, activation),
+        decoder=ResNetDecoder(tuple(image_shape), n, channels, blocks, activation),
+        latent_dim=latent_dim, likelihood=likelihood)
