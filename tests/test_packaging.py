@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import re
 import subprocess
 import sys
 import tomllib
@@ -57,6 +58,19 @@ def test_console_scripts_live_in_the_package_and_only_it_is_installed():
     assert {p.split(".")[0] for p in packages} == {"vae_jax"}, packages  # no `experiments`
     assert os.path.isfile(os.path.join(ROOT, "vae_jax", "py.typed"))
     assert "Apache License" in open(os.path.join(ROOT, "LICENSE")).read(200)
+
+
+@pytest.mark.parametrize("command", [["vae_jax.cli"], ["vae_jax.run.sweep"]])
+def test_help_lists_the_commands_own_flags(command):
+    out = subprocess.run([sys.executable, "-m", *command, "--help"], capture_output=True,
+                         text=True, cwd=ROOT)
+    text = out.stdout + out.stderr
+    assert "--helpfull" in text  # (absl ends --help with exit code 1)
+    names = ["config", "workdir", "progress"] + (["mode", "step", "traceback"]
+                                                 if command == ["vae_jax.cli"] else ["parallel"])
+    for name in names:  # a bool flag is listed as --[no]name
+        assert re.search(rf"--(\[no\])?{name}:", text), (name, text[:2000])
+    assert "--xla_" not in text  # absl's and JAX's own flags stay behind --helpfull
 
 
 @pytest.mark.slow

@@ -64,10 +64,24 @@ def _run(argv) -> None:
                           show_traceback=FLAGS.traceback or FLAGS.verbosity >= 1)
 
 
+USAGE = """Train, evaluate, sample or export one run of a config.
+
+  vae-jax --config=experiments/configs/default.py --workdir=runs/default
+  vae-jax --config=experiments/configs/default.py --workdir=runs/default --mode=eval
+  vae-jax --config=experiments/configs/default.py --workdir=runs/default --mode=sample
+
+Any config field is a flag too: --config.train.num_epochs=5 --config.loss.beta=4 ...
+"""
+
+
 def main() -> None:
     """``vae-jax``: train, evaluate, sample or export one run."""
     runtime.current_folder_importable()
     _define_run_flags()
+    runtime.list_flags_in_help(USAGE, ["config", "workdir", "mode", "step", "progress",
+                                       "compilation_cache", "traceback",
+                                       "coordinator_address", "num_processes", "process_id",
+                                       "distributed", "distributed_timeout"])
     app.run(_run)
 
 

@@ -250,6 +250,16 @@ def current_folder_importable() -> None:
         sys.path.insert(0, os.getcwd())
 
 
+def list_flags_in_help(usage: str, names: list[str]) -> None:
+    """``--help`` shows ``usage`` and these flags, one line each (absl lists the key flags
+    of the program's main module, and a console script's wrapper defines none)."""
+    from absl import flags
+
+    sys.modules["__main__"].__doc__ = usage
+    for name in names:
+        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[name])
+
+
 def report_errors(fn: Callable, *args, show_traceback: bool = False, **kwargs):
     """Call ``fn``; a user's error (``errors.EXIT_CODES``) is printed to stderr as one
     paragraph (after its traceback only with ``show_traceback``) and exits with its code.

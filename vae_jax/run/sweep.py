@@ -271,6 +271,10 @@ def main() -> None:
     """``vae-jax-sweep``: a grid of runs declared in ``config.sweep``, one workdir each."""
     runtime.current_folder_importable()
     _define_flags()
+    runtime.list_flags_in_help(
+        "A grid of runs declared in config.sweep, one workdir each, then summary.csv/.md.\n\n"
+        "  vae-jax-sweep --config=experiments/configs/sweep_beta.py --workdir=runs/sweep"
+        " [--parallel=2]\n", ["config", "workdir", "parallel", "progress"])
     app.run(_main)
 
 
