@@ -31,7 +31,7 @@ def _sum_event(x: jax.Array, event_ndim: int) -> jax.Array:
 class DiagGaussian:
     """N(mean, diag(exp(log_std)^2)) over the last ``event_ndim`` axes.
 
-    mean, log_std: [..., *event_shape] float.
+    mean, log_std: ``[..., *event_shape]`` float.
     """
 
     mean: jax.Array
@@ -43,9 +43,9 @@ class DiagGaussian:
         return jnp.exp(self.log_std)
 
     def sample(self, key: jax.Array, num_samples: int | None = None) -> jax.Array:
-        """Reparameterized draw z = mean + std * eps, eps ~ N(0, I).
+        """Reparameterized draw z = mean + std · eps, eps ~ N(0, I).
 
-        Returns [num_samples, *mean.shape] when ``num_samples`` is given, else mean.shape.
+        Returns ``[num_samples, *mean.shape]`` when ``num_samples`` is given, else mean.shape.
         Gradients flow to ``mean`` and ``log_std`` (the reparameterization trick).
         """
         shape = self.mean.shape if num_samples is None else (num_samples, *self.mean.shape)
@@ -90,7 +90,7 @@ def standard_normal(shape: tuple[int, ...], dtype=jnp.float32, event_ndim: int =
 
 @struct.dataclass
 class Bernoulli:
-    """Independent Bernoulli pixels parameterised by logits: [..., *event_shape]."""
+    """Independent Bernoulli pixels parameterised by logits: ``[..., *event_shape]``."""
 
     logits: jax.Array
     event_ndim: int = struct.field(pytree_node=False, default=3)
@@ -118,7 +118,7 @@ class Bernoulli:
 
 @struct.dataclass
 class Gaussian:
-    """Gaussian pixel likelihood with per-pixel mean and log-std: [..., *event_shape]."""
+    """Gaussian pixel likelihood with per-pixel mean and log-std: ``[..., *event_shape]``."""
 
     loc: jax.Array
     log_scale: jax.Array
@@ -188,7 +188,7 @@ def _logistic_sample(key: jax.Array, loc: jax.Array, log_scale: jax.Array) -> ja
 class DiscretizedLogistic:
     """Discretized logistic over 256 pixel values (PixelCNN++'s, one component).
 
-    loc, log_scale: [..., *event_shape], on the x = pixel / 255 scale. Decoder layout: two
+    loc, log_scale: ``[..., *event_shape]``, on the x = pixel / 255 scale. Decoder layout: two
     outputs per pixel, (loc, log_scale).
     """
 
@@ -197,7 +197,7 @@ class DiscretizedLogistic:
     event_ndim: int = struct.field(pytree_node=False, default=3)
 
     def log_prob(self, x: jax.Array) -> jax.Array:
-        """x: pixel / 255 [..., *event_shape] -> log P summed over the event: [...]."""
+        """x: pixel / 255 ``[..., *event_shape]`` -> log P summed over the event: [...]."""
         return _sum_event(discretized_logistic_log_prob(x, self.loc, self.log_scale),
                           self.event_ndim)
 
@@ -216,7 +216,7 @@ class DiscretizedLogisticMixture:
     """Mixture of K discretized logistics per pixel (PixelCNN++ without the RGB coupling:
     each channel has its own mixture).
 
-    logits, loc, log_scale: [..., *event_shape, K]. Decoder layout: 3K outputs per pixel,
+    logits, loc, log_scale: ``[..., *event_shape, K]``. Decoder layout: 3K outputs per pixel,
     ordered (logits_1..K, loc_1..K, log_scale_1..K).
     """
 
@@ -247,7 +247,7 @@ class DiscretizedLogisticMixture:
 
 @struct.dataclass
 class Categorical256:
-    """A free 256-way softmax per pixel (PixelRNN's output): logits [..., *event_shape, 256].
+    """A free 256-way softmax per pixel (PixelRNN's output): logits ``[..., *event_shape, 256]``.
 
     Decoder layout: 256 outputs per pixel. Zero logits are the uniform model: 8 bits/dim.
     """

@@ -176,8 +176,8 @@ def beta_schedule(step: jax.Array, *, beta: float = 1.0, warmup_steps: int = 0) 
 
 
 def bind(name: str, model: nn.Module, **options) -> Callable:
-    """``partial(get(name), model=model, **options)``: (params, x, key, *, beta) -> (loss,
-    metrics). Options the objective did not declare are refused, naming them."""
+    """``partial(get(name), model=model, **options)``: ``(params, x, key, *, beta) -> (loss,
+    metrics)``. Options the objective did not declare are refused, naming them."""
     unknown = sorted(set(options) - set(objective(name).options))
     if unknown:
         raise ValueError(f"Loss {name!r} takes the options {list(objective(name).options)}; "

@@ -1,6 +1,6 @@
 """Prior samples, reconstructions, latent interpolations and traversals -> PNG image grids.
 
-The array functions are pure: (params, inputs, *, model) -> images [N, H, W, C] in [0, 1].
+The array functions are pure: ``(params, inputs, *, model)`` -> images [N, H, W, C] in [0, 1].
 The writers turn arrays into uint8 grids and PNG files: ``write_training_grids`` at every
 evaluation of a training run, ``write_sample_images`` for ``--mode=sample``
 (``vae_jax.experiment.sample_checkpoint`` restores the checkpoint and calls it). Only the
@@ -109,7 +109,7 @@ def slerp(z0: jax.Array, z1: jax.Array, t: jax.Array, eps: float = 1e-6) -> jax.
     z(t) = sin((1−t)Ω)/sin Ω · z0 + sin(tΩ)/sin Ω · z1, Ω the angle between z0 and z1.
     Under N(0, I) latents the norm stays near √D along the path, where linear interpolation
     passes through the low-norm centre the prior rarely samples. For (anti)parallel vectors
-    (1 − |cos Ω| < eps) or a zero vector the formula is 0/0: we fall back to ``lerp``, and
+    (1 − ``|cos Ω|`` < eps) or a zero vector the formula is 0/0: we fall back to ``lerp``, and
     the unused branch is fed a safe angle so gradients stay finite too.
     z0, z1: [D]; t: [T] -> [T, D].
     """

@@ -264,7 +264,8 @@ class HVAE(nn.Module):
         """Per-sample pieces of the ELBO and of the importance weights over all layers.
 
         x: [B, H, W, C] float; L = num_samples joint draws (z_1..z_T) ~ q.
-        Returns:
+        Returns::
+
           log_px_z: [L, B]  log p(x | z_1)
           log_pz:   [L, B]  log p(z_T) + Σ_{l<T} log p(z_l | z_{l+1})
           log_qz:   [L, B]  Σ_l log q(z_l | its parents)

@@ -52,7 +52,8 @@ class VAE(nn.Module):
         """Per-sample pieces of the ELBO and of the importance weights.
 
         x: [B, H, W, C] float; draws z_l = μ(x) + σ(x) ε_l, l = 1..L (L = num_samples).
-        Returns:
+        Returns::
+
           log_px_z: [L, B]  log p(x | z_l)
           log_pz:   [L, B]  log p(z_l)
           log_qz:   [L, B]  log q(z_l | x)

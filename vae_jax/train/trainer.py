@@ -52,7 +52,7 @@ class TrainState:
 
 def create_train_state(key: jax.Array, model: nn.Module, optimizer: optax.GradientTransformation,
                        image_shape, *, ema: bool = True) -> TrainState:
-    """Initialise parameters from ``key`` with a dummy batch [1, *image_shape]; ``ema``:
+    """Initialise parameters from ``key`` with a dummy batch ``[1, *image_shape]``; ``ema``:
     keep an EMA of the parameters (starting at them), else ``ema_params=None``.
 
     One compiled program: run op by op, Flax's initialisers and the optimizer's zeros
@@ -117,7 +117,7 @@ def train_step(state: TrainState, batch: jax.Array, train_key: jax.Array, *,
 def global_norm(tree) -> jax.Array:
     """√(Σ x²) over every leaf: ``optax.global_norm``'s value.
 
-    Written with |x|·|x| (the same floats) so that XLA does not merge these squares with
+    Written with ``|x|·|x|`` (the same floats) so that XLA does not merge these squares with
     Adam's g² (common-subexpression elimination): shared, the squares are written out and
     reduced in a separate pass; apart, the reduction fuses with its own square
     (benchmarks/step_breakdown.py measures the difference).
@@ -132,7 +132,7 @@ def train_steps(state: TrainState, images: jax.Array, perm: jax.Array, train_key
 
     images: uint8 [N', H, W, C] on device, split over ``row_mesh``'s data axis
     (``data.put_sharded``, N' >= N rows) or, with ``row_mesh=None``, whole on every device;
-    perm: int32 [N], this epoch's order. Either way step s sees images[perm[i*B:(i+1)*B]].
+    perm: int32 [N], this epoch's order. Either way step s sees ``images[perm[i*B:(i+1)*B]]``.
     """
     def body(state, _):
         index = state.step % steps_per_epoch

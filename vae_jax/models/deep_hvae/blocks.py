@@ -24,7 +24,7 @@ from vae_jax.models.common import activation as get_activation
 
 
 def soft_clamp(x: jax.Array, *, bound: Optional[float]) -> jax.Array:
-    """b·tanh(x / b): smooth, ≈ x for |x| ≪ b, always inside (−b, b); identity for None."""
+    """b·tanh(x / b): smooth, ≈ x for ``|x|`` ≪ b, always inside (−b, b); identity for None."""
     if not bound:
         return x
     return bound * jnp.tanh(x / bound)
@@ -146,14 +146,17 @@ class BottomUp(nn.Module):
 class TopDownBlock(nn.Module):
     """One decoder block at one resolution; with ``stochastic`` it carries a latent layer.
 
-    Stochastic (VDVAE's DecBlock): from the top-down state h [N, h, w, width],
+    Stochastic (VDVAE's DecBlock), from the top-down state h [N, h, w, width]::
+
       posterior q(z | x, z_<i) = N(q_net(concat(h, a))),   a: the bottom-up activation,
       prior p(z | z_<i) and a residual feature = p_net(h),
       z ~ q (inference, z = μ_q + σ_q ε) or p (sampling, z = μ_p + t σ_p ε),
       h ← res(h + feature + proj(z)).
+
     Deterministic: h ← res(h).
 
-    Attributes:
+    Attributes::
+
       width, middle, kernel: channels of h, inner width and size of the block convolutions.
       latent_channels: c_z; z is [N, h, w, c_z].
       stochastic: whether the block has a latent layer.

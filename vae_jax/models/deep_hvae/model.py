@@ -175,7 +175,8 @@ def _residual_scales(residual_init: str, num_blocks: int) -> tuple[float, float]
 class DeepHVAE(nn.Module):
     """Top-down ResNet HVAE; build it with ``deep_hvae_model`` (which checks the settings).
 
-    Attributes (normalised: one entry per resolution, highest first):
+    Attributes (normalised: one entry per resolution, highest first)::
+
       image_shape: (H, W, C).
       resolutions: feature-map heights, resolutions[0] = H.
       encoder_blocks, decoder_blocks: residual blocks per resolution (bottom-up, top-down).
@@ -302,7 +303,8 @@ class DeepHVAE(nn.Module):
         """Per-sample pieces of the ELBO and of the importance weights over all layers.
 
         x: [B, H, W, C] float (binary, or pixel / 255); L = num_samples joint draws ~ q.
-        Returns (all float32):
+        Returns (all float32)::
+
           log_px_z: [L, B]  log p(x | z)
           log_pz:   [L, B]  Σ_i log p(z_i | z_<i)
           log_qz:   [L, B]  Σ_i log q(z_i | x, z_<i)

@@ -167,16 +167,16 @@ def latent_vdm_model(*, image_shape: Sequence[int], latent_dim: int = 16,
                      sample_steps: int = 100) -> LatentVDM:
     """A latent diffusion model (the keyword arguments are ``config.model`` fields).
 
-    backbone: the VAE's encoder and decoder, a key of ``BACKBONES``: "mlp" (``MLPEncoder``
+    * backbone: the VAE's encoder and decoder, a key of ``BACKBONES``: "mlp" (``MLPEncoder``
       / ``MLPDecoder``, decoder widths mirroring ``hidden``) or "resnet" (the ``resnet``
       VAE's ``ResNetEncoder`` / ``ResNetDecoder`` with ``channels`` and ``blocks``).
-    hidden / channels, blocks / activation: the backbone's fields. Each backbone reads only
+    * hidden / channels, blocks / activation: the backbone's fields. Each backbone reads only
       its own (``BACKBONES``); None (the default) takes its default there, and a field set
       for the other backbone is a ValueError, not silently ignored.
-    likelihood: the pixel likelihood (``distributions.LIKELIHOODS``).
-    schedule, gamma_min, gamma_max, learn_endpoints, schedule_hidden: the noise schedule.
-    score_hidden, embed_dim: the ``MLPScoreNet``. timesteps, trajectory, antithetic,
-    sample_steps: as ``vdm.vdm_model``.
+    * likelihood: the pixel likelihood (``distributions.LIKELIHOODS``).
+    * schedule, gamma_min, gamma_max, learn_endpoints, schedule_hidden: the noise schedule.
+    * score_hidden, embed_dim: the ``MLPScoreNet``.
+    * timesteps, trajectory, antithetic, sample_steps: as ``vdm.vdm_model``.
     """
     if timesteps < 0 or sample_steps <= 0:
         raise ValueError(f"config.model.timesteps={timesteps} must be >= 0 (0: continuous "

@@ -142,11 +142,13 @@ def trajectory_terms(x: jax.Array, key: jax.Array, *, gamma_fn: GammaFn, eps_fn:
 
     x: [N, ...]. z₁ ~ q(z₁|x), then z_s ~ q(z_s | z_t, x) for t = i/T, i = T … 1 (one
     ``lax.scan``; step i draws with ``fold_in(key, i)``, z₁ with ``fold_in(key, 0)``).
-    Returns:
+    Returns::
+
       z0:        [N, ...] the trajectory's z₀
       diffusion: [N] Σ_i KL(q(z_s|z_t, x) ‖ p(z_s|z_t)) given the drawn z_t (closed form)
       log_p:     [N] log p(z₁) + Σ_i log p(z_s | z_t)
       log_q:     [N] log q(z₁|x) + Σ_i log q(z_s | z_t, x)
+
     log_p and log_q omit the same constants (½ log 2π per dimension and each step's
     log σ, equal in p and q), so log_p − log_q is exact and stays accurate in float32.
     """
@@ -229,11 +231,11 @@ def pixel_likelihood(z0: jax.Array, gamma_0: jax.Array, *, likelihood: str):
 # ----------------------------------------------------------------------------- modules
 
 class Diffusion(nn.Module):
-    """The diffusion part of a VDM over data y [N, *event] (pixels' x̃ or a VAE's latent).
+    """The diffusion part of a VDM over data y ``[N, *event]`` (pixels' x̃ or a VAE's latent).
 
     Attributes:
       schedule: a ``NoiseSchedule``.
-      score_net: (z [N, *event], γ [N]) -> ε̂ [N, *event].
+      score_net: (z ``[N, *event]``, γ [N]) -> ε̂ ``[N, *event]``.
       timesteps: 0 for continuous time; T > 0 for T discrete steps.
       trajectory: discrete time only: sum the T closed-form KLs along one drawn trajectory
         (exact log importance weights, T network calls per draw); False: the unbiased
@@ -291,7 +293,7 @@ class Diffusion(nn.Module):
 
     def sample(self, key: jax.Array, shape: Sequence[int], temperature: float = 1.0
                ) -> jax.Array:
-        """z₀ [*shape] by ancestral sampling from z₁ ~ N(0, temperature² I)."""
+        """z₀ ``[*shape]`` by ancestral sampling from z₁ ~ N(0, temperature² I)."""
         k_1, k_steps = jax.random.split(key)
         z1 = temperature * random.normal(k_1, tuple(shape), jnp.float32)
         steps = self.timesteps if self.timesteps > 0 else self.sample_steps
@@ -324,7 +326,10 @@ class VDM(nn.Module):
         return self.diffusion.exact_log_weights
 
     def terms(self, x: jax.Array, key: jax.Array, num_samples: int = 1) -> dict:
-        """x: [B, H, W, C] float. Returns (L = num_samples draws of t, ε or trajectories):
+        """Per-sample pieces of the bound; x: [B, H, W, C] float.
+
+        Returns (L = num_samples draws of t, ε or trajectories)::
+
           log_px_z: [L, B]  log p(x | z₀)
           log_pz, log_qz: [L, B]  log p(z_{0..1}), log q(z_{0..1} | x) for the discrete-time
             trajectory model; otherwise −(prior + diffusion) and 0 (see the module docstring)
