@@ -78,7 +78,7 @@ def write_sets(root: str, ds) -> tuple[str, str]:
 
 def _model_config(name: str):
     config = config_lib.resolve(config_lib.defaults())
-    if name == "conv":  # the registry's conv VAE, as in train_throughput.py / pipelines.py
+    if name == "conv":  # the registry's conv VAE, as in train_throughput.py
         config.model = ml_collections.ConfigDict(dict(
             name="conv", latent_dim=20, channels=(32, 64), hidden=256, activation="relu",
             likelihood="bernoulli"))
