@@ -35,26 +35,26 @@ LIMIT=400 part $py -m pytest -q -p no:cacheprovider tests/test_rng.py tests/test
 fi
 if want throughput; then
 # default MLP at batch 128: fusion overhead from 10 to 1000 steps per dispatch, then the conv VAE
-LIMIT=110 part $py benchmarks/train_throughput.py --models=mlp --steps=2000 --repeats=5 \
+LIMIT=110 part $py -m benchmarks.train_throughput --models=mlp --steps=2000 --repeats=5 \
   --steps_per_call=10,100,1000
-LIMIT=110 part $py benchmarks/train_throughput.py --models=conv --steps=1000 --repeats=5 \
+LIMIT=110 part $py -m benchmarks.train_throughput --models=conv --steps=1000 --repeats=5 \
   --steps_per_call=100,1000
 # a batch that fills the chip better
-LIMIT=70 part $py benchmarks/train_throughput.py --models=mlp --batch_size=1024 --steps=1000 \
+LIMIT=70 part $py -m benchmarks.train_throughput --models=mlp --batch_size=1024 --steps=1000 \
   --repeats=5 --steps_per_call=100
 fi
 if want loglik; then
 # importance-sampled log p(x), k = 5000 on 10,000 images (the paper's setting)
-LIMIT=120 part $py benchmarks/eval_throughput.py --num_images=10000 --k=5000
+LIMIT=120 part $py -m benchmarks.eval_throughput --num_images=10000 --k=5000
 fi
 if want models; then
 # issues 15 and 16: steps/s and MFU at batch 128 on 32x32x3, float32 ("highest" products)
 # and bf16, each model under its own limit (compilation dominates), then the fixed short
 # budget (1000 steps each, the launcher capped so that --mode=eval still fits the limit)
-LIMIT=200 part $py benchmarks/gpu_models.py --part=speed --models=deep_hvae
-LIMIT=110 part $py benchmarks/gpu_models.py --part=speed --models=vdm
-LIMIT=145 part $py benchmarks/gpu_models.py --part=budget --models=deep_hvae \
+LIMIT=200 part $py -m benchmarks.gpu_models --part=speed --models=deep_hvae
+LIMIT=110 part $py -m benchmarks.gpu_models --part=speed --models=vdm
+LIMIT=145 part $py -m benchmarks.gpu_models --part=budget --models=deep_hvae \
   --budget_steps=1000 --budget_seconds=95
-LIMIT=110 part $py benchmarks/gpu_models.py --part=budget --models=vdm \
+LIMIT=110 part $py -m benchmarks.gpu_models --part=budget --models=vdm \
   --budget_steps=1000 --budget_seconds=70
 fi

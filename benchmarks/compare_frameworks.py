@@ -18,8 +18,8 @@ alike; prints medians and ratios.
 256-unit layer; the mirrored decoder with stride-2 transposed convolutions), vae_jax
 against the same network in PyTorch (``Conv2d`` / ``ConvTranspose2d``), 10 steps per block.
 
-  python benchmarks/compare_frameworks.py --rounds=7
-  python benchmarks/compare_frameworks.py --model=conv --rounds=5
+  python -m benchmarks.compare_frameworks --rounds=7
+  python -m benchmarks.compare_frameworks --model=conv --rounds=5
 """
 
 from __future__ import annotations
@@ -27,20 +27,16 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
 
-import flax.linen as nn  # noqa: E402
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import ml_collections  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-
-from experiments.configs import default as default_config  # noqa: E402
-from vae_jax import data, parallel, train  # noqa: E402
+from vae_jax import config as config_lib, data, parallel, train
 from vae_jax.run import build
 
 BATCH, STEPS, CONV_STEPS = 128, 100, 10
@@ -49,7 +45,7 @@ CONV = dict(name="conv", latent_dim=20, channels=(32, 64), hidden=256, activatio
 
 
 def vae_jax_runner(images_np, model_name="mlp"):
-    config = default_config.get_config()
+    config = config_lib.defaults()
     if model_name == "conv":
         config.model = ml_collections.ConfigDict(CONV)
     mesh = parallel.data_mesh()

@@ -9,7 +9,7 @@ stride-1 convolutions with canonical gradients. ``--in_scan`` runs each call ins
 ``lax.scan`` (a while loop, as the train step does), where XLA:CPU leaves its own
 stride-1 gradients in its slow generic loop.
 
-  python benchmarks/conv_layers.py [--in_scan]   # 7 rounds
+  python -m benchmarks.conv_layers [--in_scan]   # 7 rounds
 """
 
 from __future__ import annotations
@@ -17,17 +17,14 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-from jax import lax  # noqa: E402
-
-from vae_jax.models import layers  # noqa: E402
+from vae_jax.models import layers
 
 NHWC = layers.NHWC
 

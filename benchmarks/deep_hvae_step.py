@@ -22,7 +22,7 @@ both alike; prints medians and the ratio. The bound: the step's floating-point o
 (XLA's cost analysis of a compiled one-step call) at the float32 matmul rate measured in
 the same run; "of bound" is the achieved fraction.
 
-  python benchmarks/deep_hvae_step.py --rounds=5 --steps=5 [--switch_off]
+  python -m benchmarks.deep_hvae_step --rounds=5 --steps=5 [--switch_off]
 
 ``--variants=cpu,cpu_patch`` times those variants of the config instead (vae_jax only, the
 Trainer's calls of ``--steps`` steps round-robin, each on Fashion-MNIST): ms a step, images
@@ -36,18 +36,14 @@ import argparse
 import math
 import os
 import statistics
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-
-from experiments.configs import fashion_mnist_deep_hvae  # noqa: E402
-from vae_jax import config as config_lib, data, ops as xla_cpu, parallel, train  # noqa: E402
+from experiments.configs import fashion_mnist_deep_hvae
+from vae_jax import config as config_lib, data, ops as xla_cpu, parallel, train
 from vae_jax.run import build
 
 
@@ -242,7 +238,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.variants:
         return compare_variants(args.variants.split(","), args.rounds, args.steps)
-    import train_throughput as tt  # the matmul rate, measured the same way as elsewhere
+    from benchmarks import train_throughput as tt  # the matmul rate, measured as elsewhere
 
     config = config_lib.resolve(fashion_mnist_deep_hvae.get_config("binary"))
     ds = data.load("fashion_mnist")

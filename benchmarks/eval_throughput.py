@@ -1,7 +1,7 @@
 """Throughput of the importance-sampled log p(x) evaluation against the matmul limit.
 
-    PYTHONPATH=. python benchmarks/eval_throughput.py                 # k = 5000, 10,000 images
-    PYTHONPATH=. python benchmarks/eval_throughput.py --num_images=500 --k=500   # quick
+    python -m benchmarks.eval_throughput                 # k = 5000, 10,000 images
+    python -m benchmarks.eval_throughput --num_images=500 --k=500   # quick
 
 The classic MLP VAE (784-500-20 / 20-500-784, the default config) spends almost all of a
 k-sample evaluation in the decoder: per sample a [20]x[20, 500] and a [500]x[500, 784]
@@ -18,17 +18,13 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-
-from vae_jax import evaluate, models, parallel, precision  # noqa: E402
+from vae_jax import evaluate, models, parallel, precision
 
 
 def main() -> None:

@@ -31,8 +31,8 @@ evaluation (the same key and parameters as ``--mode=eval``'s ELBO), or, for a ru
 at the cap, ``--mode=eval`` of its checkpoint; printed with the steps, the seconds and the
 device, as a figure after a fixed short budget, not a converged one.
 
-  python benchmarks/gpu_models.py --part=speed --models=deep_hvae --dtypes=float32,bfloat16
-  FMNIST_DIR=/path/to/idx python benchmarks/gpu_models.py --part=budget --models=vdm
+  python -m benchmarks.gpu_models --part=speed --models=deep_hvae --dtypes=float32,bfloat16
+  FMNIST_DIR=/path/to/idx python -m benchmarks.gpu_models --part=budget --models=vdm
   # on a CPU, code paths only: --batch_size=4 --steps=2 --repeats=1 --matmul_size=256
 """
 
@@ -49,18 +49,16 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-
-from experiments.configs import fashion_mnist_deep_hvae, fashion_mnist_vdm  # noqa: E402
-from vae_jax import config as config_lib, distributions  # noqa: E402
+from experiments.configs import fashion_mnist_deep_hvae, fashion_mnist_vdm
+from vae_jax import config as config_lib, distributions
+from vae_jax.data.idx import FASHION_MNIST_DIR
 from vae_jax.run import runtime
-from vae_jax.data.idx import FASHION_MNIST_DIR  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # NVIDIA's datasheet figures, dense (no sparsity), TFLOP/s, by jax.devices()[0].device_kind.
 _HOPPER = {"float32": 67.0, "tf32": 494.5, "bfloat16": 989.0}
@@ -108,17 +106,16 @@ def device_line() -> str:
 def device_line_elsewhere() -> str:
     """``device_line`` from a child process: this one leaves the accelerator alone (a JAX
     process takes most of a GPU's memory for itself), to the launchers it starts."""
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); import gpu_models; "
-            "print(gpu_models.device_line())")
-    return subprocess.run([sys.executable, "-c", code, os.path.dirname(os.path.abspath(
-        __file__))], cwd=ROOT, check=True, capture_output=True, text=True).stdout.strip()
+    code = "from benchmarks import gpu_models; print(gpu_models.device_line())"
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True,
+                          capture_output=True, text=True).stdout.strip()
 
 
 # ------------------------------------------------------------------------------- speed
 
 def speed(args) -> None:
-    import deep_hvae_step   # the Trainer-driven timed call, shared with that benchmark
-    import train_throughput   # the matmul rate, measured the same way as elsewhere
+    from benchmarks import deep_hvae_step   # the Trainer-driven timed call, shared
+    from benchmarks import train_throughput   # the matmul rate, measured as elsewhere
 
     kind = jax.devices()[0].device_kind
     print(f"speed on {device_line()}: batch {args.batch_size}, {args.steps} steps per call, "

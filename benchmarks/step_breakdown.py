@@ -5,8 +5,8 @@ Each variant is the default MLP step (batch 128) with one piece removed or swapp
 shared machine's load hits them alike. Prints the median and best steps/s of each and its
 ratio to the full step, then the matmul bound measured in the same run.
 
-  python benchmarks/step_breakdown.py                 # 9 rounds
-  python benchmarks/step_breakdown.py --profile=/tmp/trace   # + a jax.profiler trace
+  python -m benchmarks.step_breakdown                 # 9 rounds
+  python -m benchmarks.step_breakdown --profile=/tmp/trace   # + a jax.profiler trace
 
 Variants:
   full               the library's train step (dynamic binarization, Adam, EMA, metrics)
@@ -26,18 +26,13 @@ import argparse
 import functools
 import os
 import statistics
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import jax
+import jax.numpy as jnp
+import optax
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import optax  # noqa: E402
-
-from experiments.configs import default as default_config  # noqa: E402
-from vae_jax import data, losses, parallel, train  # noqa: E402
+from vae_jax import config as config_lib, data, losses, parallel, train
 from vae_jax.run import build
 
 STEPS = 200
@@ -83,9 +78,9 @@ def main() -> None:
     ap.add_argument("--profile", default="", help="folder for a jax.profiler trace of 'full'")
     args = ap.parse_args()
 
-    import train_throughput as tt  # the matmul bound, measured the same way
+    from benchmarks import train_throughput as tt  # the matmul bound, measured the same way
 
-    config = default_config.get_config()
+    config = config_lib.defaults()
     ds = data.load(config.data.name)
     mesh = parallel.data_mesh()
     model = build.build_model(config, ds.image_shape)

@@ -9,10 +9,10 @@ the resident host memory at the end of each epoch.
 Writes real Fashion-MNIST (Debian's dataset-fashion-mnist) as np.savez shards and as PNG
 files into a temporary folder first.
 
-  python benchmarks/stream_files.py                      # mlp, read threads -1 (default), 4
-  python benchmarks/stream_files.py --models=mlp,conv --num_workers=-1,4 --parts=throughput
-  python benchmarks/stream_files.py --parts=reads        # CPU ms per batch read
-  python benchmarks/stream_files.py --parts=memory       # the whole loop only
+  python -m benchmarks.stream_files                      # mlp, read threads -1 (default), 4
+  python -m benchmarks.stream_files --models=mlp,conv --num_workers=-1,4 --parts=throughput
+  python -m benchmarks.stream_files --parts=reads        # CPU ms per batch read
+  python -m benchmarks.stream_files --parts=memory       # the whole loop only
 """
 
 from __future__ import annotations
@@ -20,12 +20,9 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import threading
 import time
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _args():
@@ -54,11 +51,8 @@ import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from experiments.configs import default as default_config  # noqa: E402
-from vae_jax import config as config_lib  # noqa: E402
-from vae_jax.run import build
-from vae_jax import data, parallel, progress, train  # noqa: E402
-from vae_jax.run import experiment, runtime
+from vae_jax import config as config_lib, data, parallel, progress, train  # noqa: E402
+from vae_jax.run import build, experiment, runtime  # noqa: E402
 
 
 def _rss_mb() -> float:
@@ -83,8 +77,8 @@ def write_sets(root: str, ds) -> tuple[str, str]:
 
 
 def _model_config(name: str):
-    config = config_lib.resolve(default_config.get_config())
-    if name == "conv":  # the registry's conv VAE, as in train_throughput.py / pipelines.py
+    config = config_lib.resolve(config_lib.defaults())
+    if name == "conv":  # the registry's conv VAE, as in train_throughput.py
         config.model = ml_collections.ConfigDict(dict(
             name="conv", latent_dim=20, channels=(32, 64), hidden=256, activation="relu",
             likelihood="bernoulli"))
@@ -205,7 +199,7 @@ def reads(shards: str, folder: str, k: int = 50, repeats: int = 4) -> None:
 
 
 def memory_over_epochs(shards: str, root: str) -> None:
-    config = default_config.get_config()
+    config = config_lib.defaults()
     config.data.name, config.data.dir = "npz", shards
     config.data.device_budget_mb, config.data.num_workers = ARGS.budget_mb, _workers()[0]
     config.train.num_epochs = ARGS.epochs

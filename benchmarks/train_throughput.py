@@ -5,9 +5,9 @@ seconds per epoch, peak host memory, device memory where reported, the model's F
 step, the float32 matmul throughput measured in this same run (at the model's layer shapes
 and at a large square), and the achieved fraction of the step rate that throughput allows.
 
-  python benchmarks/train_throughput.py                    # default MLP + conv, 1 device
-  python benchmarks/train_throughput.py --models=mlp --steps_per_call=10,100,1000
-  python benchmarks/train_throughput.py --devices=8        # data parallel, forced host devices
+  python -m benchmarks.train_throughput                    # default MLP + conv, 1 device
+  python -m benchmarks.train_throughput --models=mlp --steps_per_call=10,100,1000
+  python -m benchmarks.train_throughput --devices=8        # data parallel, forced host devices
 
 Figures are medians over repeats; compare ratios measured in one run (the machine is noisy).
 """
@@ -44,16 +44,17 @@ if ARGS is not None and ARGS.devices:
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                                + f" --xla_force_host_platform_device_count={ARGS.devices}")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 import ml_collections  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from experiments.configs import default as default_config  # noqa: E402
-from vae_jax import data, parallel, train  # noqa: E402
-from vae_jax.run import experiment
-from vae_jax.run import build
+from vae_jax import config as config_lib, data, parallel, train  # noqa: E402
+from vae_jax.run import build, experiment  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# this benchmark in a fresh process, from the repository root (this checkout's vae_jax)
+SELF = [sys.executable, "-m", "benchmarks.train_throughput"]
 
 
 def peak_host_mb() -> float:
@@ -113,7 +114,7 @@ def step_flops(step_fn, state, batch, key) -> float:
 
 
 def bench_model(name: str, args) -> None:
-    config = default_config.get_config()
+    config = config_lib.defaults()
     config.train.batch_size = args.batch_size
     if name == "conv":  # the registry's conv VAE: two stride-2 convs, a 256-unit layer
         config.model = ml_collections.ConfigDict(dict(
@@ -203,7 +204,7 @@ def memory_child(epochs: int) -> None:
     from vae_jax.run import checkpoint
 
     base, _ = _rss_mb()
-    config = default_config.get_config()
+    config = config_lib.defaults()
     config.train.num_epochs = epochs
     ds = data.load(config.data.name)
     data_mb = (ds.train_images.nbytes + ds.test_images.nbytes) / 2**20
@@ -243,8 +244,8 @@ def memory_growth(args) -> None:
 
     print("\n== host memory of train_and_evaluate (default config)")
     for epochs in [int(e) for e in args.epochs_memory.split(",")]:
-        subprocess.run([sys.executable, os.path.abspath(__file__), "--memory_child",
-                        str(epochs), "--models="], check=True)
+        subprocess.run(SELF + ["--memory_child", str(epochs), "--models="], cwd=ROOT,
+                       check=True)
 
 
 def compare_devices(args) -> None:
@@ -254,10 +255,9 @@ def compare_devices(args) -> None:
 
     rates = {}
     for n in (1, args.compare_devices):
-        out = subprocess.run([sys.executable, os.path.abspath(__file__), "--models=mlp",
-                              f"--devices={n}", f"--steps={args.steps}",
-                              f"--repeats={args.repeats}", "--steps_per_call=100"],
-                             check=True, capture_output=True, text=True).stdout
+        out = subprocess.run(SELF + ["--models=mlp", f"--devices={n}", f"--steps={args.steps}",
+                                     f"--repeats={args.repeats}", "--steps_per_call=100"],
+                             cwd=ROOT, check=True, capture_output=True, text=True).stdout
         rates[n] = float(re.search(r"\| ([0-9.]+) steps/s", out).group(1))
         print(f"  {n} device(s): {rates[n]:.1f} steps/s")
     n = args.compare_devices

@@ -1,6 +1,6 @@
 """The whole default command's process wall time against a minimal jitted script, one run.
 
-    python benchmarks/whole_command.py --rounds=3 --epochs=10
+    python -m benchmarks.whole_command --rounds=3 --epochs=10
 
 Each round runs these fresh subprocesses in turn, so the two programs alternate and a slow
 spell of a shared machine hits both:
@@ -122,18 +122,16 @@ def _timed(cmd, env) -> float:
 
 def train_calls(rounds: int) -> None:
     """One epoch of training: the library's compiled call against MINIMAL's, round-robin."""
-    sys.path.insert(0, ROOT)
     import jax
     import jax.numpy as jnp
     import numpy as np
 
-    from experiments.configs import default
     from vae_jax import config as config_lib, parallel, train
     from vae_jax.run import build
 
     ns: dict = {}
     exec(MINIMAL.split("key = jax.random.key(42)")[0].replace("int(sys.argv[1])", "1"), ns)
-    config = default.get_config()
+    config = config_lib.defaults()
     config.data.binarization = "static"
     images = (ns["idx"]("train-images-idx3-ubyte.gz").reshape(-1, 28, 28, 1) > 127)
     images = images.astype(np.uint8) * 255

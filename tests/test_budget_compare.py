@@ -1,6 +1,6 @@
-"""benchmarks/budget_compare.py's split evaluation: log p(x) of the test set as ranges in
+"""scripts/budget_compare.py's split evaluation: log p(x) of the test set as ranges in
 separate processes (--test_start, --num_test, --save) joined by --merge, which is how the
-deep HVAE's full-test-set figure is computed (benchmarks/budget_runs.sh ONLY=cpu_full)."""
+deep HVAE's full-test-set figure is computed (scripts/deep_hvae_cpu_2h.sh)."""
 
 from __future__ import annotations
 
@@ -18,12 +18,13 @@ from experiments.configs import smoke  # noqa: E402
 from vae_jax.run import experiment  # noqa: E402
 
 pytestmark = requires_fashion_mnist
-SCRIPT = os.path.join(_runs.ROOT, "benchmarks", "budget_compare.py")
+# run as the shell drivers run it, from the repository root
+SCRIPT = ["-m", "scripts.budget_compare"]
 
 
 def compare(tmp_path, *flags: str) -> dict:
     out = str(tmp_path / f"out_{abs(hash(flags))}.json")
-    proc = subprocess.run([sys.executable, SCRIPT, *flags, f"--out={out}"], cwd=_runs.ROOT,
+    proc = subprocess.run([sys.executable, *SCRIPT, *flags, f"--out={out}"], cwd=_runs.ROOT,
                           env=_runs.env(os.environ["JAX_COMPILATION_CACHE_DIR"]),
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -91,7 +92,7 @@ def test_merge_refuses_ranges_with_a_gap_or_an_overlap(tmp_path):
         paths.append(str(tmp_path / f"r{i}.npz"))
         np.savez(paths[-1], **{"a/elbo": np.zeros(20), "a/log_px": -np.ones(n),
                                "a/log_px_start": np.int64(start)})
-    proc = subprocess.run([sys.executable, SCRIPT, f"--merge={','.join(paths)}"],
+    proc = subprocess.run([sys.executable, *SCRIPT, f"--merge={','.join(paths)}"],
                           cwd=_runs.ROOT, env=_runs.env(os.environ["JAX_COMPILATION_CACHE_DIR"]),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
@@ -104,7 +105,7 @@ def merge(tmp_path, files: dict, *flags: str) -> subprocess.CompletedProcess:
     for name, arrays in files.items():
         paths.append(str(tmp_path / f"{name}.npz"))
         np.savez(paths[-1], **arrays)
-    return subprocess.run([sys.executable, SCRIPT, f"--merge={','.join(paths)}", *flags],
+    return subprocess.run([sys.executable, *SCRIPT, f"--merge={','.join(paths)}", *flags],
                           cwd=_runs.ROOT, env=_runs.env(os.environ["JAX_COMPILATION_CACHE_DIR"]),
                           capture_output=True, text=True, timeout=120)
 

@@ -338,6 +338,33 @@ def test_the_suites_one_pass_equals_its_elbo_and_active_units_calls():
             np.testing.assert_allclose(var[layer], var_alone[layer], rtol=1e-5, atol=1e-9)
 
 
+def test_the_suites_eval_figures_give_each_layers_units_beside_its_active_units():
+    """--mode=eval's figures (``run_suite(likelihood=True)``, eval.json) hold, per latent
+    layer, its KL, its active units and the number of units they are counted out of; the
+    training loop's evaluation keeps to the KL and the active units."""
+    from vae_jax import parallel
+    from vae_jax.evaluate import suite
+
+    images = np.asarray(jax.random.randint(jax.random.key(3), (40, 4, 4, 1), 0, 256),
+                        np.uint8)
+    key = jax.random.key(7)
+    for name, options, units in (
+            ("mlp", dict(latent_dim=3, hidden=(8,)), {"z": 3}),
+            ("hvae", dict(latent_dims=(5, 2), hidden=((8,), (6,))), {"1": 5, "2": 2})):
+        model = models.get(name, image_shape=(4, 4, 1), **options)
+        params = _init(model, jnp.zeros((1, 4, 4, 1)))
+        s = suite.Suite(model, parallel.data_mesh(), binarization="dynamic", batch_size=20)
+        figures = suite.run_suite(s, params, images, key, likelihood=True)
+        assert {k: v for k, v in figures.items() if k.startswith("latent_units_")} == {
+            f"latent_units_{layer}": n for layer, n in units.items()}
+        for layer, n in units.items():
+            assert 0 <= figures[f"test_au_{layer}"] <= n
+        if name == "hvae":
+            assert {"test_kl_1", "test_kl_2"} <= set(figures)
+        assert not any(k.startswith("latent_units_")
+                       for k in suite.run_suite(s, params, images, key))
+
+
 def test_streamed_posterior_means_bound_the_memory_of_a_deep_model():
     """A deep HVAE's every draw of E_q[z_l | x] is a pass through the network: 100 draws of
     a batch at once need 100 batches' activations (1000 Fashion-MNIST test images through

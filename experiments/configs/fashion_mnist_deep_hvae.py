@@ -56,7 +56,7 @@ BASE = {
 # One CPU core: widths grow as the maps shrink, with a half-width bottleneck (a quarter-width
 # one leaves 8-channel convolutions, which XLA:CPU runs several times slower per FLOP than
 # 32-channel ones). The cosine decay follows --config.train.num_epochs. log p(x): measured
-# afterwards with --mode=eval (scripts/budget_runs.sh runs it in resumable chunks).
+# afterwards with --mode=eval (scripts/deep_hvae_cpu_2h.sh runs it in resumable chunks).
 CPU = {
     "model.resolutions": (28, 14, 7, 1),
     "model.encoder_blocks": (1, 1, 2, 2),

@@ -1,6 +1,7 @@
 """The evaluation suite, one for the training loop and ``--mode=eval``: the test ELBO and
-its terms, active units per layer, and (for ``--mode=eval``) the IWAE-k bound and the
-importance-sampled log p(x), in nats and, for 8-bit likelihoods, bits/dim.
+its terms, active units per layer, and (for ``--mode=eval``) each layer's number of units,
+the IWAE-k bound and the importance-sampled log p(x), in nats and, for 8-bit likelihoods,
+bits/dim.
 
 Build a ``Suite`` once per model (``from_config`` reads ``config.eval``) and run it at every evaluation: its compiled functions are
 reused, so nothing recompiles. Every figure of one run sees the same binarized test set
@@ -86,6 +87,14 @@ class Suite:
                                            num_samples=self.au_samples, chunk=self.chunk)
         return {f"test_au_{layer}": float(n) for layer, n in counts.items()}
 
+    def latent_units(self, params, images: np.ndarray, key: jax.Array) -> dict[str, int]:
+        """{"latent_units_<layer>": units in the layer}: what its active units are counted
+        out of. Shapes only (traced on one image, nothing computed)."""
+        means = jax.eval_shape(functools.partial(
+            active_units.means_batch, model=self.model, binarization=self.binarization,
+            num_samples=1), params, images[:1], key)
+        return {f"latent_units_{layer}": math.prod(m.shape[1:]) for layer, m in means.items()}
+
     def bounds_and_likelihood(self, params, images: np.ndarray, key: jax.Array
                               ) -> dict[str, float]:
         """The IWAE-k bound and log p(x) (mean, standard error, k, chunk, seconds)."""
@@ -138,9 +147,10 @@ def run_suite(suite: Suite, params, images: np.ndarray, key: jax.Array, *,
               active_units_images: Optional[np.ndarray] = None) -> dict[str, float]:
     """Evaluate ``params`` on ``images``: {"test_<term>": mean nats, "test_au_<layer>": n}.
 
-    ``likelihood`` (``--mode=eval``) adds the ELBO's standard error and time, the IWAE-k
-    bound and log p(x), and bits/dim for 8-bit likelihoods. Active units are counted on
-    ``active_units_images`` (default: ``images``).
+    ``likelihood`` (``--mode=eval``) adds the ELBO's standard error and time, the number of
+    units in each latent layer ("latent_units_<layer>"), the IWAE-k bound and log p(x), and
+    bits/dim for 8-bit likelihoods. Active units are counted on ``active_units_images``
+    (default: ``images``).
     """
     t0 = time.perf_counter()
     if active_units_images is None:
@@ -153,6 +163,7 @@ def run_suite(suite: Suite, params, images: np.ndarray, key: jax.Array, *,
         return result
     result |= {"test_elbo_stderr": mean_and_stderr(test["elbo"])[1],
                "elbo_seconds": time.perf_counter() - t0}
+    result |= suite.latent_units(params, images, key)
     result |= suite.bounds_and_likelihood(params, images, key)
     if suite.bits_per_dim:
         result["test_elbo_bpd"] = float(dist.bits_per_dim(

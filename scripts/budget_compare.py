@@ -3,7 +3,7 @@ KL, active units), importance-sampled log p(x) on the first ``--num_test`` image
 model's difference from the first run (or --base), paired image by image. Prints one JSON
 object. Used for the budget-matched comparisons in docs/results_budget.md.
 
-    python benchmarks/budget_compare.py \
+    python -m scripts.budget_compare \
         --run=mlp=experiments/configs/default.py@runs/mlp \
         --run=deep=experiments/configs/fashion_mnist_deep_hvae.py:binary@runs/deep \
         --num_samples=1000 --num_test=1000
@@ -22,13 +22,13 @@ without the workdir (the files kept under ``benchmarks/results/``).
 
 The full test set's log p(x) of a deep model takes hours of one core; split it into ranges
 run as separate processes (over the cores, or over sessions) and join them; the ELBO, KL
-and active units are computed once, with one range (``benchmarks/budget_runs.sh
-ONLY=cpu_full_eval`` does this in chunks of 500):
+and active units are computed once, with one range (``PHASES=eval bash
+scripts/deep_hvae_cpu_2h.sh`` does this in chunks of 500):
 
-    python benchmarks/budget_compare.py --run=... --num_test=5000 --save=a.npz &
-    python benchmarks/budget_compare.py --run=... --test_start=5000 --num_test=0 \
+    python -m scripts.budget_compare --run=... --num_test=5000 --save=a.npz &
+    python -m scripts.budget_compare --run=... --test_start=5000 --num_test=0 \
         --noelbo --save=b.npz &
-    wait; python benchmarks/budget_compare.py --merge=a.npz,b.npz
+    wait; python -m scripts.budget_compare --merge=a.npz,b.npz
 
 ``--by_class=fashion_mnist`` adds each paired difference per class of the test labels
 (where one model gains over another), e.g. on the saved chunks of a split evaluation.
@@ -39,21 +39,15 @@ import importlib
 import json
 import math
 import os
-import sys
 import time
 
-# this checkout's package and configs, whatever `pip install -e` points at
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import jax
+import numpy as np
+from absl import app, flags
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
-
-from vae_jax import data, evaluate  # noqa: E402
+from vae_jax import config as config_lib, data, evaluate
 from vae_jax.evaluate import active_units
-from vae_jax.run import experiment
-from vae_jax import config as config_lib  # noqa: E402
-from vae_jax.run import build
+from vae_jax.run import build, experiment
 
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("run", [], "name=config.py[:variant]@workdir; the first is the "

@@ -2,7 +2,7 @@
 negative ELBO with the T-step diffusion loss L_T for each --timesteps (0 = continuous time
 L_∞), same schedule, ε-network, decoder and prior (``vae_jax.models.vdm.bounds``).
 
-    python benchmarks/vdm_bound_vs_T.py --config=experiments/configs/fashion_mnist_vdm.py \
+    python -m scripts.vdm_bound_vs_T --config=experiments/configs/fashion_mnist_vdm.py \
         --workdir=runs/vdm [--timesteps=10,100,1000,0] [--num_test=1000] [--num_draws=1]
 
 Prints one row per T (nats, bits/dim, each with its standard error over the test images,
@@ -16,21 +16,16 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import jax
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-
-from vae_jax import data, evaluate  # noqa: E402
-from vae_jax.run import experiment
-from vae_jax.run import build
-from vae_jax.models.vdm import bounds as vdm_bounds  # noqa: E402
+from vae_jax import data, evaluate
+from vae_jax.models.vdm import bounds as vdm_bounds
+from vae_jax.run import build, experiment
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file.")

@@ -5,8 +5,8 @@ ELBO and the importance-sampled log p(x) of the first ``--num_images`` test imag
 ``--k`` samples under each matmul precision (``precision.at_precision``). On the CPU every
 setting computes float32 products; on a GPU "default" lets XLA use TF32 (10-bit mantissas).
 
-  python benchmarks/precision_check.py --out=/tmp/prec          # train here, save params
-  python benchmarks/precision_check.py --params=/tmp/prec/params.npz   # same params, here
+  python -m scripts.precision_check --out=/tmp/prec          # train here, save params
+  python -m scripts.precision_check --params=/tmp/prec/params.npz   # same params, here
 
 ``--out`` writes params.npz (plain arrays, no pickle) and results.json, so parameters
 trained on one backend can be evaluated on another with the same keys: the two runs draw
@@ -19,18 +19,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-from flax import traverse_util  # noqa: E402
-
-from experiments.configs import default as default_config  # noqa: E402
-from vae_jax import data, evaluate, parallel, precision, train  # noqa: E402
+from vae_jax import config as config_lib, data, evaluate, parallel, precision, train
 from vae_jax.run import build
 
 
@@ -43,7 +39,7 @@ def main() -> None:
     ap.add_argument("--out", default="")
     args = ap.parse_args()
 
-    config = default_config.get_config()
+    config = config_lib.defaults()
     ds = data.load(config.data.name)
     mesh = parallel.data_mesh()
     model = build.build_model(config, ds.image_shape)

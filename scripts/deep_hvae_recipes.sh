@@ -6,7 +6,7 @@
 # model's test ELBO over all 10 000 test images (one draw, the evaluation key of seed 0,
 # batches of 500) and its KL per layer. About 50 minutes on 2 cores.
 #
-#   bash benchmarks/deep_hvae_recipes.sh [RUNS_DIR=runs/recipes] [IMAGES=128000]
+#   bash scripts/deep_hvae_recipes.sh [RUNS_DIR=runs/recipes] [IMAGES=128000]
 set -u
 cd "$(dirname "$0")/.."
 RUNS=${1:-runs/recipes}
@@ -21,7 +21,7 @@ train() {  # core batch lr
     --config.optim.learning_rate="$lr" --config.optim.schedule=constant \
     --config.train.eval_every_steps=1000000000 --config.train.checkpoint_every_steps=1000000000 \
     --noprogress > "$RUNS/$name.out" 2>&1
-  taskset -c "$core" python benchmarks/budget_compare.py --num_samples=0 --batch_size=500 \
+  taskset -c "$core" python -m scripts.budget_compare --num_samples=0 --batch_size=500 \
     --au_images=100 --au_samples=1 \
     --run="$name=experiments/configs/fashion_mnist_deep_hvae.py:cpu@$RUNS/$name" \
     --set="$name:optim.schedule=constant" \
