@@ -17,11 +17,11 @@ rank the images alike. log p(x) is skipped (and said so) for a model without exa
 per-sample importance weights, e.g. a continuous-time VDM: its ELBO is the figure there.
 Each run's ``step`` is its latest checkpoint's. A run given as ``name=config.py@file.npz``
 is evaluated from the parameter file ``--mode=export`` wrote (``vae_jax.run.params_file``),
-with the same figures as from its workdir: how a long evaluation goes on in a later session
-without the workdir (the files kept under ``benchmarks/results/``).
+with the same figures as from its workdir: how a long evaluation goes on in a later process
+without the workdir (the files kept under ``pretrained/``).
 
 The full test set's log p(x) of a deep model takes hours of one core; split it into ranges
-run as separate processes (over the cores, or over sessions) and join them; the ELBO, KL
+run as separate processes (over the cores, or one after another) and join them; the ELBO, KL
 and active units are computed once, with one range (``PHASES=eval bash
 scripts/deep_hvae_cpu_2h.sh`` does this in chunks of 500):
 
@@ -288,9 +288,9 @@ def main(argv):
             name, module, variant, workdir = parse_run(spec)
             results[name], per_image[name] = evaluate_run(name, module, variant, workdir, key)
             print(json.dumps({name: results[name]}), flush=True)
-        if FLAGS.save:
-            np.savez(FLAGS.save, **{f"{n}/{f}": v for n, figs in per_image.items()
-                                    for f, v in figs.items()})
+    if FLAGS.save:  # (after --merge: the joined figures, one file)
+        np.savez(FLAGS.save, **{f"{n}/{f}": v for n, figs in per_image.items()
+                                for f, v in figs.items()})
     base = FLAGS.base or next(iter(per_image))
     if base not in per_image:
         raise app.UsageError(f"--base={base!r}: not one of the runs {list(per_image)}.")

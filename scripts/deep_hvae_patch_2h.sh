@@ -2,11 +2,12 @@
 # docs/results_budget.md, ":cpu_patch for two hours of one core against the MLP VAE, kept in
 # the repository": :cpu_patch's planned 2-hour run (13 epochs; checkpoints every 500 steps,
 # so the same command resumes it) on core 0 beside the MLP VAE for BUDGET (7200) on core 1,
-# then both evaluated into RES (default benchmarks/results/cpu_patch_2h; committed, since a
-# fresh checkout holds no runs/): the deep model's exported parameters (its EMA), both
+# then both evaluated: the deep model's exported parameters (its EMA) into pretrained/, both
 # models' ELBO, KL and active units over the 10 000 test images (on core 1), the MLP's
 # log p(x) in 20 chunks of 500, and the deep model's chunks one by one on both cores (hours),
-# joined into RES/full.json, which pairs whatever images are done so far (per class too).
+# each chunk kept in RES (default RUNS/patch_2h) once complete; the join pairs whatever
+# images are done so far (per class too) and writes them to pretrained/ as one per-image
+# file and its figures.
 #
 #   bash scripts/deep_hvae_patch_2h.sh runs/long 7200   # train both, then every phase
 #   PHASES="chunks join" bash scripts/deep_hvae_patch_2h.sh runs/long
@@ -14,14 +15,15 @@
 #       # then the join (END=5000: images 0-4999 only; CORES="1": core 1)
 #
 # Phases (PHASES, default "train export baseline chunks join"): train, export, baseline,
-# chunks, join. Commit RES: a later run needs nothing else.
+# chunks, join.
 set -u
 cd "$(dirname "$0")/.."
 source scripts/budget_lib.sh "$@"
 PHASES=${PHASES:-train export baseline chunks join}
 
-RES=${RES:-benchmarks/results/cpu_patch_2h}
-PATCH_NPZ=$RES/deep_hvae_patch.npz
+RES=${RES:-$RUNS/patch_2h}
+OUT=pretrained/fashion_mnist_deep_hvae_cpu_patch   # .npz parameters, _test.npz/.json figures
+PATCH_NPZ=$OUT.npz
 PATCH_RUN=deep_hvae_patch=$C/fashion_mnist_deep_hvae.py:cpu_patch@$PATCH_NPZ
 MLP_RUN=mlp=$C/default.py@"$RUNS/mlp"
 patch_export() {  # the deep run's evaluation parameters (its EMA) -> $PATCH_NPZ
@@ -60,16 +62,17 @@ patch_chunks() {  # the deep model's log p(x) chunks from its parameter file, 50
   for i in "${!cores[@]}"; do patch_worker "$i" & done
   wait
 }
-patch_join() {  # the images evaluated so far, deep paired with the MLP -> $RES/full.json
-  # (all 10 000 once every chunk exists), per class too
+patch_join() {  # the images evaluated so far, deep paired with the MLP, per class too (all
+  # 10 000 once every chunk exists) -> ${OUT}_test.npz (per image) and ${OUT}_test.json
   local parts=("$RES/elbo.npz") start
   for ((start = 0; start < 10000; start += 500)); do
     parts+=("$RES/mlp_$start.npz")
     [ -f "$RES/deep_$start.npz" ] && parts+=("$RES/deep_$start.npz")
   done
   python -m scripts.budget_compare --merge="$(IFS=,; echo "${parts[*]}")" \
-    --by_class=fashion_mnist --out="$RES/full.json" > "$RUNS/eval_patch_2h.out" 2>&1
-  echo "$(date +%T) patch_2h joined: rc=$? ($RES/full.json)" >> "$LOG"
+    --by_class=fashion_mnist --save="${OUT}_test.npz" --out="${OUT}_test.json" \
+    > "$RUNS/eval_patch_2h.out" 2>&1
+  echo "$(date +%T) patch_2h joined: rc=$? (${OUT}_test.json)" >> "$LOG"
 }
 
 mkdir -p "$RES"
