@@ -14,7 +14,7 @@ from conftest import requires_fashion_mnist
 from jupytext.compare import NotebookDifference, compare_notebooks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NOTEBOOKS = ("quickstart.ipynb", "losses_from_scratch.ipynb")
+NOTEBOOKS = ("quickstart.ipynb", "losses_from_scratch.ipynb", "beyond_the_vae.ipynb")
 
 
 def _read(name):
