@@ -20,11 +20,11 @@ from vae_jax.models.conv import ConvDecoder, ConvEncoder
 from vae_jax.models.deep_hvae import DeepHVAE
 from vae_jax.models.hvae import HVAE
 from vae_jax.models.mlp import MLPDecoder, MLPEncoder
-from vae_jax.models.registry import builder, get, names, register
+from vae_jax.models.registry import builder, get, names, register, unregister
 from vae_jax.models.resnet import ResNetDecoder, ResNetEncoder
 from vae_jax.models.vae import VAE
 from vae_jax.models.vdm import VDM, LatentVDM
 
 __all__ = ["VAE", "HVAE", "DeepHVAE", "VDM", "LatentVDM", "MLPEncoder", "MLPDecoder",
            "ConvEncoder", "ConvDecoder", "ResNetEncoder", "ResNetDecoder", "register",
-           "builder", "get", "names"]
+           "unregister", "builder", "get", "names"]

@@ -27,6 +27,11 @@ def register(name: str):
     return wrap
 
 
+def unregister(name: str) -> None:
+    """Remove model ``name`` (tests and notebooks that register a model for a while)."""
+    _REGISTRY.pop(name, None)
+
+
 def names() -> list[str]:
     """The registered model names, sorted."""
     return sorted(_REGISTRY)
