@@ -376,10 +376,11 @@ def test_file_backed_streams_train_like_on_device_and_resume_a_sigkill_bit_ident
     png = checkpoint.manager(str(tmp_path / "png" / "checkpoints"), read_only=True)
     assert checkpoint.read_data_state(png, 25)["base"] == 0
     device = checkpoint.manager(str(tmp_path / "device" / "checkpoints"), read_only=True)
-    assert checkpoint.read_data_state(device, 25) is None  # the on-device path: the step
+    saved = checkpoint.read_data_state(device, 25)  # the on-device path: no reader to resume
+    assert "grain" not in saved and saved["step"] == 25 and saved["source"]
     before = os.listdir(tmp_path / "png"), os.path.getmtime(tmp_path / "png" / "config.json")
-    with pytest.raises(errors.DataError, match="checkpoints/25 was written streaming a "
-                       "training set with source='.*', but this run has source="):
+    with pytest.raises(errors.DataError, match="checkpoints/25 was written training with "
+                       "source='.*', but this run has source="):
         experiment.train_and_evaluate(_config(30, "stream", "npz", shards), str(tmp_path / "png"))
     assert before == (os.listdir(tmp_path / "png"),
                       os.path.getmtime(tmp_path / "png" / "config.json"))
