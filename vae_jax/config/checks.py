@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import numbers
 
 import ml_collections
 
@@ -119,7 +120,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     the value and the fix. ``config`` has its defaults (``with_defaults``)."""
     err = ConfigError
     seed = config.seed
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 32:
+    if (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
+            or not 0 <= seed < 2 ** 32):
         raise err(f"config.seed={seed!r} must be an integer in [0, 2**32) = [0, "
                   f"{2 ** 32 - 1}]: JAX's keys hold 32 bits, so a seed outside that range "
                   "would silently train the same run as another seed (2**32 + s as s, -1 "
@@ -293,7 +295,7 @@ def _validate_counts(config: ml_collections.ConfigDict) -> None:
     for path, least, what in COUNTS:
         section, name = path.split(".")
         value = config[section][name]
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
             kind = "a positive integer" if least == 1 else f"an integer >= {least}"
             raise ConfigError(f"config.{path}={value!r} must be {kind} ({what}).")
     extent = config.sample.traversal_extent
