@@ -102,8 +102,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
     ``config.json``; multi-process, only process 0 writes (orbax coordinates checkpoints).
     Every check runs before anything is compiled or created in ``workdir``. Non-finite
     metrics raise NonFiniteLossError (the last good checkpoint is kept) unless
-    ``config.train.on_nonfinite="skip"``. SIGTERM/SIGINT: finish the current call, save,
-    raise TrainingInterrupted (a SystemExit, code 128 + signal). Returns the final TrainState.
+    ``config.train.on_nonfinite="skip"``. SIGTERM/SIGINT: finish the current call (an
+    evaluation: the current device call), save, raise TrainingInterrupted (a SystemExit,
+    code 128 + signal). ``config.json`` holds the latest config and
+    ``config_history.jsonl`` each start's; a resume on another data set is refused.
+    Returns the final TrainState.
     """
     workdir = os.path.expanduser(workdir)  # ~/run as the shell would
     is_main = jax.process_index() == 0
@@ -135,7 +138,7 @@ def _check_same_data_set(workdir: str, config: ml_collections.ConfigDict) -> Non
         return
     changes = logs.config_changes(previous, json.loads(config.to_json_best_effort()))
     changed = [f for f in logs.DATA_SET_FIELDS
-               if f in changes and changes[f][0] != "(absent)"]
+               if f in changes and changes[f][0] != logs.ABSENT]
     if changed:
         raise ConfigError(
             f"--workdir={workdir} holds the checkpoints of a run trained on another data set: "

@@ -13,6 +13,9 @@ and reading the scalars back.
 * ``read_scalars(workdir)``: the records of ``metrics.jsonl`` as arrays for a notebook's
   plots, named as in TensorBoard (``train_loss``, ``test_elbo``, ...). No TensorFlow or
   TensorBoard is needed to read them.
+* ``config.json`` (the latest start's config) and ``config_history.jsonl`` (one record per
+  start: the step it takes effect at, the fields changed, the config): ``config_changes``,
+  ``append_config_history``; ``DATA_SET_FIELDS`` are those a resume may not change.
 """
 
 from __future__ import annotations
@@ -159,7 +162,7 @@ CONFIG_HISTORY = "config_history.jsonl"  # one record per start: its step and wh
 # set's contents are checked too, by fingerprint: data.resume_check). data.dir may change
 # (the same files moved) as long as the fingerprint agrees.
 DATA_SET_FIELDS = ("data.name", "data.binarization")
-_ABSENT = "(absent)"
+ABSENT = "(absent)"  # a field one config lacks
 
 
 def flat_config(config: Mapping) -> dict:
@@ -177,8 +180,8 @@ def config_changes(previous: Mapping, current: Mapping) -> dict[str, list]:
     """{field: [previous value, current value]} of every field that differs between two
     configs as JSON (a field one of them lacks: "(absent)")."""
     a, b = flat_config(previous), flat_config(current)
-    return {k: [a.get(k, _ABSENT), b.get(k, _ABSENT)] for k in sorted(set(a) | set(b))
-            if a.get(k, _ABSENT) != b.get(k, _ABSENT)}
+    return {k: [a.get(k, ABSENT), b.get(k, ABSENT)] for k in sorted(set(a) | set(b))
+            if a.get(k, ABSENT) != b.get(k, ABSENT)}
 
 
 def read_config(workdir: str) -> dict | None:
