@@ -20,6 +20,11 @@ KIND:
                          once checkpoint STEP is saved and finished, fill the filesystem
                          with the file $VAE_JAX_FILL until a write fails with ENOSPC: the
                          disk is really full for every later write.
+  signal_during_calls    after device call STEP of an evaluation (counted at
+                         ``parallel.between_calls``), a thread sends $VAE_JAX_SIGNAL
+                         (SIGINT or SIGTERM) to this process 0.2 s later, while the next
+                         calls run; at exit the line printed says how many calls were made
+                         after the signal was sent.
 
 Not a test module (no ``test_`` prefix); the command line is exactly the launcher's.
 """
@@ -137,6 +142,32 @@ def _install(kind: str, step: int) -> None:
                 print(f"fault_driver: filled the disk after checkpoint {step}", flush=True)
 
         checkpoint.save = save
+    elif kind == "signal_during_calls":
+        import atexit
+        import threading
+        import time
+
+        from vae_jax import parallel
+
+        original = parallel.between_calls
+        name = os.environ.get("VAE_JAX_SIGNAL", "SIGINT")
+        calls, sent = [0], []
+
+        def send():
+            time.sleep(0.2)
+            sent.append(calls[0])
+            os.kill(os.getpid(), getattr(signal, name))
+
+        def between_calls():
+            calls[0] += 1
+            if calls[0] == step:
+                threading.Thread(target=send, daemon=True).start()
+            original()
+
+        parallel.between_calls = between_calls
+        atexit.register(lambda: print(
+            f"fault_driver: {name} sent after call {sent[0] if sent else None}; "
+            f"{calls[0] - sent[0] if sent else None} calls after it", flush=True))
     else:
         raise SystemExit(f"unknown VAE_JAX_FAULT kind {kind!r}")
 

@@ -338,7 +338,8 @@ def test_file_backed_streams_train_like_on_device_and_resume_a_sigkill_bit_ident
     rerun: it resumes from checkpoint 15 (mid-epoch), whose ``data`` item holds grain's
     state. All four end with the same parameters, bit for bit: every path feeds the same
     uint8 batches to the same compiled step, and how calls are cut does not change a step.
-    Then a rerun streaming another data set into a workdir is refused before it writes."""
+    Then a rerun streaming another training set (or data set) into a workdir is refused
+    before it writes."""
     x, xt = _fashion()
     single = str(tmp_path / "all.npz")
     np.savez(single, train=x, test=xt)
@@ -376,13 +377,19 @@ def test_file_backed_streams_train_like_on_device_and_resume_a_sigkill_bit_ident
     png = checkpoint.manager(str(tmp_path / "png" / "checkpoints"), read_only=True)
     assert checkpoint.read_data_state(png, 25)["base"] == 0
     device = checkpoint.manager(str(tmp_path / "device" / "checkpoints"), read_only=True)
-    assert checkpoint.read_data_state(device, 25) is None  # the on-device path: the step
-    before = os.listdir(tmp_path / "png"), os.path.getmtime(tmp_path / "png" / "config.json")
-    with pytest.raises(errors.DataError, match="checkpoints/25 was written streaming a "
-                       "training set with source='.*', but this run has source="):
+    saved = checkpoint.read_data_state(device, 25)  # the on-device path: no reader to resume
+    assert "grain" not in saved and saved["step"] == 25 and saved["source"]
+    # streaming the single .npz into the workdir trained on device from the shards: the
+    # same name ("npz"), another training set (its fingerprint), refused before any write
+    target = tmp_path / "device_shards"
+    before = os.listdir(target), os.path.getmtime(target / "config.json")
+    with pytest.raises(errors.DataError, match="checkpoints/25 was written training with "
+                       "source='.*', but this run has source="):
+        experiment.train_and_evaluate(_config(30, "stream", "npz", single), str(target))
+    assert before == (os.listdir(target), os.path.getmtime(target / "config.json"))
+    # another data set by name (config.json's config.data.name): refused before any write
+    with pytest.raises(errors.ConfigError, match="config.data.name='image_folder' there"):
         experiment.train_and_evaluate(_config(30, "stream", "npz", shards), str(tmp_path / "png"))
-    assert before == (os.listdir(tmp_path / "png"),
-                      os.path.getmtime(tmp_path / "png" / "config.json"))
 
 
 # -------------------------------------------------------------------------- bad input

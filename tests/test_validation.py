@@ -80,6 +80,42 @@ def _npz(name, **arrays):
     return _set(data__name="npz", data__dir=lambda tmp: synthetic_npz(tmp, name, **arrays))
 
 
+def synthetic_shards(tmp, name, shards, links=()) -> str:
+    """A folder of np.savez shards (one dict of arrays each) and symbolic links
+    (name, target) beside them."""
+    folder = os.path.join(tmp, f"synthetic_shards_{name}")
+    os.makedirs(folder)
+    for i, arrays in enumerate(shards):
+        np.savez(os.path.join(folder, f"shard-{i:05d}.npz"), **arrays)
+    for link, target in links:
+        os.symlink(target, os.path.join(folder, link))
+    return folder
+
+
+def _shards(name, shards, links=()):
+    return _set(data__name="npz",
+                data__dir=lambda tmp: synthetic_shards(tmp, name, shards, links))
+
+
+def synthetic_image_folder(tmp, name, links=()) -> str:
+    """train/ and test/ of 4 and 2 grey 8x8 PNGs, and symbolic links (path, target)."""
+    from PIL import Image
+
+    root = os.path.join(tmp, f"synthetic_images_{name}")
+    for split, n in (("train", 4), ("test", 2)):
+        os.makedirs(os.path.join(root, split))
+        for i in range(n):
+            Image.fromarray(_u8(8, 8)).save(os.path.join(root, split, f"{i}.png"))
+    for link, target in links:
+        os.symlink(target, os.path.join(root, link))
+    return root
+
+
+def _image_folder(name, links):
+    return _set(data__name="image_folder",
+                data__dir=lambda tmp: synthetic_image_folder(tmp, name, links))
+
+
 def _idx(bad):
     return _set(data__name="mnist", data__dir=lambda tmp: synthetic_idx_folder(tmp, bad=bad))
 
@@ -183,6 +219,60 @@ TABLE = [
      "dir", VE, ["config.train.batch_size=32 exceeds the 8 training images"]),
     ("unknown tfds data set", _set(data__name="synthetic_no_such_dataset"), "dir", DE,
      ["'synthetic_no_such_dataset' was not found", "tfds build"]),
+    # shard folders: test arrays checked as the single file's, no file skipped silently
+    ("shards' test arrays differ in shape", _shards("test_shapes", [
+        {"train": _u8(8, 28, 28), "test": _u8(4, 28, 28)},
+        {"train": _u8(8, 28, 28), "test": _u8(4, 32, 32)}]), "dir", DE,
+     ["shard-00001.npz", "'test' holds images of shape (32, 32, 1)", "(28, 28, 1)",
+      "Re-write that shard's 'test'"]),
+    ("shard with float test pixels", _shards("float_test", [
+        {"train": _u8(8, 28, 28), "test": np.zeros((4, 28, 28), np.float32)}]), "dir", DE,
+     ["shard-00000.npz", "'test' has dtype float32", "astype(np.uint8)"]),
+    ("shard folder with a dangling link", _shards("dangling", [
+        {"train": _u8(8, 28, 28), "test": _u8(4, 28, 28)}],
+        links=[("shard-00001.npz", "/nonexistent/synthetic-00001.npz")]), "dir", DE,
+     ["shard-00001.npz (a symbolic link to '/nonexistent/synthetic-00001.npz', which does "
+      "not exist)", "Restore the file", "remove the link"]),
+    ("shard folder with a link loop", _shards("loop", [
+        {"train": _u8(8, 28, 28), "test": _u8(4, 28, 28)}],
+        links=[("shard-00001.npz", "shard-00002.npz"), ("shard-00002.npz", "shard-00001.npz")]),
+     "dir", DE, ["2 broken symbolic links", "shard-00001.npz (a loop of symbolic links)"]),
+    ("image folder with a dangling link", _image_folder("dangling", [
+        ("train/9.png", "/nonexistent/synthetic.png")]), "dir", DE,
+     ["train/9.png (a symbolic link to '/nonexistent/synthetic.png'", "remove the link"]),
+    ("image folder with a link loop", _image_folder("loop", [
+        ("test/5.png", "5.png")]), "dir", DE,
+     ["test/5.png (a loop of symbolic links)"]),
+    # seeds past 32 bits train the same run as another seed
+    ("seed of 2**40", lambda c, tmp: setattr(c, "seed", 2 ** 40), "dir", CE,
+     ["config.seed=1099511627776", "[0, 2**32)", "[0, 4294967295]", "--config.seed="]),
+    ("negative seed", lambda c, tmp: setattr(c, "seed", -1), "dir", CE,
+     ["config.seed=-1", "[0, 2**32)", "-1 as 4294967295"]),
+    # every size and count of config.eval and config.sample, before anything runs
+    ("zero importance chunk", _set(eval__chunk=0), "dir", CE,
+     ["config.eval.chunk=0", "positive integer", "per device call"]),
+    ("zero ELBO draws", _set(eval__num_samples=0), "dir", CE,
+     ["config.eval.num_samples=0", "positive integer"]),
+    ("negative log p(x) batch", _set(eval__ll_batch_size=-5), "dir", CE,
+     ["config.eval.ll_batch_size=-5", "integer >= 0"]),
+    ("negative test images", _set(eval__num_test_images=-1), "dir", CE,
+     ["config.eval.num_test_images=-1"]),
+    ("zero prior samples", _set(sample__num=0), "dir", CE,
+     ["config.sample.num=0", "positive integer"]),
+    ("one-image interpolation", _set(sample__num_interpolation=1), "dir", CE,
+     ["config.sample.num_interpolation=1", "integer >= 2", "both ends"]),
+    ("zero traversal rows", _set(sample__traversal_dims=0), "dir", CE,
+     ["config.sample.traversal_dims=0"]),
+    ("one-step traversal", _set(sample__traversal_steps=1), "dir", CE,
+     ["config.sample.traversal_steps=1", "integer >= 2"]),
+    ("zero traversal extent", _set(sample__traversal_extent=0.0), "dir", CE,
+     ["config.sample.traversal_extent=0.0", "> 0"]),
+    ("zero manifold", _set(sample__manifold_size=0), "dir", CE,
+     ["config.sample.manifold_size=0"]),
+    ("zero scatter points", _set(sample__scatter_points=0), "dir", CE,
+     ["config.sample.scatter_points=0"]),
+    ("pair of three", _set(sample__pair=(0, 1, 2)), "dir", CE,
+     ["config.sample.pair=(0, 1, 2)", "two test image indices"]),
 ]
 
 

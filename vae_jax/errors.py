@@ -34,13 +34,19 @@ class WriteError(RuntimeError):
     path, the OS error, the last good checkpoint and the fix."""
 
 
-class TrainingInterrupted(SystemExit):
+class Interrupted(SystemExit):
+    """A SIGTERM/SIGINT stop (``runtime.StopSignal``); exit code 128 + signal. Raised
+    between device calls, so that every phase of a run (training, evaluation, pictures)
+    stops within one call."""
+
+
+class TrainingInterrupted(Interrupted):
     """Raised after a SIGTERM/SIGINT stop has saved a checkpoint; exit code 128 + signal."""
 
 
 # The launcher's exit code for each kind of user-facing error (README, docs/reliability.md).
-# 1 stays Python's (and absl's) code for a genuine bug or a bad flag; TrainingInterrupted
-# exits with 128 + the signal (130 SIGINT, 143 SIGTERM).
+# 1 stays Python's (and absl's) code for a genuine bug or a bad flag; Interrupted (and
+# TrainingInterrupted) exits with 128 + the signal (130 SIGINT, 143 SIGTERM).
 EXIT_CODES: dict[type, int] = {
     ConfigError: 2,
     DataError: 3,

@@ -96,6 +96,8 @@ def elbo(params, x: jax.Array, key: jax.Array, *, model: nn.Module,
     loss = −mean_B[log p(x|z)] + β · Σ_j max(free_bits, mean_B KL_j), where j runs over
     latent dimensions (free bits, Kingma et al. 2016: the floor is in nats per dimension and
     applied to the batch-averaged KL). With free_bits = 0 this is −mean(log_px_z − β kl).
+    The floor's gradient to KL_j is 0 below it, β above and β/2 exactly at it
+    (``jnp.maximum``'s rule: the average of the two sides).
     ``beta`` may be traced (a KL warm-up schedule passes the step's value).
 
     Returns (loss scalar, metrics dict of scalars); metrics report the true ELBO terms.

@@ -2,11 +2,13 @@
 split on their first axis. The same code runs on 1 CPU, 8 GPUs or a TPU slice; several hosts
 join through ``jax.distributed.initialize()`` (see ``initialize_distributed``).
 ``per_example`` maps a compiled batch function over a data set, batches split over the
-mesh (the evaluation's figures and the active units' means)."""
+mesh (the evaluation's figures and the active units' means). ``between_calls`` runs the
+checks a run installs (``check_between_calls``: a stop signal) between such device calls."""
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+import contextlib
+from typing import Callable, Iterator, Optional, Sequence
 
 import jax
 import numpy as np
@@ -91,6 +93,35 @@ def initialize_distributed(coordinator_address: Optional[str] = None,
                                initialization_timeout=timeout_s)
 
 
+# ------------------------------------------------------------- checks between device calls
+
+_CHECKS: list[Callable[[], None]] = []
+
+
+@contextlib.contextmanager
+def check_between_calls(check: Callable[[], None]) -> Iterator[None]:
+    """While active, ``between_calls()`` runs ``check``, which raises to stop the work
+    (``runtime.StopSignal.check`` after SIGTERM / SIGINT). The loops that call
+    ``between_calls`` then keep at most one device call queued behind the running one, so
+    that a stop waits for the call in flight, not for every call already dispatched."""
+    _CHECKS.append(check)
+    try:
+        yield
+    finally:
+        _CHECKS.remove(check)
+
+
+def checking() -> bool:
+    """Whether a check is installed (the loops then wait for each call in turn)."""
+    return bool(_CHECKS)
+
+
+def between_calls() -> None:
+    """Run the installed checks (a no-op when none is)."""
+    for check in tuple(_CHECKS):
+        check()
+
+
 # ------------------------------------------------------------- a data set, batch by batch
 
 PROGRESS_MIN_BATCHES = 20
@@ -111,7 +142,8 @@ def per_example(fn: Callable, params, images: np.ndarray, key: jax.Array, *,
     Batches are sharded over ``mesh``'s data axis; batch i gets ``fold_in(key, i)``, so the
     result does not depend on the device count. Returns {name: np.ndarray [N]} in order.
     ``progress``: report batches done (see ``vae_jax.progress``); None = only for long
-    streams (>= PROGRESS_MIN_BATCHES batches, e.g. log p(x) with k = 5000).
+    streams (>= PROGRESS_MIN_BATCHES batches, e.g. log p(x) with k = 5000). Between
+    batches it runs ``between_calls`` (with a check installed, one batch queued at most).
     """
     mesh = mesh or data_mesh()
     check_batch_size(batch_size, mesh, "evaluation batch size")
@@ -129,6 +161,9 @@ def per_example(fn: Callable, params, images: np.ndarray, key: jax.Array, *,
         if progress:  # wait for the batch, so the report counts finished work
             jax.block_until_ready(outs[-1])
             bar.update(i + 1)
+        elif i and checking():  # the one before: this one runs next, nothing more queued
+            jax.block_until_ready(outs[-2])
+        between_calls()
     return jax.tree.map(lambda *xs: np.concatenate([_to_host(x) for x in xs])[:n], *outs)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import numbers
 
 import ml_collections
 
@@ -118,6 +119,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
     """Fail fast, before any data is loaded or compiled: a ConfigError naming the field,
     the value and the fix. ``config`` has its defaults (``with_defaults``)."""
     err = ConfigError
+    seed = config.seed
+    if (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
+            or not 0 <= seed < 2 ** 32):
+        raise err(f"config.seed={seed!r} must be an integer in [0, 2**32) = [0, "
+                  f"{2 ** 32 - 1}]: JAX's keys hold 32 bits, so a seed outside that range "
+                  "would silently train the same run as another seed (2**32 + s as s, -1 "
+                  f"as {2 ** 32 - 1}). Give a seed in that range, e.g. --config.seed=1.")
     if config.model.name not in registry.names():
         raise err(f"Unknown model {config.model.name!r} (config.model.name); valid: "
                   f"{registry.names()}.")
@@ -219,16 +227,16 @@ def _validate_options(config: ml_collections.ConfigDict) -> None:
     if config.optim.schedule not in SCHEDULES:
         raise err(f"Unknown schedule {config.optim.schedule!r} (config.optim.schedule); "
                   f"valid: {list(SCHEDULES)}.")
-    for path in ("train.batch_size", "eval.batch_size", "train.steps_per_call",
-                 "train.checkpoints_to_keep", "loss.num_samples", "eval.au_samples"):
+    for path in ("train.batch_size", "train.steps_per_call", "train.checkpoints_to_keep",
+                 "loss.num_samples"):
         section, name = path.split(".")
         value = config[section][name]
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise err(f"config.{path}={value!r} must be a positive integer.")
+    _validate_counts(config)
     for path in ("optim.grad_clip_norm", "optim.skip_grad_norm", "train.checkpoint_every_steps",
                  "train.eval_every_steps", "train.num_steps", "train.num_epochs",
-                 "loss.warmup_steps", "loss.free_bits", "eval.ll_batch_size",
-                 "eval.num_test_images", "eval.iwae_k", "eval.num_importance_samples"):
+                 "loss.warmup_steps", "loss.free_bits"):
         section, name = path.split(".")
         value = config[section][name]
         if not _number(value) or value < 0:
@@ -261,6 +269,44 @@ def _validate_options(config: ml_collections.ConfigDict) -> None:
                   f"config.eval.batch_size={config.eval.batch_size}: with dynamic "
                   "binarization they must be equal (or ll_batch_size 0) so every figure sees "
                   "the same binarized test set.")
+
+
+# Every size and count of the evaluation and the pictures: (field, smallest value, what it
+# counts). Checked with the rest of the config, so that none fails after a long evaluation.
+COUNTS = (
+    ("eval.batch_size", 1, "test images per ELBO batch"),
+    ("eval.num_samples", 1, "draws of z per image for the test ELBO"),
+    ("eval.chunk", 1, "importance samples drawn per device call"),
+    ("eval.au_samples", 1, "draws averaged for each posterior mean of the active units"),
+    ("eval.ll_batch_size", 0, "test images per log p(x) batch; 0 = eval.batch_size"),
+    ("eval.num_test_images", 0, "test images evaluated; 0 = all"),
+    ("eval.iwae_k", 0, "samples of the IWAE bound; 0 skips it"),
+    ("eval.num_importance_samples", 0, "samples of the log p(x) estimate; 0 skips it"),
+    ("sample.num", 1, "prior samples and reconstructions drawn"),
+    ("sample.num_interpolation", 2, "images on each interpolation path, both ends included"),
+    ("sample.traversal_dims", 1, "latent dimensions traversed, one row each"),
+    ("sample.traversal_steps", 2, "images in each traversal row"),
+    ("sample.manifold_size", 1, "rows and columns of the 2-D latent manifold"),
+    ("sample.scatter_points", 1, "test encodings in the 2-D latent scatter"),
+)
+
+
+def _validate_counts(config: ml_collections.ConfigDict) -> None:
+    for path, least, what in COUNTS:
+        section, name = path.split(".")
+        value = config[section][name]
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+            kind = "a positive integer" if least == 1 else f"an integer >= {least}"
+            raise ConfigError(f"config.{path}={value!r} must be {kind} ({what}).")
+    extent = config.sample.traversal_extent
+    if not _number(extent) or not extent > 0:
+        raise ConfigError(f"config.sample.traversal_extent={extent!r} must be a number > 0 "
+                          "(traversals span [-extent, extent] prior standard deviations).")
+    pair = config.sample.pair
+    if (not isinstance(pair, (tuple, list)) or len(pair) != 2
+            or any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in pair)):
+        raise ConfigError(f"config.sample.pair={pair!r} must be two test image indices >= 0, "
+                          "e.g. --config.sample.pair='(0, 1)'.")
 
 
 def validate_temperature(value) -> None:

@@ -34,7 +34,7 @@ from vae_jax.data import grain_pipeline, idx, image_folder, npz, npz_shards, tfd
 from vae_jax.data.dataset import CLASS_NAMES, Dataset, check
 from vae_jax.data.idx import FASHION_MNIST_DIR, IDX_FILES, read_idx
 from vae_jax.data.batches import BINARIZATIONS, epoch_permutation, gather_batch, preprocess
-from vae_jax.data.grain_pipeline import GrainReader, require_grain, resume_check
+from vae_jax.data.grain_pipeline import GrainReader, check_resume, require_grain, resume_check
 from vae_jax.data.pipeline import PIPELINES
 from vae_jax.data.rows import Rows, fingerprint
 from vae_jax.data.sharded import (gather_sharded, padded_rows, process_rows, put_sharded,
@@ -44,7 +44,8 @@ from vae_jax.data.tfds import TFDS_FILE_FORMAT
 from vae_jax.errors import DataError
 
 __all__ = ["BINARIZATIONS", "CLASS_NAMES", "Dataset", "FASHION_MNIST_DIR", "GrainReader",
-           "IDX_FILES", "PIPELINES", "Rows", "TFDS_FILE_FORMAT", "check", "epoch_permutation",
+           "IDX_FILES", "PIPELINES", "Rows", "TFDS_FILE_FORMAT", "check", "check_resume",
+           "epoch_permutation",
            "fingerprint", "gather_batch", "gather_sharded", "load", "padded_rows", "preprocess",
            "process_rows", "put_sharded", "read_idx", "require_grain", "resume_check",
            "row_sharding", "Stream"]
@@ -55,9 +56,10 @@ def load(name: str, *, data_dir: Optional[str] = None, download: bool = False,
     """Load a data set by name as uint8 arrays (see the module docstring for sources).
 
     npz shards and image folders give training images read on demand (``Rows``);
-    ``lazy_train`` does so for tfds too (training runs ask for it). Never downloads unless
-    ``download=True``. Raises DataError with the fix when absent or unusable (``check``).
+    ``lazy_train`` does so for tfds too (training runs ask for it). ``data_dir`` may start
+    with ``~`` (the user's home). Never downloads unless ``download=True``. Raises DataError with the fix when absent or unusable (``check``).
     """
+    data_dir = os.path.expanduser(data_dir) if data_dir else data_dir  # ~/data as the shell would
     source = f"{name} data set" + (f" in {data_dir}" if data_dir else "")
     return check(_load(name, data_dir, download, lazy_train), source)
 

@@ -4,6 +4,8 @@ every split usable before anything is written."""
 from __future__ import annotations
 
 import dataclasses
+import errno
+import os
 from typing import Optional
 
 import numpy as np
@@ -39,6 +41,35 @@ class Dataset:
     def num_classes(self) -> Optional[int]:
         labels = [x for x in (self.train_labels, self.test_labels) if x is not None]
         return int(max(x.max() for x in labels)) + 1 if labels else None
+
+
+def broken_links(paths) -> list[str]:
+    """Each of ``paths`` that is a symlink with no readable target, as "path (why)": a
+    target that does not exist or a loop of links. A listing that skipped them (``glob``,
+    ``os.path.isfile``, ``DirEntry.is_file``) would train on the other files without a word."""
+    out = []
+    for path in paths:
+        if not os.path.islink(path):
+            continue
+        try:
+            os.stat(path)
+        except OSError as e:
+            why = ("a loop of symbolic links" if e.errno == errno.ELOOP else
+                   f"a symbolic link to {os.readlink(path)!r}, which does not exist"
+                   if e.errno == errno.ENOENT else f"a symbolic link that cannot be read: {e}")
+            out.append(f"{path} ({why})")
+    return out
+
+
+def refuse_broken_links(paths, where: str) -> None:
+    """A DataError naming the broken symlinks among ``paths`` (``broken_links``), if any."""
+    broken = broken_links(paths)
+    if broken:
+        more = f" and {len(broken) - 3} more" if len(broken) > 3 else ""
+        raise DataError(f"{where} holds {len(broken)} broken symbolic link"
+                        f"{'s' if len(broken) > 1 else ''}: {'; '.join(broken[:3])}{more}. "
+                        "Restore the file each points to, or remove the link; the data set "
+                        "would otherwise be read without those files.")
 
 
 def check(ds: Dataset, source: str) -> Dataset:

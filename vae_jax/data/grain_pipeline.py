@@ -254,10 +254,10 @@ def check_resume(saved: Optional[dict], step: int, where: str, *, fingerprint: s
             ("batch_size", batch_size, "config.train.batch_size changed")):
         if saved.get(key) != mine:
             raise DataError(
-                f"{where} was written streaming a training set with {key}={saved.get(key)!r}, "
-                f"but this run has {key}={mine!r}: {what}, so the run cannot resume where it "
-                "stopped. Use the data and config the run was started with (its workdir's "
-                "config.json), or a new --workdir.")
+                f"{where} was written training with {key}={saved.get(key)!r}, but this run "
+                f"has {key}={mine!r}: {what}, so the run cannot resume where it stopped. Use "
+                "the data and config the run was started with (its workdir's config.json), "
+                "or a new --workdir.")
     epoch, position = divmod(int(step), steps_per_epoch)
     if (saved.get("epoch"), saved.get("position")) != (epoch, position):
         raise CheckpointError(f"{where}: the data iterator's state is at epoch "
@@ -268,7 +268,8 @@ def check_resume(saved: Optional[dict], step: int, where: str, *, fingerprint: s
 
 def resume_check(source, batch_size: int, steps_per_epoch: int
                  ) -> Callable[[Optional[dict], int, str], None]:
-    """``check_resume`` for a stream over ``source``, as ``(saved, step, where) -> None``:
-    run on the latest checkpoint before anything is written to the workdir."""
+    """``check_resume`` for a run over the training set ``source`` (either input pipeline:
+    both save the fingerprint), as ``(saved, step, where) -> None``: run on the latest
+    checkpoint before anything is written to the workdir."""
     return functools.partial(check_resume, fingerprint=fingerprint(source),
                              batch_size=batch_size, steps_per_epoch=steps_per_epoch)

@@ -17,7 +17,7 @@ from typing import Optional
 import numpy as np
 from PIL import Image
 
-from vae_jax.data.dataset import Dataset
+from vae_jax.data.dataset import Dataset, refuse_broken_links
 from vae_jax.data.rows import Rows
 from vae_jax.errors import DataError
 
@@ -27,15 +27,23 @@ LAYOUT = ("a folder with 'train/' and 'test/' subfolders of .png/.jpg files (or 
           "subfolders of them), all of one size and mode (L, RGB or RGBA)")
 
 
+def _entries(folder: str) -> list[os.DirEntry]:
+    """The entries of ``folder``; a DataError naming any broken symbolic link among them
+    (``is_file`` / ``is_dir`` would skip a dangling one, and fail on a loop)."""
+    entries = list(os.scandir(folder))
+    refuse_broken_links([e.path for e in entries], folder)
+    return entries
+
+
 def _images(folder: str) -> list[str]:
-    return sorted(e.path for e in os.scandir(folder)
+    return sorted(e.path for e in _entries(folder)
                   if e.is_file() and e.name.lower().endswith(EXTENSIONS))
 
 
 def listing(folder: str, classes: Optional[list[str]] = None
             ) -> tuple[list[str], Optional[np.ndarray], list[str]]:
     """(image paths, int32 labels [N] or None, class names) of one split's folder."""
-    subdirs = sorted(e.name for e in os.scandir(folder) if e.is_dir())
+    subdirs = sorted(e.name for e in _entries(folder) if e.is_dir())
     if not subdirs:
         return _images(folder), None, []
     classes = subdirs if classes is None else classes

@@ -18,7 +18,7 @@ from typing import Optional
 
 import numpy as np
 
-from vae_jax.data.dataset import Dataset
+from vae_jax.data.dataset import Dataset, refuse_broken_links
 from vae_jax.data.rows import Rows
 from vae_jax.errors import DataError
 
@@ -30,7 +30,9 @@ def shard_paths(pattern: str) -> list[str]:
     """The shard files of a folder (its ``*.npz``) or of a glob, sorted by name."""
     if os.path.isdir(pattern):
         pattern = os.path.join(pattern, "*.npz")
-    paths = sorted(p for p in glob.glob(pattern) if os.path.isfile(p))
+    found = sorted(glob.glob(pattern))
+    refuse_broken_links(found, f"config.data.dir={pattern!r}")
+    paths = [p for p in found if os.path.isfile(p)]
     if not paths:
         raise DataError(f"config.data.dir={pattern!r} matches no .npz file; data set 'npz' "
                         f"needs the path of one .npz file, or a folder (or glob) of {LAYOUT}.")
@@ -116,6 +118,30 @@ def _check_images(path: str, member: str, shape, dtype, image_shape) -> None:
                         "shape [H, W(, C)]. Re-write the odd shard at the same size.")
 
 
+def _hwc(image_shape) -> tuple:
+    return tuple(image_shape) + ((1,) if len(image_shape) == 2 else ())
+
+
+def _test_images(path: str, test: np.ndarray, train_shape) -> np.ndarray:
+    """A shard's ``test`` member as uint8 [n, H, W, C], checked as the single-file .npz
+    checks its own (dtype, rank) and against the training images' shape: a DataError
+    naming the shard otherwise."""
+    if test.dtype != np.uint8:
+        raise DataError(f"{path}: 'test' has dtype {test.dtype}; expected uint8 pixels 0..255 "
+                        "like 'train' (floats would be evaluated as pixel values near 0). "
+                        "Convert with (x * 255).round().astype(np.uint8) if it holds floats "
+                        "in [0, 1], and re-write the shard.")
+    if test.ndim not in (3, 4):
+        raise DataError(f"{path}: 'test' has shape {test.shape}; expected {LAYOUT}.")
+    test = test[..., None] if test.ndim == 3 else test
+    if test.shape[1:] != _hwc(train_shape):
+        raise DataError(f"{path}: 'test' holds images of shape {test.shape[1:]} [H, W, C] but "
+                        f"the training images are {_hwc(train_shape)}; every shard's 'test' "
+                        "must hold images of the training images' shape. Re-write that "
+                        "shard's 'test' at that size.")
+    return test
+
+
 def load(pattern: str) -> Dataset:
     """The shards of ``pattern`` (a folder or glob) as a Dataset whose ``train_images`` is
     an ``NpzShards`` (memory-mapped) and whose test split is in memory."""
@@ -135,7 +161,7 @@ def load(pattern: str) -> Dataset:
                 image_shape = tuple(shape[1:])
                 shards.append((path, offset, tuple(shape)))
                 if "test" in files:
-                    tests.append(f["test"])
+                    tests.append(_test_images(path, f["test"], image_shape))
                 labels.append(f["train_labels"].astype(np.int32)
                               if "train_labels" in files else None)
                 test_labels.append(f["test_labels"].astype(np.int32)
@@ -148,7 +174,6 @@ def load(pattern: str) -> Dataset:
         raise DataError(f"No shard of {pattern!r} holds a 'test' array; put the test images "
                         "(uint8, the training images' shape) in at least one shard as 'test'.")
     test = np.concatenate(tests)
-    test = test[..., None] if test.ndim == 3 else test
     for (path, _, shape), lab in zip(shards, labels):
         if lab is not None and lab.shape != shape[:1]:
             raise DataError(f"{path}: 'train_labels' has shape {lab.shape}, expected "

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from vae_jax import losses
+from vae_jax import losses, parallel
 from vae_jax.parallel import PROGRESS_MIN_BATCHES, per_example  # noqa: F401 (public here too)
 from vae_jax.data.batches import preprocess
 from vae_jax import distributions as dist
@@ -90,6 +90,41 @@ def _vae_chunk_log_weights(params, x, q_mean, q_log_std, key, start, *, model: V
     return log_px_z + log_pz_qz
 
 
+def _sample_state(params, x: jax.Array, key: jax.Array, *, model: nn.Module) -> dict:
+    """What every chunk of samples reads: the model inputs x [B, ...] and the sample key,
+    and for a ``VAE`` its encoder's q(z|x) (run once per image, not once per chunk)."""
+    if isinstance(model, VAE):
+        q = model.apply(params, x, method="encode")
+        return {"x": x, "key": key, "q_mean": q.mean, "q_log_std": q.log_std}
+    return {"x": x, "key": key}
+
+
+def _accumulate(params, state: dict, i: jax.Array, acc: jax.Array, *, model: nn.Module,
+                num_samples: int, chunk: int) -> jax.Array:
+    """acc [B] ⊕ logsumexp of chunk i's log-weights (samples i·chunk .. (i+1)·chunk − 1;
+    those past ``num_samples`` weigh 0)."""
+    start = i * chunk
+    if "q_mean" in state:
+        log_w = _vae_chunk_log_weights(params, state["x"], state["q_mean"],
+                                       state["q_log_std"], state["key"], start, model=model,
+                                       chunk=chunk)                       # [chunk, B]
+    else:
+        k_i = jax.random.fold_in(state["key"], start // chunk)
+        log_w = losses.log_importance_weights(params, state["x"], k_i, model=model,
+                                              num_samples=chunk)
+    valid = (start + jnp.arange(chunk) < num_samples)[:, None]
+    log_w = jnp.where(valid, log_w, -jnp.inf)
+    return jnp.logaddexp(acc, jax.nn.logsumexp(log_w, axis=0))
+
+
+def _check_counts(num_samples: int, chunk: int) -> tuple[int, int]:
+    """(chunk, number of chunks) for k = ``num_samples`` drawn ``chunk`` at a time."""
+    if num_samples <= 0 or chunk <= 0:
+        raise ValueError(f"num_samples={num_samples} and chunk={chunk} must be positive.")
+    chunk = min(chunk, num_samples)
+    return chunk, -(-num_samples // chunk)
+
+
 def log_importance_sampled(params, x: jax.Array, key: jax.Array, *, model: nn.Module,
                            num_samples: int, chunk: int) -> jax.Array:
     """log (1/k) Σ_{j<k} p(x, z_j) / q(z_j|x), z_j ~ q(z|x), streamed in chunks: [B].
@@ -100,28 +135,14 @@ def log_importance_sampled(params, x: jax.Array, key: jax.Array, *, model: nn.Mo
     fold_in(key, j): the value is the same for every chunk size. Other models (any
     ``terms`` provider) draw chunk i with ``terms(x, fold_in(key, i), chunk)``.
     With k = num_samples this is the IWAE-k bound; k = 5000 is the usual log p(x) estimate.
+    (``make_log_likelihood_fn`` computes the same sum one chunk per device call.)
     """
-    if num_samples <= 0 or chunk <= 0:
-        raise ValueError(f"num_samples={num_samples} and chunk={chunk} must be positive.")
-    chunk = min(chunk, num_samples)
-    num_chunks = -(-num_samples // chunk)
-    if isinstance(model, VAE):
-        q = model.apply(params, x, method="encode")
-        chunk_fn = functools.partial(_vae_chunk_log_weights, params, x, q.mean, q.log_std,
-                                     key, model=model, chunk=chunk)
-    else:
-        def chunk_fn(start):
-            k_i = jax.random.fold_in(key, start // chunk)
-            return losses.log_importance_weights(params, x, k_i, model=model,
-                                                 num_samples=chunk)
+    chunk, num_chunks = _check_counts(num_samples, chunk)
+    state = _sample_state(params, x, key, model=model)
 
     def body(acc, i):
-        start = i * chunk
-        log_w = chunk_fn(start)                                # [chunk, B]
-        # The last chunk may run past k: those samples get weight 0.
-        valid = (start + jnp.arange(chunk) < num_samples)[:, None]
-        log_w = jnp.where(valid, log_w, -jnp.inf)
-        return jnp.logaddexp(acc, jax.nn.logsumexp(log_w, axis=0)), None
+        return _accumulate(params, state, i, acc, model=model, num_samples=num_samples,
+                           chunk=chunk), None
 
     init = jnp.full((x.shape[0],), -jnp.inf, jnp.float32)
     acc, _ = jax.lax.scan(body, init, jnp.arange(num_chunks))
@@ -144,18 +165,64 @@ def _log_likelihood_batch(params, x, key, *, model, binarization, num_samples, c
                                              num_samples=num_samples, chunk=chunk)}
 
 
+def _batch_state(params, x, key, *, model, binarization):
+    """(``_sample_state`` of the batch, the empty sum −inf [b]), made on the devices."""
+    k_bin, k_z = jax.random.split(key)  # as _log_likelihood_batch
+    return (_sample_state(params, _preprocess(x, k_bin, binarization), k_z, model=model),
+            jnp.full((x.shape[0],), -jnp.inf, jnp.float32))
+
+
+class LogLikelihoodFn:
+    """(params, x [b, H, W, C], key) -> {"log_px": [b]}, the k-sample estimate, computed
+    one chunk of samples per device call (``make_log_likelihood_fn``).
+
+    A call of all k samples at once can run for minutes (k = 5000 on a CPU); one chunk per
+    call lets ``parallel.between_calls`` act between them (a stop signal ends an evaluation
+    within one chunk's time). Traced inside another ``jit`` it is the one-program form
+    (``lax.scan`` over the chunks, the same sum); ``lower`` lowers that form.
+    """
+
+    def __init__(self, model: nn.Module, *, binarization: Optional[str], num_samples: int,
+                 chunk: int, precision: Optional[str]):
+        self.num_samples = num_samples
+        self.chunk, self.num_chunks = _check_counts(num_samples, chunk)
+        self.whole = jit_eval(at_precision(functools.partial(
+            _log_likelihood_batch, model=model, binarization=binarization,
+            num_samples=num_samples, chunk=chunk), precision))
+        self.lower = self.whole.lower
+        self._state = jit_eval(at_precision(functools.partial(
+            _batch_state, model=model, binarization=binarization), precision))
+        self._accumulate = jit_eval(at_precision(functools.partial(
+            _accumulate, model=model, num_samples=num_samples, chunk=self.chunk), precision))
+
+    def __call__(self, params, x, key) -> dict[str, jax.Array]:
+        if self.num_chunks == 1 or any(isinstance(a, jax.core.Tracer)
+                                       for a in jax.tree.leaves((params, x, key))):
+            return self.whole(params, x, key)
+        state, acc = self._state(params, x, key)
+        waiting = None
+        for i in range(self.num_chunks):
+            acc = self._accumulate(params, state, np.int32(i), acc)
+            if parallel.checking():  # the chunk before has finished: at most one queued
+                if waiting is not None:
+                    jax.block_until_ready(waiting)
+                waiting = acc
+            parallel.between_calls()
+        return {"log_px": acc - math.log(self.num_samples)}
+
+
 def make_log_likelihood_fn(model: nn.Module, *, binarization: Optional[str], num_samples: int,
                            chunk: int = 100, precision: Optional[str] = EVAL_PRECISION
-                           ) -> Callable:
-    """jit(params, x [b, H, W, C], key) -> {"log_px": [b]}, the k-sample estimate.
+                           ) -> LogLikelihoodFn:
+    """(params, x [b, H, W, C], key) -> {"log_px": [b]}, the k-sample estimate, one chunk
+    of samples per device call (``LogLikelihoodFn``; one ``jit`` program when traced).
 
     ``binarization`` preprocesses uint8 images as in training (the batch key is split as in
     ``make_elbo_fn``, so both see the same binarization); None takes float model inputs.
     ``precision``: see ``at_precision`` (float32 products by default).
     """
-    return jit_eval(at_precision(functools.partial(
-        _log_likelihood_batch, model=model, binarization=binarization,
-        num_samples=num_samples, chunk=chunk), precision))
+    return LogLikelihoodFn(model, binarization=binarization, num_samples=num_samples,
+                           chunk=chunk, precision=precision)
 
 
 def mean_and_stderr(values: np.ndarray) -> tuple[float, float]:

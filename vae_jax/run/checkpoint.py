@@ -257,6 +257,15 @@ def check_compatible(mngr: ocp.CheckpointManager, step: int, target: Any) -> Non
             "config.json), or a new --workdir for the new model.")
 
 
+def has_steps(directory: str) -> bool:
+    """Whether ``directory`` holds a finalised checkpoint step (a folder named by a number);
+    reads the listing only."""
+    try:
+        return any(name.isdigit() for name in os.listdir(directory))
+    except OSError:
+        return False
+
+
 def check_latest_compatible(directory: str, target: Any, data_check: Optional[
         Callable[[Optional[dict], int, str], None]] = None) -> None:
     """CheckpointMismatchError if the newest checkpoint in ``directory`` whose metadata
@@ -290,6 +299,12 @@ def restore(mngr: ocp.CheckpointManager, target: Any, step: Optional[int] = None
     step = mngr.latest_step() if step is None else step
     if step is None:
         raise CheckpointError(f"No checkpoint in {mngr.directory}.")
+    steps = sorted(mngr.all_steps())
+    if int(step) not in steps:
+        raise CheckpointError(
+            f"No checkpoint at step {step} in {mngr.directory}; "
+            + (f"the steps there are {steps}. Give one of them with --step, or leave --step "
+               "out for the latest." if steps else "it holds none. Train first."))
     path = step_path(mngr, step)
     check_compatible(mngr, step, target)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
@@ -329,22 +344,42 @@ def restore_latest_good(mngr: ocp.CheckpointManager, target: Any, *,
     """Restore the newest checkpoint that verifies, walking back past damaged ones.
 
     Returns (state or None, its step or None, [(path, reason) of each skipped step]).
-    Damaged steps are never deleted; with ``quarantine`` (a folder) they are moved there,
-    so that training can write that step again and orbax's max_to_keep clean-up never
-    touches them. A CheckpointMismatchError (another model) is raised, not skipped.
+    Damaged steps are never deleted; with ``quarantine`` (a folder) the ones newer than the
+    step restored are moved there, so that training can write those steps again and
+    orbax's max_to_keep clean-up never touches them. When none restores nothing is moved
+    (the caller decides: training refuses to start over). A CheckpointMismatchError
+    (another model) is raised, not skipped.
     """
     skipped = []
     for step in sorted(mngr.all_steps(), reverse=True):
         try:
-            return restore(mngr, target, step), step, skipped
+            state = restore(mngr, target, step)
         except CheckpointError as e:
             path = step_path(mngr, step)
             logging.warning("Skipping damaged checkpoint %s: %s", path, e)
             print(f"WARNING: skipping damaged checkpoint {path}: {e}", flush=True)
             skipped.append((path, str(e)))
-            if quarantine:
+            continue
+        if quarantine:
+            for path, _ in skipped:
                 _move_aside(mngr, path, quarantine)
+        return state, step, skipped
     return None, None, skipped
+
+
+def none_restored(directory: str, skipped: list, metrics: str) -> CheckpointError:
+    """The error of a training run whose every checkpoint in ``directory`` failed to
+    restore (``skipped``: ``restore_latest_good``'s): starting again from step 0 would
+    rewrite ``metrics`` and, later, the checkpoints, so a read error that passes (a network
+    filesystem, a disk not yet back) must not end a run's history."""
+    paths = [p for p, _ in skipped]
+    return CheckpointError(
+        f"No checkpoint in {directory} restores: {len(paths)} failed "
+        f"({', '.join(paths[:4])}{' ...' if len(paths) > 4 else ''}; the newest: "
+        f"{' '.join(skipped[0][1].split())[:300]}). Nothing was changed. If the files may "
+        "be readable again (a filesystem that was down), rerun the same command then: it "
+        "resumes. To start this run afresh on purpose, move the workdir aside (or delete "
+        f"{directory} and {metrics}) and rerun.")
 
 
 def _move_aside(mngr: ocp.CheckpointManager, path: str, quarantine: str) -> None:

@@ -24,7 +24,7 @@ from absl import logging
 from jax.sharding import Mesh
 
 from vae_jax import config as config_lib
-from vae_jax import data, parallel, progress, train
+from vae_jax import data, errors, parallel, progress, train
 from vae_jax.errors import ConfigError, TrainingInterrupted
 from vae_jax.evaluate import sampling, suite
 from vae_jax.progress import Progress
@@ -35,6 +35,10 @@ from vae_jax.train import optim
 from vae_jax.train.inputs import DeviceInput, StreamInput
 
 MODES = ("train", "eval", "sample", "export")
+# Free bytes asked for before an evaluation or the pictures run (eval.json is a few KB; the
+# PNG grids of --mode=sample well under a MB): a full disk is refused before the work, not
+# after it. An export asks for its file's size.
+ROOM_EVAL, ROOM_SAMPLES, ROOM_MARGIN = 64 << 10, 4 << 20, 64 << 10
 
 @dataclasses.dataclass
 class Setup:
@@ -53,12 +57,12 @@ class Setup:
 
 
 def setup(config: ml_collections.ConfigDict, workdir: str, *,
-          check_workdir: bool = True) -> Setup:
-    """Resolve and validate ``config``, check ``workdir``, load the data, build the model
-    and check it fits the images. Creates nothing."""
+          check_workdir: bool = True, label: Optional[str] = None) -> Setup:
+    """Resolve and validate ``config``, check ``workdir`` (named ``label`` in messages),
+    load the data, build the model and check it fits the images. Creates nothing."""
     config = config_lib.resolve(config)
     if check_workdir:
-        runtime.check_workdir(workdir)
+        runtime.check_workdir(workdir, label)
     mesh = parallel.data_mesh()
     parallel.check_batch_size(config.train.batch_size, mesh)
     parallel.check_batch_size(config.eval.batch_size, mesh, "config.eval.batch_size")
@@ -98,23 +102,72 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
     ``config.json``; multi-process, only process 0 writes (orbax coordinates checkpoints).
     Every check runs before anything is compiled or created in ``workdir``. Non-finite
     metrics raise NonFiniteLossError (the last good checkpoint is kept) unless
-    ``config.train.on_nonfinite="skip"``. SIGTERM/SIGINT: finish the current call, save,
-    raise TrainingInterrupted (a SystemExit, code 128 + signal). Returns the final TrainState.
+    ``config.train.on_nonfinite="skip"``. SIGTERM/SIGINT: finish the current call (an
+    evaluation: the current device call), save, raise TrainingInterrupted (a SystemExit,
+    code 128 + signal). ``config.json`` holds the latest config and
+    ``config_history.jsonl`` each start's; a resume on another data set is refused.
+    Returns the final TrainState.
     """
+    workdir = os.path.expanduser(workdir)  # ~/run as the shell would
     is_main = jax.process_index() == 0
     if is_main:
         runtime.check_not_busy(workdir)  # fail at once, before loading anything
     s = setup(config, workdir)
-    # another model's (or data set's) checkpoint is refused before anything is written
+    # another model's or data set's checkpoint is refused before anything is written: the
+    # data set's fields against config.json, the training set's contents (either pipeline)
+    # against the fingerprint saved with the checkpoint
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    if checkpoint.has_steps(ckpt_dir):
+        _check_same_data_set(workdir, s.config)
     optimizer = optim.make_optimizer(s.config.optim, s.steps_per_epoch)
-    checkpoint.check_latest_compatible(os.path.join(workdir, "checkpoints"), jax.eval_shape(
+    checkpoint.check_latest_compatible(ckpt_dir, jax.eval_shape(
         lambda k: train.create_train_state(k, s.model, optimizer, s.ds.image_shape,
                                            ema=config_lib.keeps_ema(s.config)),
-        build.root_keys(s.config.seed)["init"]), data_check=None if s.pipeline != "stream"
-        else data.resume_check(s.ds.train_images, s.config.train.batch_size, s.steps_per_epoch))
+        build.root_keys(s.config.seed)["init"]), data_check=data.resume_check(
+            s.ds.train_images, s.config.train.batch_size, s.steps_per_epoch))
     # One training run per workdir; creating it and its lock file is the first write.
     with runtime.WorkdirLock(workdir, enabled=is_main):
         return _train(s, workdir)
+
+
+def _check_same_data_set(workdir: str, config: ml_collections.ConfigDict) -> None:
+    """ConfigError when ``config`` names another data set (``logs.DATA_SET_FIELDS``) than
+    the run whose checkpoints ``workdir`` holds (its ``config.json``)."""
+    previous = logs.read_config(workdir)
+    if previous is None:
+        return
+    changes = logs.config_changes(previous, json.loads(config.to_json_best_effort()))
+    changed = [f for f in logs.DATA_SET_FIELDS
+               if f in changes and changes[f][0] != logs.ABSENT]
+    if changed:
+        raise ConfigError(
+            f"--workdir={workdir} holds the checkpoints of a run trained on another data set: "
+            + "; ".join(f"config.{f}={changes[f][0]!r} there (its config.json), "
+                        f"{changes[f][1]!r} here" for f in changed)
+            + ". A run resumes on the data it was trained on. Give the run's own value (e.g. "
+            + " ".join(f"--config.{f}={changes[f][0]}" for f in changed)
+            + "), or a new --workdir for a run on the new data.")
+
+
+def _record_config(workdir: str, config: ml_collections.ConfigDict, step: int,
+                   resumed: bool, guard: runtime.WriteGuard) -> None:
+    """Write ``config.json`` (the config of this start) and append this start to
+    ``config_history.jsonl`` (the step it takes effect at and the fields that changed since
+    the previous start), printing the changes."""
+    current = json.loads(config.to_json_best_effort())
+    previous = logs.read_config(workdir)
+    changes = {} if previous is None else logs.config_changes(previous, current)
+    if changes:
+        print(f"{'Resuming at' if resumed else 'Starting from'} step {step} with a config that "
+              f"differs from the previous start's (config.json): "
+              f"{logs.describe_changes(changes)}. Recorded in {logs.CONFIG_HISTORY}.",
+              flush=True)
+    with guard(os.path.join(workdir, logs.CONFIG)):
+        runtime.write_json(os.path.join(workdir, logs.CONFIG), current)
+    with guard(os.path.join(workdir, logs.CONFIG_HISTORY)):
+        logs.append_config_history(workdir, {
+            "step": step, "resumed": resumed, "time": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+            "changed": changes, "config": current})
 
 
 def _train(s: Setup, workdir: str) -> train.TrainState:
@@ -143,8 +196,11 @@ def _train(s: Setup, workdir: str) -> train.TrainState:
     with guard(ckpt_dir):
         mngr = checkpoint.manager(ckpt_dir, max_to_keep=config.train.checkpoints_to_keep,
                                   async_save=config.train.async_checkpoint)
-        restored, restored_step, _ = checkpoint.restore_latest_good(
+        restored, restored_step, skipped = checkpoint.restore_latest_good(
             mngr, state, quarantine=ckpt_dir + ".damaged")
+    if restored is None and skipped:  # none restores: never start over silently
+        mngr.close()
+        raise checkpoint.none_restored(ckpt_dir, skipped, os.path.join(workdir, "metrics.jsonl"))
     if restored is not None:
         state = restored
         logging.info("Resumed from step %d in %s", restored_step, workdir)
@@ -155,9 +211,7 @@ def _train(s: Setup, workdir: str) -> train.TrainState:
         logging.info("Dropped %d metrics records after step %d (redone now).", dropped,
                      int(state.step))
     if is_main:
-        with guard(os.path.join(workdir, "config.json")):
-            runtime.write_json(os.path.join(workdir, "config.json"),
-                               json.loads(config.to_json_best_effort()))
+        _record_config(workdir, config, int(state.step), restored is not None, guard)
 
     ckpt_every = config.train.checkpoint_every_steps or steps_per_epoch
     eval_every = config.train.eval_every_steps or steps_per_epoch
@@ -205,13 +259,35 @@ def _train(s: Setup, workdir: str) -> train.TrainState:
                     workdir, step, jax.device_get(params), ds.test_images,
                     keys["eval"], model=model, binarization=config.data.binarization)
 
-    # on any exit (done, NaN, signal, error) flush the metrics and close the manager
-    with runtime.StopSignal() as stop, saves.closing(writer, metrics_log, workdir), inputs:
+    def stop_now(step: int, during: str = "") -> None:
+        """Save ``step`` (unless saved), wait for the write, say so and exit 128 + signal."""
+        if saves.latest != step:
+            saves.save(step, state, inputs.state(step))
+        saves.finish()
+        name = signal.Signals(stop.signum).name
+        message = (f"Stopped by {name} at step {step}/{total_steps}{during}; checkpoint saved "
+                   f"in {mngr.directory}. Run the same command to resume.")
+        print(message, flush=True)
+        logging.warning(message)
+        raise TrainingInterrupted(128 + stop.signum)
+
+    def evaluate_or_stop(step: int) -> None:
+        """``evaluate_step``, which a signal stops between two device calls (the step is
+        saved without its evaluation; the rerun makes the evaluation first)."""
+        try:
+            evaluate_step(step)
+        except errors.Interrupted:
+            stop_now(step, " during its evaluation (the rerun makes it first)")
+
+    # on any exit (done, NaN, signal, error) flush the metrics and close the manager; a
+    # signal stops an evaluation between two of its device calls
+    with runtime.StopSignal() as stop, saves.closing(writer, metrics_log, workdir), inputs, \
+            parallel.check_between_calls(stop.check):
         # A step is saved before it is evaluated: a run killed in between resumes at that
         # step with its evaluation (for a finished run, the last one) owed. Make it first.
         if restored is not None and (step % eval_every == 0 or step == total_steps) and \
                 not metrics_log.has(step, "eval"):
-            evaluate_step(step)
+            evaluate_or_stop(step)
         while step < total_steps:
             t0 = time.perf_counter()
             stop_at, run_call = inputs.next(step)
@@ -234,17 +310,9 @@ def _train(s: Setup, workdir: str) -> train.TrainState:
             if step % ckpt_every == 0 or step == total_steps:
                 saves.save(step, state, inputs.state(step))
             if step % eval_every == 0 or step == total_steps:
-                evaluate_step(step)
+                evaluate_or_stop(step)
             if step < total_steps and stop.requested():
-                if saves.latest != step:
-                    saves.save(step, state, inputs.state(step))
-                saves.finish()
-                name = signal.Signals(stop.signum).name
-                message = (f"Stopped by {name} at step {step}/{total_steps}; checkpoint saved "
-                           f"in {mngr.directory}. Run the same command to resume.")
-                print(message, flush=True)
-                logging.warning(message)
-                raise TrainingInterrupted(128 + stop.signum)
+                stop_now(step)
     return state  # (saves.closing finished the last save: its checkpoint is complete)
 
 
@@ -257,7 +325,8 @@ def _train_input(s: Setup, trainer: train.Trainer, order_key: jax.Array, schedul
     if s.pipeline == "device":
         first, last = data.process_rows(num_train, s.mesh)
         return DeviceInput(trainer, s.ds.train_images[first:last], num_rows=num_train,
-                           row_offset=first, order_key=order_key, schedule=schedule)
+                           row_offset=first, order_key=order_key, schedule=schedule,
+                           fingerprint=data.fingerprint(s.ds.train_images))
     return StreamInput(trainer, s.ds.train_images, total_steps=total_steps,
                        order_key=order_key, schedule=schedule, prefetch=s.config.data.prefetch,
                        num_workers=s.config.data.num_workers)
@@ -277,8 +346,12 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
     ``outputs_dir(workdir)``/eval.json with the step, k, data set and seed; bits/dim too
     for 8-bit likelihoods (distributions.DISCRETE_8BIT).
     """
+    workdir = os.path.expanduser(workdir)  # ~/run as the shell would
     outputs = outputs_dir(workdir)
-    s = setup(config, outputs)
+    s = setup(config, outputs, label=None if outputs == workdir else
+              f"{outputs} (where --mode=eval writes eval.json for {workdir})")
+    result_path = os.path.join(outputs, "eval.json")
+    runtime.check_room(result_path, ROOM_EVAL, "Nothing was evaluated")
     config, ds, model = s.config, s.ds, s.model
     params, at = restore_params(config, workdir, model, ds.image_shape, step,
                                 s.steps_per_epoch)
@@ -295,8 +368,10 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
                "likelihood": config_lib.likelihood(config)}
     print(json.dumps(result, indent=2, sort_keys=True))
     if jax.process_index() == 0:
-        os.makedirs(outputs, exist_ok=True)
-        runtime.write_json(os.path.join(outputs, "eval.json"), result)
+        with runtime.WriteGuard(again=" (the figures printed above are computed anew)")(
+                result_path):
+            os.makedirs(outputs, exist_ok=True)
+            runtime.write_json(result_path, result)
     return result
 
 
@@ -318,6 +393,7 @@ def sample_checkpoint(config: ml_collections.ConfigDict, workdir: str,
     Settings come from ``config.sample`` (defaults in ``vae_jax.config.defaults``);
     returns {name: path}.
     """
+    workdir = os.path.expanduser(workdir)  # ~/run as the shell would
     s = setup(config, workdir, check_workdir=False)
     config, ds, model = s.config, s.ds, s.model
     settings = config.sample.to_dict()
@@ -326,13 +402,16 @@ def sample_checkpoint(config: ml_collections.ConfigDict, workdir: str,
         raise ConfigError(f"config.sample.pair={settings['pair']} must index the "
                           f"{len(ds.test_images)} test images.")
     sampling.check_temperature(settings["temperature"], model)
-    params, at = restore_params(config, workdir, model, ds.image_shape, step)
     outdir = outdir or os.path.join(outputs_dir(workdir), "samples")
+    runtime.check_workdir(outdir, f"{outdir} (where --mode=sample writes its pictures)")
+    runtime.check_room(outdir, ROOM_SAMPLES, "No picture was drawn")
+    params, at = restore_params(config, workdir, model, ds.image_shape, step)
     key = jax.random.fold_in(jax.random.key(config.seed), at)
-    paths = sampling.write_sample_images(outdir, params, ds.test_images, key, model=model,
-                                         binarization=config.data.binarization,
-                                         settings=settings, test_labels=ds.test_labels,
-                                         class_names=data.CLASS_NAMES.get(ds.name))
+    with runtime.WriteGuard(again=" (the pictures are drawn anew)")(outdir):
+        paths = sampling.write_sample_images(
+            outdir, params, ds.test_images, key, model=model,
+            binarization=config.data.binarization, settings=settings,
+            test_labels=ds.test_labels, class_names=data.CLASS_NAMES.get(ds.name))
     print(f"Wrote {len(paths)} images of step {at} to {outdir}:")
     for name, path in paths.items():
         print(f"  {name}: {path}")
@@ -343,19 +422,25 @@ def export_params(config: ml_collections.ConfigDict, workdir: str,
                   step: Optional[int] = None) -> str:
     """``--mode=export``: ``restore_params`` of ``workdir`` as one checksummed .npz without
     pickle (``params_file``), ``workdir/params_<step>.npz``; returns its path."""
+    workdir = os.path.expanduser(workdir)  # ~/run as the shell would
     if is_params_file(workdir):
         raise ConfigError(f"--mode=export --workdir={workdir}: that is already a parameter "
                           "file; export reads a training run's workdir (its checkpoint). "
                           "Give the workdir it was exported from, or use the file as it is "
                           "(--mode=eval or --mode=sample read it as --workdir).")
-    s = setup(config, workdir, check_workdir=False)
+    s = setup(config, workdir, label=f"--workdir={workdir} (where --mode=export writes "
+                                     "params_<step>.npz)")
     params, at = restore_params(s.config, workdir, s.model, s.ds.image_shape, step,
                                 s.steps_per_epoch)
     path = os.path.join(workdir, f"params_{at}.npz")
+    runtime.check_room(path, ROOM_MARGIN + sum(np.asarray(a).nbytes
+                                               for a in jax.tree.leaves(params)),
+                       "Nothing was written")
     if jax.process_index() == 0:
-        sha = params_file.save(path, params, meta={
-            "step": at, "use_ema": bool(s.config.eval.use_ema), "dataset": s.ds.name,
-            "model": s.config.model.to_dict(), "image_shape": list(s.ds.image_shape)})
+        with runtime.WriteGuard(again="")(path):
+            sha = params_file.save(path, params, meta={
+                "step": at, "use_ema": bool(s.config.eval.use_ema), "dataset": s.ds.name,
+                "model": s.config.model.to_dict(), "image_shape": list(s.ds.image_shape)})
         print(f"Wrote the parameters of step {at} to {path} (sha256 {sha}).")
     return path
 
@@ -373,15 +458,39 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mode: str = "train",
     evaluation parameters to one file (``"export"``)."""
     if mode not in MODES:
         raise ConfigError(f"--mode={mode!r}; valid: {list(MODES)}.")
-    jit_cache.enable(compilation_cache)
-    parallel.initialize_distributed(coordinator_address, num_processes, process_id,
-                                    auto=auto_distributed, timeout_s=distributed_timeout)
-    if not show_progress:
-        progress.set_enabled(False)
-    if mode == "train":
-        return train_and_evaluate(config, workdir)
-    if mode == "sample":
-        return sample_checkpoint(config, workdir, step)
-    if mode == "export":
-        return export_params(config, workdir, step)
-    return evaluate_checkpoint(config, workdir, step)
+    # SIGTERM / SIGINT stop any phase within seconds: outside the training loop (which
+    # installs its own handler, to save first) the run ends where it is, with one line
+    with runtime.StopSignal(at_once=True, message=None) as stop, \
+            parallel.check_between_calls(stop.check):
+        try:
+            jit_cache.enable(compilation_cache)
+            parallel.initialize_distributed(coordinator_address, num_processes, process_id,
+                                            auto=auto_distributed,
+                                            timeout_s=distributed_timeout)
+            if not show_progress:
+                progress.set_enabled(False)
+            if mode == "train":
+                return train_and_evaluate(config, workdir)
+            if mode == "sample":
+                return sample_checkpoint(config, workdir, step)
+            if mode == "export":
+                return export_params(config, workdir, step)
+            return evaluate_checkpoint(config, workdir, step)
+        except errors.Interrupted as e:
+            if isinstance(e, TrainingInterrupted) or stop.signum is None:
+                raise  # the training loop saved and said so
+            name = signal.Signals(stop.signum).name
+            print(f"Stopped by {name} during --mode={mode}: {_STOPPED[mode]}", flush=True)
+            raise
+
+
+# what a stop outside the training loop leaves (eval.json and params_<step>.npz are written
+# whole or not at all; each picture is written whole)
+_STOPPED = {
+    "train": "the run stopped where it was (its checkpoints are as the last complete save "
+             "left them); the same command resumes from the newest.",
+    "eval": "nothing was written (eval.json is written once every figure is computed); the "
+            "same command evaluates again.",
+    "sample": "the pictures written so far are kept; the same command draws them all again.",
+    "export": "nothing was written; the same command exports again.",
+}

@@ -13,6 +13,9 @@ and reading the scalars back.
 * ``read_scalars(workdir)``: the records of ``metrics.jsonl`` as arrays for a notebook's
   plots, named as in TensorBoard (``train_loss``, ``test_elbo``, ...). No TensorFlow or
   TensorBoard is needed to read them.
+* ``config.json`` (the latest start's config) and ``config_history.jsonl`` (one record per
+  start: the step it takes effect at, the fields changed, the config): ``config_changes``,
+  ``append_config_history``; ``DATA_SET_FIELDS`` are those a resume may not change.
 """
 
 from __future__ import annotations
@@ -149,3 +152,59 @@ def read_scalars(workdir: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         steps = np.array(sorted(points), np.int64)
         out[tag] = (steps, np.array([points[s] for s in steps], np.float64))
     return out
+
+
+# -------------------------------------------------------------- the config of each start
+
+CONFIG = "config.json"               # the config of the latest start (or resume)
+CONFIG_HISTORY = "config_history.jsonl"  # one record per start: its step and what changed
+# The fields that make "the data set": a run does not resume on another one (its training
+# set's contents are checked too, by fingerprint: data.resume_check). data.dir may change
+# (the same files moved) as long as the fingerprint agrees.
+DATA_SET_FIELDS = ("data.name", "data.binarization")
+ABSENT = "(absent)"  # a field one config lacks
+
+
+def flat_config(config: Mapping) -> dict:
+    """{"section.field": value} of a config as JSON (``config.json``'s content)."""
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, Mapping):
+            out |= {f"{key}.{k}": v for k, v in flat_config(value).items()}
+        else:
+            out[key] = value
+    return out
+
+
+def config_changes(previous: Mapping, current: Mapping) -> dict[str, list]:
+    """{field: [previous value, current value]} of every field that differs between two
+    configs as JSON (a field one of them lacks: "(absent)")."""
+    a, b = flat_config(previous), flat_config(current)
+    return {k: [a.get(k, ABSENT), b.get(k, ABSENT)] for k in sorted(set(a) | set(b))
+            if a.get(k, ABSENT) != b.get(k, ABSENT)}
+
+
+def read_config(workdir: str) -> dict | None:
+    """``workdir/config.json`` (the config of the run's latest start), or None."""
+    path = os.path.join(workdir, CONFIG)
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def append_config_history(workdir: str, record: dict) -> None:
+    """Append one record to ``workdir/config_history.jsonl`` (flushed and synced)."""
+    with open(os.path.join(workdir, CONFIG_HISTORY), "a") as f:
+        f.write(json.dumps(record, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def describe_changes(changes: Mapping[str, list], limit: int = 12) -> str:
+    """'loss.beta 1.0 -> 4.0, train.num_steps 20 -> 40' (at most ``limit`` fields)."""
+    shown = [f"{k} {json.dumps(old)} -> {json.dumps(new)}"
+             for k, (old, new) in list(changes.items())[:limit]]
+    more = f" and {len(changes) - limit} more" if len(changes) > limit else ""
+    return ", ".join(shown) + more

@@ -87,10 +87,15 @@ def load(path: str, like: Any = None) -> tuple[dict, dict]:
     except FileNotFoundError:
         raise CheckpointError(f"No parameter file at {path}: give the path --mode=export "
                               "printed (default <workdir>/params_<step>.npz).") from None
-    except (OSError, ValueError) as e:  # not a zip, or an entry needing pickle
-        raise CheckpointError(f"{path} is not a parameter file (.npz without pickle) that "
-                              f"--mode=export writes ({e}). Export it again from its "
-                              "workdir: vae-jax --mode=export ...") from None
+    except (IsADirectoryError, PermissionError) as e:
+        raise CheckpointError(f"Cannot read the parameter file {path}: {e.strerror}. Give "
+                              "the path of the .npz --mode=export wrote.") from None
+    except Exception as e:  # a cut-off or damaged zip (BadZipFile, a bad CRC, zlib, EOF),
+        # an unreadable array header, an entry that needs pickle
+        raise CheckpointError(f"{path} is damaged or not a parameter file (.npz without "
+                              f"pickle) that --mode=export writes: {type(e).__name__}: "
+                              f"{_printable(e)}. {_export_again(path)}"
+                              ) from None
     if META not in arrays:
         raise CheckpointError(f"{path} has no {META!r} entry, so it was not written by "
                               "vae_jax's --mode=export; export the run's checkpoint with it.")
@@ -100,7 +105,7 @@ def load(path: str, like: Any = None) -> tuple[dict, dict]:
                               f"{FORMAT!r}; export it again with this version.")
     if digest(arrays) != meta.get("sha256"):
         raise CheckpointError(f"{path}: its arrays do not match the SHA-256 written with them "
-                              "(a damaged or edited file); export it again from its workdir.")
+                              f"(a damaged or edited file). {_export_again(path)}")
     if like is not None:
         expected = {k: (tuple(v.shape), np.dtype(v.dtype)) for k, v in _flat(like).items()}
         held = {k: (a.shape, a.dtype) for k, a in arrays.items()}
@@ -117,6 +122,25 @@ def load(path: str, like: Any = None) -> tuple[dict, dict]:
                 + f" (exported from model {meta.get('model', '?')}). Give the config it was "
                 "exported from, with the same model overrides.")
     return traverse_util.unflatten_dict(arrays, sep=SEP), meta
+
+
+def _printable(error: Exception, limit: int = 200) -> str:
+    """An error's text on one line of printable ASCII (a damaged file's bytes escaped)."""
+    text = " ".join(str(error).split()).encode("ascii", "backslashreplace").decode()
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _export_again(path: str) -> str:
+    """How to write ``path`` again: from the workdir beside it when that is the run it came
+    from (``<workdir>/params_<step>.npz`` with ``<workdir>/checkpoints``)."""
+    folder, name = os.path.split(os.path.abspath(path))
+    stem = os.path.splitext(name)[0]
+    step = stem[len("params_"):] if stem.startswith("params_") else ""
+    if os.path.isdir(os.path.join(folder, "checkpoints")) and step.isdigit():
+        return ("Export it again from its run's checkpoint: vae-jax --config=<the run's "
+                f"config> --workdir={folder} --mode=export --step={step}.")
+    return ("Export it again from its run's workdir: vae-jax --config=<the run's config> "
+            "--workdir=<that workdir> --mode=export [--step=N].")
 
 
 def load_for(path: str, model, image_shape) -> tuple[dict, dict]:

@@ -9,11 +9,15 @@ writes and user errors reported as one paragraph, and a graceful stop on SIGTERM
   run raises ``WorkdirBusy`` naming the holder; ``check_not_busy`` probes without writing.
 * ``WriteGuard``: a failed write (a full disk, permissions, a vanished folder; an OSError
   or orbax/tensorstore's wrapped one) becomes a ``WriteError`` naming the path, the OS
-  error, the last good checkpoint and the fix.
+  error, the last good checkpoint and the fix; ``check_room`` refuses up front a write
+  that cannot fit (a full disk), before the work whose result it would hold.
 * ``report_errors``: the commands' wrapper printing a user's error as one paragraph and
   exiting with its code (``errors.EXIT_CODES``); a bug keeps its traceback.
 * ``StopSignal``: the first SIGTERM/SIGINT sets a flag that the training loop reads at a
-  call boundary (it then saves and exits); a second one gets the default behaviour.
+  call boundary (it then saves and exits) and that the evaluations read between their
+  device calls (``check``, through ``parallel.check_between_calls``); with ``at_once`` (the
+  launcher's modes outside the training loop) it stops the run where it is instead. A
+  second signal gets the previous behaviour.
 """
 
 from __future__ import annotations
@@ -37,29 +41,63 @@ from typing import Callable, Optional
 import jax
 import numpy as np
 
-from vae_jax.errors import ConfigError, WorkdirBusy, WriteError, exit_code
+from vae_jax.errors import ConfigError, Interrupted, WorkdirBusy, WriteError, exit_code
 
 
 # --------------------------------------------------------------------------- workdir
 
-def check_workdir(workdir: str) -> None:
-    """--workdir must be a writable folder or creatable as one. Creates nothing."""
+def check_workdir(workdir: str, label: Optional[str] = None) -> None:
+    """--workdir must be a writable folder or creatable as one. Creates nothing.
+    ``label``: how the messages name the folder (default ``--workdir=<workdir>``)."""
     if not workdir:
         raise ConfigError("--workdir is empty: give a folder for checkpoints and metrics.")
+    label = label or f"--workdir={workdir}"
     path = os.path.abspath(workdir)
     if os.path.exists(path) and not os.path.isdir(path):
-        raise ConfigError(f"--workdir={workdir} is a file, not a folder. Give a folder path "
+        raise ConfigError(f"{label} is a file, not a folder. Give a folder path "
                           "(it is created if absent) or move the file away.")
-    probe = path
-    while not os.path.exists(probe):  # the nearest existing ancestor must be a writable dir
-        probe = os.path.dirname(probe)
+    probe = _existing(path)  # the nearest existing ancestor must be a writable dir
     if not os.path.isdir(probe):
-        raise ConfigError(f"--workdir={workdir} cannot be created: {probe} is a file, not a "
+        raise ConfigError(f"{label} cannot be created: {probe} is a file, not a "
                           "folder. Choose another path.")
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise ConfigError(f"--workdir={workdir} is not writable ({probe} denies write "
-                          "access to this user). Choose a folder you can write to, or fix its "
-                          "permissions.")
+        why = ("is on a read-only filesystem" if _read_only(probe) else
+               "denies write access to this user")
+        raise ConfigError(f"{label} is not writable ({probe} {why}). Choose a folder you "
+                          "can write to, or fix its permissions (or remount it writable).")
+
+
+def _existing(path: str) -> str:
+    """``path`` or its nearest existing ancestor."""
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    return path
+
+
+def _read_only(path: str) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def free_bytes(path: str) -> int:
+    """Bytes this user may still write on ``path``'s filesystem (of its nearest existing
+    ancestor); root may use the blocks reserved for it."""
+    st = os.statvfs(_existing(os.path.abspath(path)))
+    return (st.f_bfree if os.geteuid() == 0 else st.f_bavail) * st.f_frsize
+
+
+def check_room(path: str, need: int, before: str) -> None:
+    """A WriteError naming ``path`` when its filesystem has fewer than ``need`` bytes free,
+    before the work whose result would be written there (``before``: what is not done,
+    e.g. "Nothing was evaluated"). Writes nothing."""
+    free = free_bytes(path)
+    if free < need:
+        raise WriteError(
+            f"Cannot write {path}: No space left on device (ENOSPC): {free} bytes free on "
+            f"its filesystem, {need} needed. {before}. To go on, free space on that "
+            "filesystem, then run the same command again.")
 
 
 def write_json(path: str, obj) -> None:
@@ -215,8 +253,9 @@ class WriteGuard:
     ``path`` (or the file the OS error names), the error, ``last_good()`` (the last good
     checkpoint, a sentence) and the fix. Other exceptions pass unchanged."""
 
-    def __init__(self, last_good: Callable[[], str] = lambda: ""):
-        self.last_good = last_good
+    def __init__(self, last_good: Callable[[], str] = lambda: "",
+                 again: str = ": it resumes from the last good checkpoint"):
+        self.last_good, self.again = last_good, again
 
     @contextlib.contextmanager
     def __call__(self, path: str):
@@ -237,8 +276,7 @@ class WriteGuard:
         return WriteError(
             f"Cannot write {where}: {strerror} ({errno.errorcode.get(code, code)}). "
             + (last + " " if last else "")
-            + f"To go on, {fix}, then run the same command again: it resumes from the last "
-              "good checkpoint.")
+            + f"To go on, {fix}, then run the same command again{self.again}.")
 
 
 # ------------------------------------------------------------------------ the commands
@@ -284,21 +322,31 @@ class StopSignal:
     """Context manager: while active, SIGTERM/SIGINT set ``signum`` instead of killing.
 
     The first signal restores the previous handler, so a second Ctrl-C acts at once.
-    Only installs in the main thread (Python's rule); elsewhere it is inert.
+    ``check()`` (run between device calls) raises ``Interrupted(128 + signum)`` once a
+    signal has come. ``at_once``: the handler raises it itself, wherever the main thread
+    is (a run with nothing to save: an evaluation, pictures, the start of a training run);
+    a wait inside a device call ends first, so those calls are kept short. ``message``:
+    printed when the first signal arrives (None: nothing). Only installs in the main
+    thread (Python's rule); elsewhere it is inert.
     """
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
+    TRAINING = ("Received {name}: finishing the current call, then saving a checkpoint and "
+                "exiting (send it again to stop at once).")
 
-    def __init__(self):
+    def __init__(self, *, at_once: bool = False, message: Optional[str] = TRAINING):
         self.signum: Optional[int] = None
+        self.at_once, self.message = at_once, message
         self._old: dict = {}
 
     def _handle(self, signum, frame):
         del frame
         self.signum = signum
         signal.signal(signum, self._old.get(signum, signal.SIG_DFL))
-        print(f"Received {signal.Signals(signum).name}: finishing the current call, then "
-              "saving a checkpoint and exiting (send it again to stop at once).", flush=True)
+        if self.message:
+            print(self.message.format(name=signal.Signals(signum).name), flush=True)
+        if self.at_once:
+            raise Interrupted(128 + signum)
 
     def __enter__(self) -> "StopSignal":
         if threading.current_thread() is threading.main_thread():
@@ -310,6 +358,11 @@ class StopSignal:
         for s, old in self._old.items():
             signal.signal(s, old)
         self._old = {}
+
+    def check(self) -> None:
+        """Raise ``Interrupted(128 + signal)`` if a stop was asked (``requested``)."""
+        if self.requested():
+            raise Interrupted(128 + self.signum)
 
     def requested(self) -> bool:
         """Whether any process got a signal. Multi-process, all must agree (one tiny

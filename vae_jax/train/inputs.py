@@ -7,7 +7,9 @@ resume, hands it back to ``resume``.
 
 * ``DeviceInput`` (``config.data.pipeline="device"``): the training set on the devices,
   split over the data axis; each epoch's permutation is drawn there and every step's batch
-  gathered inside the call (``Trainer.call``).
+  gathered inside the call (``Trainer.call``). Its state is the stream's without the
+  reader's position: the step, the batch size and the training set's fingerprint, so a
+  resume over another training set is refused on either path (``data.check_resume``).
 * ``StreamInput`` (``"stream"``): each call's batches read on the host by a grain pipeline
   and placed on the devices ahead of the call (``data.Stream``, ``Trainer.call_streamed``).
 
@@ -35,13 +37,15 @@ class DeviceInput(contextlib.AbstractContextManager):
 
     ``images``: this process's rows [first, last) of the ``num_rows`` training images,
     uint8 [N, H, W, C] (``data.process_rows``); ``schedule(step)`` is where the call
-    starting at ``step`` ends.
+    starting at ``step`` ends; ``fingerprint``: the whole training set's
+    (``data.fingerprint``), saved with each checkpoint and checked on resume.
     """
 
     def __init__(self, trainer: Trainer, images, *, num_rows: int, row_offset: int,
-                 order_key: jax.Array, schedule: Callable[[int], int]):
+                 order_key: jax.Array, schedule: Callable[[int], int],
+                 fingerprint: Optional[str] = None):
         self.trainer, self.order_key, self.schedule = trainer, order_key, schedule
-        self.num_rows = num_rows
+        self.num_rows, self.fingerprint = num_rows, fingerprint
         self.images = trainer.put_train_images(images, num_rows=num_rows,
                                                row_offset=row_offset)
         self._perm, self._epoch = None, -1
@@ -57,13 +61,21 @@ class DeviceInput(contextlib.AbstractContextManager):
         return stop, lambda state, key: call(state, images, perm, key)
 
     def state(self, step: int) -> Optional[dict]:
-        """Nothing to save: the position is a function of the step."""
-        del step
-        return None
+        """The step, batch size and training set's fingerprint (the position is a function
+        of the step); None without a fingerprint."""
+        if self.fingerprint is None:
+            return None
+        epoch, position = divmod(int(step), self.trainer.steps_per_epoch)
+        return {"step": int(step), "epoch": epoch, "position": position,
+                "batch_size": self.trainer.batch_size, "source": self.fingerprint}
 
     def resume(self, saved: Optional[dict], step: int, where: str) -> None:
-        """Nothing to restore: the step fixes the epoch and its permutation."""
-        del saved, step, where
+        """Check ``saved`` (None: a checkpoint without it) against this run's training set,
+        batch and ``step``; nothing to restore: the step fixes the epoch and permutation."""
+        if self.fingerprint is not None:
+            data.check_resume(saved, step, where, fingerprint=self.fingerprint,
+                              batch_size=self.trainer.batch_size,
+                              steps_per_epoch=self.trainer.steps_per_epoch)
 
     def __exit__(self, *exc) -> None:
         return None
