@@ -2,7 +2,7 @@
 # docs/results_budget.md, ":cpu_patch for two hours of one core against the MLP VAE, kept in
 # the repository": :cpu_patch's planned 2-hour run (13 epochs; checkpoints every 500 steps,
 # so the same command resumes it) on core 0 beside the MLP VAE for BUDGET (7200) on core 1,
-# then both evaluated: the deep model's exported parameters (its EMA) into pretrained/, both
+# then both evaluated: the deep model's exported parameters into pretrained/, both
 # models' ELBO, KL and active units over the 10 000 test images (on core 1), the MLP's
 # log p(x) in 20 chunks of 500, and the deep model's chunks one by one on both cores (hours),
 # each chunk kept in RES (default RUNS/patch_2h) once complete; the join pairs whatever
@@ -26,7 +26,7 @@ OUT=pretrained/fashion_mnist_deep_hvae_cpu_patch   # .npz parameters, _test.npz/
 PATCH_NPZ=$OUT.npz
 PATCH_RUN=deep_hvae_patch=$C/fashion_mnist_deep_hvae.py:cpu_patch@$PATCH_NPZ
 MLP_RUN=mlp=$C/default.py@"$RUNS/mlp"
-patch_export() {  # the deep run's evaluation parameters (its EMA) -> $PATCH_NPZ
+patch_export() {  # the deep run's evaluation parameters -> $PATCH_NPZ
   [ -f "$PATCH_NPZ" ] && return 0
   taskset -c 0 python -m experiments.main --mode=export --noprogress \
     --config=$C/fashion_mnist_deep_hvae.py:cpu_patch --workdir="$RUNS/deep_patch" &&

@@ -1,4 +1,4 @@
-"""Hierarchical VAEs on Fashion-MNIST (the evidence in docs/results_hvae.md).
+"""Hierarchical VAEs on Fashion-MNIST (figures: docs/results_hvae.md).
 
 ``--config=experiments/configs/fashion_mnist_hvae.py:2layer`` (default): Burda et al.'s
 two-stochastic-layer model (``mnist_iwae_2layer.py``) on Fashion-MNIST.
