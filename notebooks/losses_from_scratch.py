@@ -23,9 +23,9 @@
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/vae-jax/vae_jax/blob/main/notebooks/losses_from_scratch.ipynb)
 #
 # Here the model and the training loop are yours, written below in plain Flax and optax.
-# From vae_jax we import only `vae_jax.distributions` (the Gaussian posterior and the
+# From vae_jax it imports only `vae_jax.distributions` (the Gaussian posterior and the
 # Bernoulli pixels) and `vae_jax.losses` (the ELBO as a pure function), plus
-# `vae_jax.data` to read Fashion-MNIST into a uint8 array. We then look at
+# `vae_jax.data` to read Fashion-MNIST into a uint8 array. Then it looks at
 #
 # 1. the ELBO's two terms, reconstruction E_q[log p(x|z)] and prior matching
 #    KL(q(z|x) ‖ p(z)), during training;
@@ -109,7 +109,7 @@ print(train_x.shape, test_x.shape)
 
 
 # %% [markdown]
-# ## A model of our own
+# ## A model of your own
 #
 # `vae_jax.losses` needs one method from a model: `terms(x, key, num_samples)` returning
 # per-sample `log_px_z`, `log_pz`, `log_qz` ([L, B]) and the closed-form KL per latent
@@ -160,10 +160,10 @@ terms = losses.elbo_terms(params0, train_x[:4], jax.random.key(2), model=model)
 print({k: v.shape for k, v in terms.items()}, "per-example ELBO:", terms["elbo"])
 
 # %% [markdown]
-# ## Our training loop
+# ## Your training loop
 #
 # `losses.elbo(params, x, key, *, model, beta)` returns `(loss, metrics)` for
-# `jax.value_and_grad(..., has_aux=True)`; we bind the model with `partial` before
+# `jax.value_and_grad(..., has_aux=True)`; the model is bound with `partial` before
 # `jax.jit`, pass β as an array (so changing it does not recompile), binarize each batch
 # afresh and fold the step into one base key.
 
@@ -230,7 +230,7 @@ for ax in axes:
 # %% [markdown]
 # ## Reparameterization vs score function
 #
-# We need ∇_φ E_{q_φ(z)}[f(z)]. Two unbiased estimators from samples z ~ q:
+# The ELBO's gradient needs ∇_φ E_{q_φ(z)}[f(z)]. Two unbiased estimators from samples z ~ q:
 #
 # * **reparameterization**: z = μ + σ ε, gradient ∇_φ f(μ + σ ε) (what `DiagGaussian.sample`
 #   gives under `jax.grad`);

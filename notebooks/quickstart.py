@@ -25,7 +25,7 @@
 # This notebook calls the same public functions as the command line
 # (`python -m experiments.main --config=experiments/configs/default.py --workdir=...`):
 # `vae_jax.train_and_evaluate` trains the default MLP VAE (784-500-20, Bernoulli pixels,
-# dynamic binarization, Adam 1e-3), then we plot its loss curve, look at reconstructions
+# dynamic binarization, Adam 1e-3); then the notebook plots its loss curve, shows reconstructions
 # and prior samples, estimate log p(x), reload its checkpoint and write the pictures that
 # `--mode=sample` writes.
 
@@ -111,7 +111,7 @@ print(config.model)
 #
 # `vae_jax.data.load("fashion_mnist")` reads the real IDX files from
 # `/usr/share/datasets/fashion-mnist` (Debian's `dataset-fashion-mnist` package) or a
-# prepared TensorFlow Datasets copy. **On Colab** neither exists, so we opt in to the
+# prepared TensorFlow Datasets copy. **On Colab** neither exists, so the cell opts in to the
 # tfds download (the CLI's `--config.data.download=True`; it needs internet).
 
 # %%
@@ -186,7 +186,7 @@ for ax in axes:
 # ## log p(x)
 #
 # The ELBO is a lower bound on log p(x); importance sampling with k posterior draws
-# tightens it (the IWAE bound, which tends to log p(x) as k grows). We use
+# tightens it (the IWAE bound, which tends to log p(x) as k grows). The cell uses
 # `vae_jax.evaluate.log_likelihood` (k up to 5000, chunked) when this vae_jax provides it,
 # and otherwise compute the IWAE bound with `vae_jax.losses.iwae_bound` directly.
 
@@ -243,7 +243,7 @@ assert same
 # `vae_jax.sample_checkpoint(config, workdir)` is `--mode=sample`: it restores
 # the checkpoint and writes PNGs of prior samples, reconstructions, linear and spherical
 # interpolations between two test images' latents, and traversals of the most active
-# latent dimensions. We train a second model with a **2-D latent space**, for which it also
+# latent dimensions. A second model with a **2-D latent space** is trained too, for which it also
 # draws the decoded manifold and a scatter of test encodings coloured by class.
 
 # %%
