@@ -6,7 +6,7 @@
 #     tests       the maths tests (≤ 400 s)
 #     throughput  train_throughput.py, MLP and conv VAE (≤ 290 s)
 #     loglik      eval_throughput.py, log p(x) with k = 5000 (≤ 120 s)
-#     models      gpu_models.py, issues 15 and 16 (≤ 565 s): deep HVAE and VDM steps/s and
+#     models      gpu_models.py (≤ 565 s): deep HVAE and VDM steps/s and
 #                 MFU on 32x32x3 (random data), then their 8-bit Fashion-MNIST bits/dim
 #                 after 1000 steps each, from the IDX files in $FMNIST_DIR
 # Needs the package's dependencies and Fashion-MNIST under /usr/share/datasets/fashion-mnist
@@ -48,7 +48,7 @@ if want loglik; then
 LIMIT=120 part $py -m benchmarks.eval_throughput --num_images=10000 --k=5000
 fi
 if want models; then
-# issues 15 and 16: steps/s and MFU at batch 128 on 32x32x3, float32 ("highest" products)
+# the deep HVAE and the VDM: steps/s and MFU at batch 128 on 32x32x3, float32 ("highest" products)
 # and bf16, each model under its own limit (compilation dominates), then the fixed short
 # budget (1000 steps each, the launcher capped so that --mode=eval still fits the limit)
 LIMIT=200 part $py -m benchmarks.gpu_models --part=speed --models=deep_hvae

@@ -1,4 +1,4 @@
-"""The accelerator checks of issues 15 and 16: the deep HVAE's and the VDM's training speed
+"""Accelerator checks of the deep models: the deep HVAE's and the VDM's training speed
 and model-FLOPs utilisation on 32x32x3 images, and their 8-bit Fashion-MNIST bits/dim after
 a fixed short budget. ``benchmarks/accelerator.sh`` runs both (``PARTS=models``).
 

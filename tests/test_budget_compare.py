@@ -71,7 +71,7 @@ def test_ranges_evaluated_apart_and_merged_equal_their_concatenation(tmp_path):
 
 
 def test_a_run_given_as_its_exported_parameters_has_its_workdirs_figures(tmp_path):
-    # how a long evaluation goes on in a later session: from the file --mode=export wrote
+    # how a long evaluation goes on in a later process: from the file --mode=export wrote
     workdir = str(tmp_path / "run")
     config = smoke.get_config()
     experiment.train_and_evaluate(config, workdir)

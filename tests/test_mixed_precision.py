@@ -29,7 +29,7 @@ MODELS = {
 }
 # bf16 keeps 8 significant bits (relative rounding 2^-9 per operation); the per-example
 # losses here are sums of tens to hundreds of nats, and the errors of the layers partly
-# cancel: 2 % of the loss bounds what we see with margin.
+# cancel: 2 % of the loss bounds what is seen, with margin.
 RTOL = 0.02
 
 

@@ -1,4 +1,4 @@
-"""Issue 16's proofs through the real loop, on tiny synthetic 8x8 images built here: a
+"""The diffusion models through the real loop, on tiny synthetic 8x8 images built here: a
 killed-and-resumed VDM (continuous time, learned-net schedule) and latent VDM equal an
 uninterrupted run bit for bit; 8 forced CPU devices train the VDM as 1 does; the trained
 schedule is still monotone and hits its configured endpoints exactly (read back from the

@@ -117,7 +117,7 @@ def slerp(z0: jax.Array, z1: jax.Array, t: jax.Array, eps: float = 1e-6) -> jax.
     z(t) = sin((1−t)Ω)/sin Ω · z0 + sin(tΩ)/sin Ω · z1, Ω the angle between z0 and z1.
     Under N(0, I) latents the norm stays near √D along the path, where linear interpolation
     passes through the low-norm centre the prior rarely samples. For (anti)parallel vectors
-    (1 − ``|cos Ω|`` < eps) or a zero vector the formula is 0/0: we fall back to ``lerp``, and
+    (1 − ``|cos Ω|`` < eps) or a zero vector the formula is 0/0: it falls back to ``lerp``, and
     the unused branch is fed a safe angle so gradients stay finite too.
     z0, z1: [D]; t: [T] -> [T, D].
     """
@@ -243,7 +243,7 @@ def save_latent_scatter(path: str, z: np.ndarray, labels: Optional[np.ndarray] =
 # ----------------------------------------------------------------------- --mode=sample
 
 def display_inputs(images: np.ndarray, binarization: str) -> jax.Array:
-    """uint8 [N, H, W, C] -> the float images we encode for pictures: [N, H, W, C].
+    """uint8 [N, H, W, C] -> the float images encoded for pictures: [N, H, W, C].
 
     Grey levels (the mean of the dynamic binarization's Bernoulli pixels) rather than one
     random binarization, so pictures do not change with a key; a statically binarized model
