@@ -43,6 +43,22 @@ def test_importing_and_running_the_library_loads_no_tensorflow():
     assert out.strip() == "[]"
 
 
+def test_the_public_names_users_import_keep_working():
+    """The import paths of the public surface, whatever room their code lives in."""
+    from vae_jax import config, data, distributions, evaluate, losses, models, train
+
+    assert callable(config.defaults) and config.defaults().model.name == "mlp"
+    assert callable(losses.elbo_terms) and callable(losses.iwae_bound)
+    assert "mlp" in models.names() and models.VAE and models.get and models.register
+    assert distributions.DiagGaussian and distributions.Bernoulli
+    assert callable(evaluate.log_likelihood) and callable(evaluate.per_example)
+    assert train.TrainState and callable(train.create_train_state) and callable(train.train_step)
+    assert callable(data.load) and callable(data.preprocess)
+    for name in ("train_and_evaluate", "evaluate_checkpoint", "sample_checkpoint", "elbo",
+                 "elbo_terms", "iwae_bound", "log_likelihood", "read_scalars", "TrainState"):
+        assert hasattr(vae_jax, name), name
+
+
 def test_one_version_source():
     assert _pyproject()["project"]["dynamic"] == ["version"]
     assert importlib.metadata.version("vae_jax") == vae_jax.__version__
