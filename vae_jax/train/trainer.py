@@ -29,6 +29,7 @@ from vae_jax import parallel
 from vae_jax.data.batches import epoch_permutation, gather_batch, preprocess
 from vae_jax.data.sharded import gather_sharded, put_sharded
 from vae_jax.errors import NonFiniteLossError
+from vae_jax.ops.initialize import initialize
 from vae_jax.precision import at_precision
 
 
@@ -55,17 +56,20 @@ def create_train_state(key: jax.Array, model: nn.Module, optimizer: optax.Gradie
     """Initialise parameters from ``key`` with a dummy batch [1, *image_shape]; ``ema``:
     keep an EMA of the parameters (starting at them), else ``ema_params=None``.
 
-    One compiled program: run op by op, Flax's initialisers and the optimizer's zeros
-    compiled dozens of small programs that stayed resident in host memory
-    (benchmarks/README.md); the values are the same.
+    The parameters are ``model.init``'s, computed by ``ops.initialize`` (one vectorised
+    draw per parameter shape: the same values, compiled in seconds rather than one Threefry
+    program per parameter); the rest is one compiled program: run op by op, the
+    optimizer's zeros compiled dozens of small programs that stayed resident in host
+    memory (benchmarks/README.md).
     """
-    def init(key):
-        x = jnp.zeros((1, *image_shape), jnp.float32)
-        params = model.init(key, x, jax.random.fold_in(key, 1))
+    x = jnp.zeros((1, *image_shape), jnp.float32)
+    params = initialize(model.init, key, x, jax.random.fold_in(key, 1))
+
+    def state(params):
         # every output of a jit gets its own buffer, so the EMA can be donated with params
         return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                           opt_state=optimizer.init(params), ema_params=params if ema else None)
-    return jax.jit(init)(key)
+    return jax.jit(state)(params)
 
 
 # ------------------------------------------------------------------------------- the step
