@@ -38,6 +38,7 @@ from jax.extend import core
 
 from vae_jax import ops
 from vae_jax.ops import random
+from vae_jax.progress import Waiting
 
 # Primitives that compute each output element from the same element of their inputs (or
 # move data without arithmetic): batching them with vmap changes no value.
@@ -270,7 +271,8 @@ def initialize(fn: Callable, *args) -> Any:
             layout.append((index[id(batch)], row))
         return arrays
 
-    arrays = [np.asarray(a) for a in jax.jit(program)(*flat)]
+    with Waiting("compiling the initialisation"):
+        arrays = [np.asarray(a) for a in jax.jit(program)(*flat)]
     # a copy each: outputs computed once for several leaves (equal zeros) stay apart
     leaves = [np.array(arrays[i] if row is None else arrays[i][row], dtype=s.dtype)
               for (i, row), s in zip(layout, jax.tree.leaves(shapes))]
