@@ -169,6 +169,7 @@ def _chain_params(shapes):
     return jax.tree.map(jnp.asarray, {"params": p})
 
 
+@pytest.mark.slow
 def test_linear_gaussian_chain_log_weights_equal_closed_form_log_px():
     model = deep_hvae_model(image_shape=(1, 1, 2), resolutions=(1,), encoder_blocks=1,
                             decoder_blocks=2, widths=4, bottleneck=1.0, latent_channels=2,
@@ -203,6 +204,7 @@ def test_linear_gaussian_chain_log_weights_equal_closed_form_log_px():
 
 # ------------------------------------------------------- (b) per-layer KL, (c) the weights
 
+@pytest.mark.slow
 def test_per_layer_kl_nonnegative_named_top_down_and_summing_to_total(tiny):
     model, x, _, params = tiny
     assert model.num_layers == 3 and model.layer_names == ("00", "01", "02")
@@ -222,6 +224,7 @@ def test_per_layer_kl_nonnegative_named_top_down_and_summing_to_total(tiny):
     np.testing.assert_allclose(t["elbo"], t["log_px_z"] - t["kl"], rtol=1e-6, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_mean_log_weight_agrees_with_elbo_in_expectation_and_iwae_k1(tiny):
     """E_q[log q − log p] = Σ_i E KL_i: the closed-form ELBO and the mean log weight agree
     within Monte Carlo error; IWAE with k = 1 is the log weight itself."""
@@ -250,6 +253,7 @@ def test_posterior_means_feed_active_units(tiny):
 
 # ---------------------------------------------------------------- (d) residual init, (e) bound
 
+@pytest.mark.slow
 def test_zero_init_makes_every_residual_block_the_identity():
     model = deep_hvae_model(**TINY, residual_init="zero")
     x = _binary_images(jax.random.key(6))
@@ -305,6 +309,7 @@ def test_scaled_init_divides_the_last_conv_by_sqrt_n_and_zeroes_the_priors(tiny)
         assert not np.any(np.asarray(s["p"].mean)) and not np.any(np.asarray(s["p"].log_std))
 
 
+@pytest.mark.slow
 def test_bounded_log_std_stays_inside_the_bound_for_huge_inputs(tiny):
     _, x, _, params = tiny
     np.testing.assert_allclose(soft_clamp(jnp.array([-1e30, -0.01, 0.0, 3.0, 1e30]), bound=2.0),
@@ -326,6 +331,7 @@ def test_bounded_log_std_stays_inside_the_bound_for_huge_inputs(tiny):
 
 # ----------------------------------------------------------------------------- (f) bfloat16
 
+@pytest.mark.slow
 def test_bfloat16_compute_keeps_float32_params_and_losses(tiny):
     model, x, at_init, perturbed = tiny
     bf16 = deep_hvae_model(**TINY, dtype="bfloat16")
@@ -440,6 +446,7 @@ def _adam_losses(model, params, x, steps=12, lr=3e-3):
     return out
 
 
+@pytest.mark.slow
 def test_gradients_finite_and_adam_decreases_the_loss_bernoulli(tiny):
     model, x, params, _ = tiny
     curve = _adam_losses(model, params, x)
@@ -456,6 +463,7 @@ def test_gradients_finite_and_adam_decreases_the_loss_logistic_mixture():
 
 # -------------------------------------------------------------------- (j) tens of layers
 
+@pytest.mark.slow
 def test_a_28x28_model_with_tens_of_stochastic_layers_has_the_contracted_shapes():
     model = deep_hvae_model(image_shape=(28, 28, 1), resolutions=(28, 14, 7, 1),
                             encoder_blocks=(2, 3, 3, 2), decoder_blocks=(2, 8, 10, 2),
@@ -476,6 +484,7 @@ def test_a_28x28_model_with_tens_of_stochastic_layers_has_the_contracted_shapes(
 
 @pytest.mark.parametrize("likelihood,channels", [("bernoulli", 1),
                                                  ("discretized_logistic_mix3", 3)])
+@pytest.mark.slow
 def test_a_patch_model_is_the_plain_model_on_squeezed_images(likelihood, channels):
     """patch_size=2 on [B, 8, 8, C] images is, parameter for parameter, the plain model on
     the [B, 4, 4, 4C] space-to-depth images: the same KLs and log-weights, and every

@@ -103,6 +103,7 @@ def _ll(model, params, x, k, chunk=None, key=3, batch_size=64, mesh=None):
                                    chunk=chunk or k, batch_size=batch_size, mesh=mesh)
 
 
+@pytest.mark.slow
 def test_exact_posterior_gives_exact_log_px_for_any_k(data):
     w, b, cov_post, x = data
     truth = exact_log_px(x.reshape(len(x), DX).astype(np.float64), w, b)
@@ -142,6 +143,7 @@ def test_imperfect_encoder_converges_to_exact_log_px(data, which):
     assert abs(gaps[1]) < abs(gaps[0]) / 50
 
 
+@pytest.mark.slow
 def test_chunked_equals_unchunked_and_summary():
     model = models.get("mlp", image_shape=(8, 8, 1), latent_dim=4, hidden=(32,))
     params = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)), jax.random.key(1))

@@ -46,6 +46,7 @@ def _binary_images(key, shape=(6, 6, 6, 1)):
 
 # --------------------------------------------------------------- 1 layer == the plain VAE
 
+@pytest.mark.slow
 @pytest.mark.parametrize("inference", INFERENCES)
 def test_one_layer_hvae_reproduces_the_vae_elbo(inference):
     shape = (6, 6, 1)
@@ -88,6 +89,7 @@ def _model(inference, dims=(6, 4, 3), analytic_kl=True):
                       inference=inference, analytic_kl=analytic_kl)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("inference", INFERENCES)
 def test_per_layer_kl_sum_to_total_and_closed_forms_are_nonnegative(inference):
     model = _model(inference)
@@ -212,6 +214,7 @@ def _closed_form_log_px(x):
                    + 3 * math.log(2 * math.pi))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("inference", INFERENCES)
 def test_importance_sampled_log_likelihood_matches_linear_gaussian_closed_form(inference):
     model = HVAE(image_shape=(1, 1, 3), latent_dims=(2, 1), hidden=((), ()),
@@ -254,6 +257,7 @@ def test_precision_weighting_is_the_gaussian_product():
 
 # ------------------------------------------------------------------ sampling, active units
 
+@pytest.mark.slow
 @pytest.mark.parametrize("inference", INFERENCES)
 def test_sampling_shapes_and_top_down_temperature(inference):
     model = _model(inference)
@@ -271,6 +275,7 @@ def test_sampling_shapes_and_top_down_temperature(inference):
     assert model.apply(params, x, method="encode").mean.shape == (6, 3)
 
 
+@pytest.mark.slow
 def test_active_units_per_layer_against_a_known_linear_encoder():
     """Markov q with linear means: E_q[z_2|x] = M_2 μ_1(x) + c_2 exactly, so its variance over
     x is known; z_1's units 0..2 are driven by x, unit 3 is not; z_2 unit 1 is dead."""
@@ -309,6 +314,7 @@ def test_active_units_per_layer_against_a_known_linear_encoder():
                                          batch_size=100)) == {"z"}
 
 
+@pytest.mark.slow
 def test_the_suites_one_pass_equals_its_elbo_and_active_units_calls():
     """The training loop's evaluation runs the ELBO and the active units' posterior means in
     one program (the encoder once): the same terms and counts as the two separate passes,
@@ -338,6 +344,7 @@ def test_the_suites_one_pass_equals_its_elbo_and_active_units_calls():
             np.testing.assert_allclose(var[layer], var_alone[layer], rtol=1e-5, atol=1e-9)
 
 
+@pytest.mark.slow
 def test_streamed_posterior_means_bound_the_memory_of_a_deep_model():
     """A deep HVAE's every draw of E_q[z_l | x] is a pass through the network: 100 draws of
     a batch at once need 100 batches' activations (1000 Fashion-MNIST test images through

@@ -61,6 +61,7 @@ def _small_deep_hvae():
                            latent_channels=2, log_std_bound=5.0)
 
 
+@pytest.mark.slow
 def test_deep_hvae_initial_params_are_unchanged():
     """Many parameters of few shapes (batched by shape): jax.jit(model.init)'s values."""
     key = jax.random.key(3)
@@ -80,6 +81,7 @@ def test_cpu_patch_initial_params_are_unchanged():
     assert _digest(state.params) == CPU_PATCH_PARAMS_SHA256
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["vdm", "mlp"])
 def test_initialize_equals_jit_of_init(kind):
     """GroupNorm's ones, zero output layers and a U-Net (the VDM), matrices (the MLP): the

@@ -51,6 +51,7 @@ def _setup(batch=4, seed=0):
     return model, params, x
 
 
+@pytest.mark.slow
 def test_linear_gaussian_log_px_z_monte_carlo_converges_to_closed_form():
     model, params, x = _setup()
     q = model.apply(params, x, method="encode")
@@ -74,6 +75,7 @@ def test_linear_gaussian_log_px_z_monte_carlo_converges_to_closed_form():
     np.testing.assert_allclose(terms["elbo"], terms["log_px_z"] - terms["kl"], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_beta_zero_leaves_only_reconstruction_and_jit_agrees():
     model, params, x = _setup()
     key = jax.random.key(3)
@@ -112,6 +114,7 @@ def test_beta_schedule_linear_warmup():
     np.testing.assert_allclose(losses.beta_schedule(jnp.array(7), beta=0.5), 0.5)
 
 
+@pytest.mark.slow
 def test_default_mlp_vae_terms_shapes_and_finite_gradients():
     model = models.get("mlp", image_shape=(28, 28, 1))
     x = (jax.random.uniform(jax.random.key(0), (8, 28, 28, 1)) > 0.5).astype(jnp.float32)

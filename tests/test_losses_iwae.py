@@ -21,6 +21,7 @@ def setup():
     return model, params, x
 
 
+@pytest.mark.slow
 def test_iwae_k1_equals_single_sample_elbo(setup):
     model, params, x = setup
     key = jax.random.key(7)
@@ -54,6 +55,7 @@ def test_iwae_bound_grows_with_k(setup):
         assert means[i + 1] - means[i] > 3 * (errs[i] + errs[i + 1]), (means, errs)
 
 
+@pytest.mark.slow
 def test_iwae_loss_is_negative_mean_bound(setup):
     model, params, x = setup
     key = jax.random.key(4)

@@ -154,6 +154,7 @@ def test_encode_dataset_batches_like_one_call():
 
 # ----------------------------------------------------------------------------- writers
 
+@pytest.mark.slow
 def test_write_sample_images_for_a_2d_model(tmp_path):
     model, params = _model(latent_dim=2)
     images = (np.asarray(_images(40)) * 255).astype(np.uint8)

@@ -162,6 +162,7 @@ def test_steady_state_loop_makes_no_host_transfers():
             fn(state, ds.train_images, perm, keys["train"])
 
 
+@pytest.mark.slow
 def test_a_run_without_an_ema_keeps_none_and_trains_the_same_parameters():
     """ema_decay=0 (the default): the state holds no EMA and the compiled call has no
     output for one (no pass over the parameters spent on it), and the parameters and

@@ -16,6 +16,7 @@ def _net_and_params(levels: int, shape=(2, 8, 8, 1)):
     return net, net.init(jax.random.key(1), z, gamma), z, gamma
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("levels", [0, 2])
 def test_score_net_is_zero_at_init_with_the_input_shape(levels):
     net, params, z, gamma = _net_and_params(levels)
@@ -24,6 +25,7 @@ def test_score_net_is_zero_at_init_with_the_input_shape(levels):
     np.testing.assert_array_equal(np.asarray(eps_hat), 0.0)
 
 
+@pytest.mark.slow
 def test_every_unet_parameter_reaches_the_output():
     """No dead branch: with the zero-initialised layers perturbed, every parameter array of
     the U-Net (both paths, every level's skip merge, the γ embedding) moves ε̂; two levels,
