@@ -163,8 +163,9 @@ def test_waiting_reports_a_long_wait_and_its_total():
 
 @requires_fashion_mnist
 def test_training_says_what_it_compiles_before_the_first_step(tmp_path, monkeypatch, capsys):
-    """The progress line starts before the first call, and each program's compilation says
-    so (the delay set to 0: every compilation, however short, prints its line)."""
+    """The progress line starts before the first call, and the train step's and the
+    evaluation's compilations say so (the delay set to 0: every compilation, however
+    short, prints its line)."""
     from experiments.configs import smoke
     from vae_jax.run import experiment
 
@@ -176,4 +177,16 @@ def test_training_says_what_it_compiles_before_the_first_step(tmp_path, monkeypa
     first = out.index("step 0/10 epoch 0.00")
     assert first < out.index("compiling the train step ... ") < out.index("step 10/10")
     assert out.index("compiling the evaluation ... ") < out.index("eval step 10")
-    assert "compiling the sample grids ... " in out
+
+
+def test_announced_functions_say_so_once_per_operand_type(monkeypatch, capsys):
+    import jax
+    import numpy as np
+
+    from vae_jax.ops.compile import announced
+
+    monkeypatch.setattr(progress, "WAITING_DELAY_S", 0.0)
+    f = announced(jax.jit(lambda x: x + 1), "the thing")
+    assert f(1.0) == 2.0 and "compiling the thing ... " in capsys.readouterr().out
+    assert f(2.0) == 3.0 and capsys.readouterr().out == ""         # compiled: silent
+    assert f(np.ones(3)).shape == (3,) and "compiling the thing" in capsys.readouterr().out

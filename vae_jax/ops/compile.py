@@ -71,8 +71,9 @@ def announced(jitted: Callable, what: str) -> Callable:
     def call(*args, **kwargs):
         leaves = jax.tree.leaves((args, kwargs))
         if not any(isinstance(a, jax.core.Tracer) for a in leaves):
-            signature = (jax.tree.structure((args, kwargs)),
-                         tuple(_operand_type(a) for a in leaves))
+            signature = (jax.tree.structure((args, kwargs)),   # keywords: static arguments
+                         tuple(_operand_type(a) for a in jax.tree.leaves(args)),
+                         tuple(_operand_type(a, static=True) for a in jax.tree.leaves(kwargs)))
             if signature not in seen:
                 with Waiting(f"compiling {what}"):
                     jitted.lower(*args, **kwargs).compile()
@@ -83,11 +84,15 @@ def announced(jitted: Callable, what: str) -> Callable:
     return call
 
 
-def _operand_type(x):
+def _operand_type(x, static: bool = False):
+    """What decides whether a call compiles again: an array's type and placement, a
+    Python number's type (traced), a static argument's value."""
     if isinstance(x, jax.Array):
         return x.shape, x.dtype, getattr(x, "sharding", None)
     if isinstance(x, np.ndarray):
         return x.shape, x.dtype
+    if not static and isinstance(x, (bool, int, float, complex, np.number)):
+        return type(x)
     try:
         hash(x)
         return x
