@@ -50,6 +50,7 @@ def test_the_stream_reads_the_on_device_order_a_call_at_a_time(num_workers):
     assert seen == [0, 1, 2]  # each epoch's order drawn once
 
 
+@pytest.mark.slow
 @requires_fashion_mnist
 def test_stream_and_device_give_the_same_parameters(tmp_path, capsys):
     device = experiment.train_and_evaluate(_config(20, "device"), str(tmp_path / "d"))

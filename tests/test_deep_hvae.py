@@ -240,6 +240,7 @@ def test_mean_log_weight_agrees_with_elbo_in_expectation_and_iwae_k1(tiny):
     np.testing.assert_allclose(k1["iwae"], k1["log_w"][0], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_posterior_means_feed_active_units(tiny):
     model, x, _, params = tiny
     images = (np.asarray(x) * 255).astype(np.uint8)
@@ -288,6 +289,7 @@ def test_zero_init_makes_every_residual_block_the_identity():
     np.testing.assert_array_equal(logits, np.zeros_like(logits))
 
 
+@pytest.mark.slow
 def test_scaled_init_divides_the_last_conv_by_sqrt_n_and_zeroes_the_priors(tiny):
     x = jnp.ones((2, 4, 4, 8))
     base, scaled = jax.jit(lambda k: [
@@ -354,6 +356,7 @@ def test_bfloat16_compute_keeps_float32_params_and_losses(tiny):
 
 # ----------------------------------------------------------------------- (g) sampling paths
 
+@pytest.mark.slow
 def test_sampling_temperatures_and_reconstructions(tiny):
     model, x, _, params = tiny
     n = model.num_layers

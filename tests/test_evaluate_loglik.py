@@ -114,6 +114,7 @@ def test_exact_posterior_gives_exact_log_px_for_any_k(data):
         np.testing.assert_allclose(_ll(generic, {}, x, k, chunk)["log_px"], truth, atol=2e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("which", ["vae", "generic"])
 def test_imperfect_encoder_converges_to_exact_log_px(data, which):
     """Mean gap (estimate − truth) over 64 points: at k = 1 it is −KL(q || p(z|x)) (well
@@ -255,6 +256,7 @@ def test_evaluation_asks_for_float32_products_and_training_for_the_default():
         precision_lib.at_precision(lambda: None, "fp64")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="an XLA:CPU option")
 def test_evaluation_keeps_ynnpack_for_products_only():
     """XLA:CPU's YNNPACK reduce fusions ran the likelihood's pixel sum ~3x slower than
@@ -278,6 +280,7 @@ def test_evaluation_keeps_ynnpack_for_products_only():
     assert ynn_reductions(evaluate.make_elbo_fn(model, binarization="dynamic")) == 0
 
 
+@pytest.mark.slow
 def test_evaluation_functions_nest_inside_jit():
     model = models.get("mlp", image_shape=(4, 4, 1), latent_dim=2, hidden=(8,))
     x = jax.random.randint(jax.random.key(1), (3, 4, 4, 1), 0, 256).astype(jnp.uint8)

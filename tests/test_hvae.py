@@ -117,6 +117,7 @@ def test_per_layer_kl_sum_to_total_and_closed_forms_are_nonnegative(inference):
         assert np.all(np.asarray(raw[k]) >= -1e-6)
 
 
+@pytest.mark.slow
 def test_markov_mc_terms_tail_sums_are_kls():
     """For the Markov chain a lower-layer term E_q[log q(z_l|z_{l−1}) − log p(z_l|z_{l+1})]
     is no KL (z_{l+1} is drawn from z_l under q), but every tail sum l..T is

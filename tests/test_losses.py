@@ -97,6 +97,7 @@ def test_beta_zero_leaves_only_reconstruction_and_jit_agrees():
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_free_bits_floor_per_dimension():
     model, params, x = _setup()
     key = jax.random.key(5)

@@ -41,6 +41,7 @@ def test_iwae_k1_equals_single_sample_elbo(setup):
     assert np.all(np.abs(mc_kl.mean(0) - terms["kl"]) < 5 * err + 1e-4)
 
 
+@pytest.mark.slow
 def test_iwae_bound_grows_with_k(setup):
     """E[IWAE_k] is non-decreasing in k (Burda et al., Thm 1), strictly here since q ≠ p(z|x)."""
     model, params, x = setup
@@ -67,6 +68,7 @@ def test_iwae_loss_is_negative_mean_bound(setup):
     assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
 
 
+@pytest.mark.slow
 def test_beta_elbo_weights_the_kl(setup):
     model, params, x = setup
     key = jax.random.key(5)
@@ -86,6 +88,7 @@ def test_kl_warmup_is_linear():
         pytest.approx(0.7)
 
 
+@pytest.mark.slow
 def test_free_bits_floor_per_dimension(setup):
     model, params, x = setup
     key = jax.random.key(6)

@@ -73,6 +73,7 @@ def test_slerp_gradient_is_finite_when_parallel():
     assert np.all(np.isfinite(g))
 
 
+@pytest.mark.slow
 def test_interpolation_endpoints_are_the_reconstructions():
     model, params = _model()
     x = _images(2)

@@ -229,6 +229,7 @@ def test_global_norm_is_optax_global_norm():
     assert np.isinf(train.global_norm({"x": jnp.array([1.0, -jnp.inf])}))
 
 
+@pytest.mark.slow
 def test_no_compilation_after_the_first_epoch(tmp_path):
     """Every program the loop needs (train calls, evaluation, images, checkpoints) compiles
     in the first epoch, a handful in all; later epochs compile nothing (each compile costs

@@ -43,6 +43,7 @@ def test_diffusion_bounds_match_the_closed_forms_and_decrease_with_t():
     assert out[1000].std() / np.sqrt(n) > 0.1 * (_closed(1000) - _closed(0))
 
 
+@pytest.mark.slow
 def test_num_draws_averages_per_example():
     x = _gaussian_data(jax.random.key(3), 64)
     one = bounds.diffusion_bounds(x, jax.random.key(1), gamma_fn=_fixed,
@@ -83,6 +84,7 @@ def test_vdm_bounds_at_the_models_own_t_are_its_bound(timesteps):
                                rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_latent_vdm_bounds_are_its_negative_elbo():
     model = latent.latent_vdm_model(image_shape=(8, 8, 1), latent_dim=4, hidden=(16,),
                                         score_hidden=(16,))
