@@ -17,6 +17,7 @@ from vae_jax.run import experiment
 from vae_jax import config as config_lib
 from vae_jax.run import build
 from vae_jax.models.hvae import HVAE, precision_weighted, vae_to_hvae_params
+from vae_jax.ops.initialize import initialize
 
 INFERENCES = ("markov", "ladder")
 
@@ -36,8 +37,9 @@ def log_weights(params, x, key, *, model, num_samples):
 
 
 def _init(model, x, seed=0):
+    """jax.jit(model.init)'s values, from one small program (ops.initialize)."""
     k1, k2 = jax.random.split(jax.random.key(seed))
-    return jax.jit(model.init)(k1, x, k2)
+    return jax.tree.map(jnp.asarray, initialize(model.init, k1, x, k2))
 
 
 def _binary_images(key, shape=(6, 6, 6, 1)):

@@ -137,13 +137,22 @@ def _read(env, v):
 
 
 def _batchable(eqn, seen=None) -> bool:
-    """Whether ``eqn`` (and every equation of a call it makes) is in ``_BATCHABLE``."""
+    """Whether ``eqn`` (and every equation of a call it makes) is in ``_BATCHABLE``; key
+    operations only for Threefry keys (whose vectorised draws are elementwise in the key;
+    other generators' need not equal their draws one by one)."""
     if eqn.primitive.name in _CALLS and "jaxpr" in eqn.params:
         jaxpr = eqn.params["jaxpr"].jaxpr
         seen = {} if seen is None else seen
         if id(jaxpr) not in seen:
             seen[id(jaxpr)] = all(_batchable(e, seen) for e in jaxpr.eqns)
         return seen[id(jaxpr)]
+    if eqn.primitive.name.startswith("random_"):
+        impl = eqn.params.get("impl")
+        keys = [str(v.aval.dtype) for v in (*eqn.invars, *eqn.outvars)
+                if jnp.issubdtype(v.aval.dtype, jax.dtypes.prng_key)]
+        if (impl is not None and "threefry" not in str(impl)) or any(
+                k != "key<fry>" for k in keys):
+            return False
     return eqn.primitive.name in _BATCHABLE
 
 
