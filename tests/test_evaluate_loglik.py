@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from vae_jax.ops.initialize import initialize  # jit(model.init)'s values
 from vae_jax import distributions as dist
 from vae_jax import evaluate, models
 from vae_jax.run import experiment
@@ -49,7 +50,8 @@ def ppca_vae_params(w, b, cov_post, mean_shift=0.0, log_std_shift=0.0):
     perturbed: an imperfect encoder)."""
     model = models.get("mlp", image_shape=(DX, 1, 1), latent_dim=DZ, hidden=(),
                        likelihood="gaussian")
-    params = model.init(jax.random.key(0), jnp.zeros((1, DX, 1, 1)), jax.random.key(0))
+    params = initialize(model.init, jax.random.key(0), jnp.zeros((1, DX, 1, 1)),
+                        jax.random.key(0))
     a = cov_post @ w.T / SIGMA ** 2               # posterior mean = A (x − b)
     enc_k = np.zeros((DX, 2 * DZ))
     enc_k[:, :DZ] = a.T
@@ -147,7 +149,8 @@ def test_imperfect_encoder_converges_to_exact_log_px(data, which):
 @pytest.mark.slow
 def test_chunked_equals_unchunked_and_summary():
     model = models.get("mlp", image_shape=(8, 8, 1), latent_dim=4, hidden=(32,))
-    params = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)), jax.random.key(1))
+    params = initialize(model.init, jax.random.key(0), jnp.zeros((1, 8, 8, 1)),
+                        jax.random.key(1))
     images = np.random.default_rng(0).integers(0, 256, (24, 8, 8, 1), dtype=np.uint8)
     kw = dict(model=model, num_samples=60, batch_size=8, binarization="dynamic")
     whole = evaluate.log_likelihood(params, images, jax.random.key(2), chunk=60, **kw)
@@ -216,7 +219,8 @@ def test_fast_path_equals_direct_log_weight(likelihood):
     computed directly with the model's own distributions for the same z."""
     model = models.get("mlp", image_shape=(4, 4, 1), latent_dim=2, hidden=(8,),
                        likelihood=likelihood)
-    params = model.init(jax.random.key(0), jnp.zeros((1, 4, 4, 1)), jax.random.key(0))
+    params = initialize(model.init, jax.random.key(0), jnp.zeros((1, 4, 4, 1)),
+                        jax.random.key(0))
     x = jnp.asarray(np.random.default_rng(0).integers(0, 256, (3, 4, 4, 1)) / 255.0,
                     jnp.float32)
     if likelihood == "bernoulli":
@@ -242,7 +246,7 @@ def test_evaluation_asks_for_float32_products_and_training_for_the_default():
     model = models.get("mlp", image_shape=(4, 4, 1), latent_dim=2, hidden=(8,))
     x = jnp.zeros((2, 4, 4, 1), jnp.uint8)
     key = jax.random.key(0)
-    params = model.init(key, x.astype(jnp.float32), key)
+    params = initialize(model.init, key, x.astype(jnp.float32), key)
     for precision, expected in (("highest", "[HIGHEST, HIGHEST]"),
                                 ("default", "[DEFAULT, DEFAULT]")):
         elbo_fn = evaluate.make_elbo_fn(model, binarization="static", precision=precision)
@@ -264,7 +268,7 @@ def test_evaluation_keeps_ynnpack_for_products_only():
     model = models.get("mlp", image_shape=(28, 28, 1), latent_dim=4, hidden=(32,))
     x = jnp.zeros((100, 28, 28, 1), jnp.uint8)
     key = jax.random.key(0)
-    params = model.init(key, x.astype(jnp.float32), key)
+    params = initialize(model.init, key, x.astype(jnp.float32), key)
 
     def ynn_reductions(fn) -> int:
         text = fn.lower(params, x, key).compile().as_text()
@@ -285,7 +289,7 @@ def test_evaluation_functions_nest_inside_jit():
     model = models.get("mlp", image_shape=(4, 4, 1), latent_dim=2, hidden=(8,))
     x = jax.random.randint(jax.random.key(1), (3, 4, 4, 1), 0, 256).astype(jnp.uint8)
     key = jax.random.key(0)
-    params = model.init(key, x.astype(jnp.float32), key)
+    params = initialize(model.init, key, x.astype(jnp.float32), key)
     for fn in (evaluate.make_elbo_fn(model, binarization="dynamic"),
                evaluate.make_log_likelihood_fn(model, binarization="dynamic", num_samples=4,
                                                chunk=2)):

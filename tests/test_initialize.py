@@ -106,7 +106,8 @@ def test_threefry_without_the_loop_equals_jax_random():
 
     def ours(k):
         folded = init_lib.threefry_fold_in(k, jnp.uint32(2 ** 31 + 5))
-        return (jax.random.key_data(folded), jax.random.key_data(init_lib.threefry_split(k, shape=(2, 3))),
+        split = init_lib.threefry_split(k, shape=(2, 3))
+        return (jax.random.key_data(folded), jax.random.key_data(split),
                 init_lib.threefry_bits(k, bit_width=32, shape=(3, 3, 4, 5)))
 
     def theirs(k):

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from vae_jax.ops.initialize import initialize  # jit(model.init)'s values
 from vae_jax import losses, models
 from vae_jax.distributions import gaussian_kl_elementwise
 
@@ -16,7 +17,7 @@ from vae_jax.distributions import gaussian_kl_elementwise
 def setup():
     """A small random MLP VAE and synthetic binary images [16, 6, 6, 1]."""
     model = models.get("mlp", image_shape=(6, 6, 1), latent_dim=3, hidden=(16,))
-    params = model.init(jax.random.key(0), jnp.zeros((1, 6, 6, 1)), jax.random.key(1))
+    params = initialize(model.init, jax.random.key(0), jnp.zeros((1, 6, 6, 1)), jax.random.key(1))
     x = (jax.random.uniform(jax.random.key(2), (16, 6, 6, 1)) < 0.4).astype(jnp.float32)
     return model, params, x
 

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 from scipy.stats import norm
 
+from vae_jax.ops.initialize import initialize  # jit(model.init)'s values
 from vae_jax import config as config_lib
 from vae_jax import data, models
 from vae_jax.evaluate import sampling
@@ -19,7 +20,8 @@ SHAPE = (8, 8, 1)
 
 def _model(latent_dim=3, seed=0):
     model = models.get("mlp", image_shape=SHAPE, latent_dim=latent_dim, hidden=(16,))
-    params = model.init(jax.random.key(seed), jnp.zeros((1, *SHAPE)), jax.random.key(1))
+    params = jax.tree.map(jnp.asarray, initialize(model.init, jax.random.key(seed),
+                                                  jnp.zeros((1, *SHAPE)), jax.random.key(1)))
     return model, params
 
 

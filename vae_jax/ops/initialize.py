@@ -266,6 +266,19 @@ def initialize(fn: Callable, *args) -> Any:
                                   core.jaxpr_as_fun(closed)(*flat))
     if not ops.active():
         return jax.jit(fn)(*args)
+    program, layout = _program(closed)
+    with Waiting("compiling the initialisation"):
+        arrays = [np.asarray(a) for a in program(*flat)]
+    # a copy each: outputs computed once for several leaves (equal zeros) stay apart
+    leaves = [np.array(arrays[i] if row is None else arrays[i][row], dtype=s.dtype)
+              for (i, row), s in zip(layout, jax.tree.leaves(shapes))]
+    return jax.tree.unflatten(jax.tree.structure(shapes), leaves)
+
+
+@functools.lru_cache(maxsize=8)
+def _program(closed) -> tuple[Callable, list]:
+    """(the jitted batched evaluation of ``closed``, where each output lies in its result:
+    (array index, row or None), filled when it is traced); kept with the trace."""
     jaxpr, _ = _dce(closed.jaxpr, [True] * len(closed.jaxpr.outvars))
     layout: list = []
 
@@ -280,12 +293,7 @@ def initialize(fn: Callable, *args) -> Any:
             layout.append((index[id(batch)], row))
         return arrays
 
-    with Waiting("compiling the initialisation"):
-        arrays = [np.asarray(a) for a in jax.jit(program)(*flat)]
-    # a copy each: outputs computed once for several leaves (equal zeros) stay apart
-    leaves = [np.array(arrays[i] if row is None else arrays[i][row], dtype=s.dtype)
-              for (i, row), s in zip(layout, jax.tree.leaves(shapes))]
-    return jax.tree.unflatten(jax.tree.structure(shapes), leaves)
+    return jax.jit(program), layout
 
 
 def _abstract(x) -> jax.ShapeDtypeStruct:
