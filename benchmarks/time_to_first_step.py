@@ -3,7 +3,7 @@ line runs it: from process start to the end of the first training call, with a c
 then a warm persistent compilation cache.
 
     python -m benchmarks.time_to_first_step [--configs=default,fashion_mnist_vdm:8bit]
-        [--repeats=1] [--workdir=/tmp/ttfs]
+        [--repeats=1] [--workdir=/tmp/ttfs] [--checkout=/path/to/another/checkout]
 
 Each run is ``python -m experiments.main --config=... --config.train.num_steps=1
 --config.eval.num_test_images=64`` in a fresh process and a fresh workdir; the first step
@@ -101,19 +101,20 @@ def num_parameters(spec: str, flags: list[str]) -> int:
 
 
 def first_step(spec: str, flags: list[str], cache: str, workdir: str,
-               timeout: float) -> tuple[float, float]:
+               timeout: float, checkout: str = ROOT) -> tuple[float, float]:
     """(seconds from process start to the first step's line, seconds announced as
-    compiling before it) of one run of the command."""
+    compiling before it) of one run of the command of ``checkout``."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("JAX_COMPILATION_CACHE_DIR", "XLA_FLAGS", "VAE_JAX_PROGRESS")}
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = checkout + os.pathsep + env.get("PYTHONPATH", "")
+    name, _, variant = spec.partition(":")
+    config = os.path.join(checkout, "experiments", "configs", f"{name}.py")
     cmd = [sys.executable, "-m", "experiments.main",
-           f"--config={os.path.join(CONFIGS, spec.partition(':')[0])}.py"
-           + (f":{spec.partition(':')[2]}" if ":" in spec else ""),
+           f"--config={config}" + (f":{variant}" if variant else ""),
            f"--workdir={workdir}", "--config.train.num_steps=1",
            "--config.eval.num_test_images=64", f"--compilation_cache={cache}", *flags]
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+    proc = subprocess.Popen(cmd, cwd=checkout, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, bufsize=1,
                             start_new_session=True)
     compiling: dict[str, float] = {}
@@ -144,6 +145,9 @@ def main() -> None:
                         help="cold and warm runs per config (medians are printed)")
     parser.add_argument("--workdir", default="", help="scratch folder (default: a temp one)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per run")
+    parser.add_argument("--checkout", default=ROOT,
+                        help="the repository whose command is timed (default: this one; "
+                             "another checkout, e.g. an older commit, gives a baseline)")
     args = parser.parse_args()
     specs = [s for s in args.configs.split(",") if s] or shipped()
     scratch = args.workdir or tempfile.mkdtemp(prefix="ttfs_")
@@ -161,7 +165,8 @@ def main() -> None:
             for runs in (cold, warm):
                 workdir = tempfile.mkdtemp(prefix="run_", dir=scratch)
                 try:
-                    runs.append(first_step(spec, flags, cache, workdir, args.timeout))
+                    runs.append(first_step(spec, flags, cache, workdir, args.timeout,
+                                           os.path.abspath(args.checkout)))
                 except RuntimeError as e:
                     print(e, flush=True)
                     runs.append((float("nan"), float("nan")))
