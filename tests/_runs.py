@@ -13,6 +13,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = os.path.join(ROOT, "experiments", "configs", "smoke.py")
 
 
+def shared_cache() -> str:
+    """The session's persistent compilation cache (conftest.py), shared by the workers and
+    every subprocess: the smoke config's programs compile once a session, not once a test."""
+    return os.environ["JAX_COMPILATION_CACHE_DIR"]
+
+
 def env(cache_dir: str, devices: int | None = None, **extra) -> dict:
     """The subprocess environment: this checkout first on the path, CPU only, and a shared
     persistent compilation cache so that repeated runs skip XLA compilation."""

@@ -32,6 +32,7 @@ def compare(tmp_path, *flags: str) -> dict:
         return json.load(f)
 
 
+@pytest.mark.slow
 def test_ranges_evaluated_apart_and_merged_equal_their_concatenation(tmp_path):
     workdir = str(tmp_path / "run")
     config = smoke.get_config()
@@ -70,6 +71,7 @@ def test_ranges_evaluated_apart_and_merged_equal_their_concatenation(tmp_path):
     assert merged["b"]["minus_a"]["log_px"] == {"mean": 0.0, "stderr": 0.0}
 
 
+@pytest.mark.slow
 def test_a_run_given_as_its_exported_parameters_has_its_workdirs_figures(tmp_path):
     # how a long evaluation goes on in a later process: from the file --mode=export wrote
     workdir = str(tmp_path / "run")
@@ -110,6 +112,7 @@ def merge(tmp_path, files: dict, *flags: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_merge_joins_runs_from_separate_evaluations_and_pairs_their_common_images(tmp_path):
     # the baseline m evaluated twice: beside a (images 0..5) and beside b (images 0..3);
     # its ranges 0..3 are equal in both files and kept once
@@ -157,6 +160,7 @@ def test_merge_joins_runs_from_separate_evaluations_and_pairs_their_common_image
     assert proc.returncode != 0 and "--base='c'" in proc.stderr
 
 
+@pytest.mark.slow
 def test_by_class_splits_each_paired_difference_by_the_test_labels(tmp_path):
     # a log p(x) range from image 4 and an ELBO from image 0: each difference is grouped by
     # the labels of the images it covers (Fashion-MNIST's real test labels)

@@ -136,7 +136,10 @@ CONFIGS = [("default", None), ("smoke", None), ("fmnist_8bit_conv", None),
 IMAGE_SHAPES = {"fashion_mnist": (28, 28, 1), "mnist": (28, 28, 1), "cifar10": (32, 32, 3)}
 
 
-@pytest.mark.parametrize("name, variant", CONFIGS, ids=[f"{n}:{v}" for n, v in CONFIGS])
+@pytest.mark.parametrize("name, variant", [
+    # tracing a deep HVAE takes seconds: those run with the slow tests
+    pytest.param(n, v, marks=pytest.mark.slow) if n == "fashion_mnist_deep_hvae" else (n, v)
+    for n, v in CONFIGS], ids=[f"{n}:{v}" for n, v in CONFIGS])
 def test_every_shipped_config_resolves_and_its_model_fits_its_images(name, variant):
     import importlib
 

@@ -50,6 +50,7 @@ def test_the_stream_reads_the_on_device_order_a_call_at_a_time(num_workers):
     assert seen == [0, 1, 2]  # each epoch's order drawn once
 
 
+@pytest.mark.slow
 @requires_fashion_mnist
 def test_stream_and_device_give_the_same_parameters(tmp_path, capsys):
     device = experiment.train_and_evaluate(_config(20, "device"), str(tmp_path / "d"))
@@ -66,7 +67,7 @@ def test_stream_killed_mid_epoch_resumes_bit_identically(tmp_path):
     """SIGKILL inside the write of checkpoint 20 (of 1875 steps per epoch): the rerun
     resumes from step 10 and ends where an uninterrupted run does."""
     full = experiment.train_and_evaluate(_config(30, "stream"), str(tmp_path / "full"))
-    workdir, cache = str(tmp_path / "killed"), str(tmp_path / "cache")
+    workdir, cache = str(tmp_path / "killed"), _runs.shared_cache()
     overrides = ("--config.train.num_steps=30", "--config.data.pipeline=stream")
     cmd = _runs.command(workdir, *overrides, driver=True)
     r = _runs.run(cmd, _runs.env(cache, VAE_JAX_FAULT="sigkill_in_checkpoint:20"))

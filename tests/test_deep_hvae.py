@@ -16,9 +16,9 @@ from vae_jax.evaluate import active_units, sampling
 from vae_jax.models.deep_hvae import (DeepHVAE, deep_hvae_model, depth_to_space,
                                       space_to_depth)
 from vae_jax.models.deep_hvae.blocks import Bottleneck, TopDownBlock, soft_clamp
+from vae_jax.ops.initialize import initialize
 
-# Model initialisation compiles one RNG program per parameter; XLA's optimisations buy
-# nothing there and cost most of the compile time on the CPU.
+# Scaled-init kernels compiled with fewer optimisations (values need not match the model's).
 _FAST_COMPILE = {"xla_backend_optimization_level": 0,
                  "xla_llvm_disable_expensive_passes": True}
 TINY = dict(image_shape=(8, 8, 1), resolutions=(8, 4), encoder_blocks=1, decoder_blocks=(1, 2),
@@ -41,8 +41,9 @@ def _jitted(names: tuple, model: nn.Module, num_samples: int):
 
 
 def _init(model, x, seed=0):
+    """jax.jit(model.init)'s values, from one small program (ops.initialize)."""
     k1, k2 = jax.random.split(jax.random.key(seed))
-    return jax.jit(model.init, compiler_options=_FAST_COMPILE)(k1, x, k2)
+    return jax.tree.map(jnp.asarray, initialize(model.init, k1, x, k2))
 
 
 def _binary_images(key, shape=(4, 8, 8, 1)):
@@ -168,6 +169,7 @@ def _chain_params(shapes):
     return jax.tree.map(jnp.asarray, {"params": p})
 
 
+@pytest.mark.slow
 def test_linear_gaussian_chain_log_weights_equal_closed_form_log_px():
     model = deep_hvae_model(image_shape=(1, 1, 2), resolutions=(1,), encoder_blocks=1,
                             decoder_blocks=2, widths=4, bottleneck=1.0, latent_channels=2,
@@ -202,6 +204,7 @@ def test_linear_gaussian_chain_log_weights_equal_closed_form_log_px():
 
 # ------------------------------------------------------- (b) per-layer KL, (c) the weights
 
+@pytest.mark.slow
 def test_per_layer_kl_nonnegative_named_top_down_and_summing_to_total(tiny):
     model, x, _, params = tiny
     assert model.num_layers == 3 and model.layer_names == ("00", "01", "02")
@@ -221,6 +224,7 @@ def test_per_layer_kl_nonnegative_named_top_down_and_summing_to_total(tiny):
     np.testing.assert_allclose(t["elbo"], t["log_px_z"] - t["kl"], rtol=1e-6, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_mean_log_weight_agrees_with_elbo_in_expectation_and_iwae_k1(tiny):
     """E_q[log q − log p] = Σ_i E KL_i: the closed-form ELBO and the mean log weight agree
     within Monte Carlo error; IWAE with k = 1 is the log weight itself."""
@@ -236,6 +240,7 @@ def test_mean_log_weight_agrees_with_elbo_in_expectation_and_iwae_k1(tiny):
     np.testing.assert_allclose(k1["iwae"], k1["log_w"][0], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_posterior_means_feed_active_units(tiny):
     model, x, _, params = tiny
     images = (np.asarray(x) * 255).astype(np.uint8)
@@ -249,6 +254,7 @@ def test_posterior_means_feed_active_units(tiny):
 
 # ---------------------------------------------------------------- (d) residual init, (e) bound
 
+@pytest.mark.slow
 def test_zero_init_makes_every_residual_block_the_identity():
     model = deep_hvae_model(**TINY, residual_init="zero")
     x = _binary_images(jax.random.key(6))
@@ -283,6 +289,7 @@ def test_zero_init_makes_every_residual_block_the_identity():
     np.testing.assert_array_equal(logits, np.zeros_like(logits))
 
 
+@pytest.mark.slow
 def test_scaled_init_divides_the_last_conv_by_sqrt_n_and_zeroes_the_priors(tiny):
     x = jnp.ones((2, 4, 4, 8))
     base, scaled = jax.jit(lambda k: [
@@ -304,6 +311,7 @@ def test_scaled_init_divides_the_last_conv_by_sqrt_n_and_zeroes_the_priors(tiny)
         assert not np.any(np.asarray(s["p"].mean)) and not np.any(np.asarray(s["p"].log_std))
 
 
+@pytest.mark.slow
 def test_bounded_log_std_stays_inside_the_bound_for_huge_inputs(tiny):
     _, x, _, params = tiny
     np.testing.assert_allclose(soft_clamp(jnp.array([-1e30, -0.01, 0.0, 3.0, 1e30]), bound=2.0),
@@ -325,6 +333,7 @@ def test_bounded_log_std_stays_inside_the_bound_for_huge_inputs(tiny):
 
 # ----------------------------------------------------------------------------- (f) bfloat16
 
+@pytest.mark.slow
 def test_bfloat16_compute_keeps_float32_params_and_losses(tiny):
     model, x, at_init, perturbed = tiny
     bf16 = deep_hvae_model(**TINY, dtype="bfloat16")
@@ -347,6 +356,7 @@ def test_bfloat16_compute_keeps_float32_params_and_losses(tiny):
 
 # ----------------------------------------------------------------------- (g) sampling paths
 
+@pytest.mark.slow
 def test_sampling_temperatures_and_reconstructions(tiny):
     model, x, _, params = tiny
     n = model.num_layers
@@ -439,6 +449,7 @@ def _adam_losses(model, params, x, steps=12, lr=3e-3):
     return out
 
 
+@pytest.mark.slow
 def test_gradients_finite_and_adam_decreases_the_loss_bernoulli(tiny):
     model, x, params, _ = tiny
     curve = _adam_losses(model, params, x)
@@ -455,6 +466,7 @@ def test_gradients_finite_and_adam_decreases_the_loss_logistic_mixture():
 
 # -------------------------------------------------------------------- (j) tens of layers
 
+@pytest.mark.slow
 def test_a_28x28_model_with_tens_of_stochastic_layers_has_the_contracted_shapes():
     model = deep_hvae_model(image_shape=(28, 28, 1), resolutions=(28, 14, 7, 1),
                             encoder_blocks=(2, 3, 3, 2), decoder_blocks=(2, 8, 10, 2),
@@ -475,6 +487,7 @@ def test_a_28x28_model_with_tens_of_stochastic_layers_has_the_contracted_shapes(
 
 @pytest.mark.parametrize("likelihood,channels", [("bernoulli", 1),
                                                  ("discretized_logistic_mix3", 3)])
+@pytest.mark.slow
 def test_a_patch_model_is_the_plain_model_on_squeezed_images(likelihood, channels):
     """patch_size=2 on [B, 8, 8, C] images is, parameter for parameter, the plain model on
     the [B, 4, 4, 4C] space-to-depth images: the same KLs and log-weights, and every
@@ -496,16 +509,21 @@ def test_a_patch_model_is_the_plain_model_on_squeezed_images(likelihood, channel
     shapes = jax.eval_shape(patched.init, jax.random.key(0), x, jax.random.key(1))
     assert jax.tree.map(lambda a: a.shape, shapes) == jax.tree.map(lambda a: a.shape, params)
     key = jax.random.key(5)
-    a = patched.apply(params, x, key, 2, method="terms")
-    b = plain.apply(params, xs, key, 2, method="terms")
+
+    @jax.jit
+    def both(params, x, xs, key):   # one program: op by op, each op compiled on its own
+        return (patched.apply(params, x, key, 2, method="terms"),
+                plain.apply(params, xs, key, 2, method="terms"),
+                patched.apply(params, x, key, method="reconstruct").mean(),
+                plain.apply(params, xs, key, method="reconstruct").mean(),
+                patched.apply(params, key, 5, method="sample_prior").mean())
+
+    a, b, pa_mean, pb_mean, mean = both(params, x, xs, key)
     for name in ("log_pz", "log_qz", "log_px_z"):
         np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-4)
     for layer in a["kl"]:
         np.testing.assert_allclose(a["kl"][layer], b["kl"][layer], rtol=1e-5, atol=1e-6)
     # Every pixel's mean: the patch model's image is the plain model's, put back in place.
-    pa = patched.apply(params, x, key, method="reconstruct")
-    pb = plain.apply(params, xs, key, method="reconstruct")
-    assert pa.mean().shape == x.shape
-    np.testing.assert_allclose(space_to_depth(pa.mean(), 2), pb.mean(), rtol=1e-5, atol=1e-6)
-    mean = patched.apply(params, key, 5, method="sample_prior").mean()
+    assert pa_mean.shape == x.shape
+    np.testing.assert_allclose(space_to_depth(pa_mean, 2), pb_mean, rtol=1e-5, atol=1e-6)
     assert mean.shape == (5, 8, 8, channels)

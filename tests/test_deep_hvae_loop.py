@@ -1,7 +1,8 @@
 """The deep top-down HVAE through the loop's guarantees, on tiny synthetic 8x8 images built
 here: nothing compiles after the first epoch, a killed-and-resumed run equals an
 uninterrupted one bit for bit, 8 forced CPU devices equal 1, per-layer KL and active units
-are in the evaluation metrics, and ``--mode=sample`` takes a temperature per layer."""
+are in the evaluation metrics, ``--mode=eval`` repeats the last evaluation with log p(x) above
+the ELBO, and ``--mode=sample`` takes a temperature per layer."""
 
 from __future__ import annotations
 
@@ -110,11 +111,25 @@ def test_eval_metrics_hold_kl_and_active_units_per_layer(uninterrupted):
     assert last["test_kl_00"] + last["test_kl_01"] == pytest.approx(last["test_kl"], rel=1e-5)
 
 
+def test_eval_mode_gives_the_last_evaluation_and_a_log_px_above_it(uninterrupted, data_path):
+    """--mode=eval of the finished run: its last in-training evaluation's ELBO again, and
+    log p(x) (exact importance weights) above the ELBO; the loop wrote its PNG grids."""
+    workdir, _, _ = uninterrupted
+    records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+    last = [r for r in records if r["kind"] == "eval"][-1]
+    assert np.isfinite(last["test_elbo"]) and last["test_elbo"] < 0
+    assert os.path.isfile(os.path.join(workdir, "images", "samples_00000009.png"))
+    result = experiment.evaluate_checkpoint(make_config(data_path, 9), workdir)
+    assert result["step"] == 9 and result["test_elbo"] == pytest.approx(last["test_elbo"])
+    assert result["test_log_px"] >= result["test_elbo"] - 5 * result["test_elbo_stderr"]
+
+
 def test_sample_mode_takes_a_temperature_per_layer(uninterrupted, data_path, tmp_path):
     workdir, _, _ = uninterrupted
     config = make_config(data_path, 9)
     config.sample.temperature = (1.0, 0.5)
     paths = experiment.sample_checkpoint(config, workdir, outdir=str(tmp_path / "a"))
+    assert paths and all(os.path.getsize(p) > 0 for p in paths.values())
     assert os.path.basename(paths["samples_t1-0.5"]) == "samples_t1-0.5.png"
     config.sample.temperature = 0.5  # one value for every layer: the same pictures
     same = experiment.sample_checkpoint(config, workdir, outdir=str(tmp_path / "b"))

@@ -56,6 +56,7 @@ def test_gradients_finite_at_edges_and_extreme_parameters():
         assert all(np.isfinite(v) for v in g), (loc, ls, g)
 
 
+@pytest.mark.slow
 def test_uniform_model_is_exactly_8_bits_per_dim():
     """A VAE whose decoder is a zero 256-way softmax and whose encoder equals the prior has
     p(x) = 256^(−D) exactly: the importance-sampled estimate must give 8 bits/dim."""
@@ -72,6 +73,7 @@ def test_uniform_model_is_exactly_8_bits_per_dim():
     assert dist.bits_per_dim(-16 * np.log(256.0), 16) == pytest.approx(8.0, abs=1e-12)
 
 
+@pytest.mark.slow
 def test_categorical_and_logistic_index_the_right_bin():
     logits = jnp.full((256,), -30.0).at[200].set(30.0)
     cat = dist.Categorical256(logits, event_ndim=0)

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from vae_jax.ops.initialize import initialize  # jit(model.init)'s values
 from vae_jax import distributions as dist
 from vae_jax import evaluate, models
 from vae_jax.run import experiment
@@ -49,7 +50,8 @@ def ppca_vae_params(w, b, cov_post, mean_shift=0.0, log_std_shift=0.0):
     perturbed: an imperfect encoder)."""
     model = models.get("mlp", image_shape=(DX, 1, 1), latent_dim=DZ, hidden=(),
                        likelihood="gaussian")
-    params = model.init(jax.random.key(0), jnp.zeros((1, DX, 1, 1)), jax.random.key(0))
+    params = initialize(model.init, jax.random.key(0), jnp.zeros((1, DX, 1, 1)),
+                        jax.random.key(0))
     a = cov_post @ w.T / SIGMA ** 2               # posterior mean = A (x − b)
     enc_k = np.zeros((DX, 2 * DZ))
     enc_k[:, :DZ] = a.T
@@ -103,6 +105,7 @@ def _ll(model, params, x, k, chunk=None, key=3, batch_size=64, mesh=None):
                                    chunk=chunk or k, batch_size=batch_size, mesh=mesh)
 
 
+@pytest.mark.slow
 def test_exact_posterior_gives_exact_log_px_for_any_k(data):
     w, b, cov_post, x = data
     truth = exact_log_px(x.reshape(len(x), DX).astype(np.float64), w, b)
@@ -113,6 +116,7 @@ def test_exact_posterior_gives_exact_log_px_for_any_k(data):
         np.testing.assert_allclose(_ll(generic, {}, x, k, chunk)["log_px"], truth, atol=2e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("which", ["vae", "generic"])
 def test_imperfect_encoder_converges_to_exact_log_px(data, which):
     """Mean gap (estimate − truth) over 64 points: at k = 1 it is −KL(q || p(z|x)) (well
@@ -142,9 +146,11 @@ def test_imperfect_encoder_converges_to_exact_log_px(data, which):
     assert abs(gaps[1]) < abs(gaps[0]) / 50
 
 
+@pytest.mark.slow
 def test_chunked_equals_unchunked_and_summary():
     model = models.get("mlp", image_shape=(8, 8, 1), latent_dim=4, hidden=(32,))
-    params = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)), jax.random.key(1))
+    params = initialize(model.init, jax.random.key(0), jnp.zeros((1, 8, 8, 1)),
+                        jax.random.key(1))
     images = np.random.default_rng(0).integers(0, 256, (24, 8, 8, 1), dtype=np.uint8)
     kw = dict(model=model, num_samples=60, batch_size=8, binarization="dynamic")
     whole = evaluate.log_likelihood(params, images, jax.random.key(2), chunk=60, **kw)
@@ -213,7 +219,8 @@ def test_fast_path_equals_direct_log_weight(likelihood):
     computed directly with the model's own distributions for the same z."""
     model = models.get("mlp", image_shape=(4, 4, 1), latent_dim=2, hidden=(8,),
                        likelihood=likelihood)
-    params = model.init(jax.random.key(0), jnp.zeros((1, 4, 4, 1)), jax.random.key(0))
+    params = initialize(model.init, jax.random.key(0), jnp.zeros((1, 4, 4, 1)),
+                        jax.random.key(0))
     x = jnp.asarray(np.random.default_rng(0).integers(0, 256, (3, 4, 4, 1)) / 255.0,
                     jnp.float32)
     if likelihood == "bernoulli":
@@ -239,7 +246,7 @@ def test_evaluation_asks_for_float32_products_and_training_for_the_default():
     model = models.get("mlp", image_shape=(4, 4, 1), latent_dim=2, hidden=(8,))
     x = jnp.zeros((2, 4, 4, 1), jnp.uint8)
     key = jax.random.key(0)
-    params = model.init(key, x.astype(jnp.float32), key)
+    params = initialize(model.init, key, x.astype(jnp.float32), key)
     for precision, expected in (("highest", "[HIGHEST, HIGHEST]"),
                                 ("default", "[DEFAULT, DEFAULT]")):
         elbo_fn = evaluate.make_elbo_fn(model, binarization="static", precision=precision)
@@ -253,6 +260,7 @@ def test_evaluation_asks_for_float32_products_and_training_for_the_default():
         precision_lib.at_precision(lambda: None, "fp64")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="an XLA:CPU option")
 def test_evaluation_keeps_ynnpack_for_products_only():
     """XLA:CPU's YNNPACK reduce fusions ran the likelihood's pixel sum ~3x slower than
@@ -260,7 +268,7 @@ def test_evaluation_keeps_ynnpack_for_products_only():
     model = models.get("mlp", image_shape=(28, 28, 1), latent_dim=4, hidden=(32,))
     x = jnp.zeros((100, 28, 28, 1), jnp.uint8)
     key = jax.random.key(0)
-    params = model.init(key, x.astype(jnp.float32), key)
+    params = initialize(model.init, key, x.astype(jnp.float32), key)
 
     def ynn_reductions(fn) -> int:
         text = fn.lower(params, x, key).compile().as_text()
@@ -276,11 +284,12 @@ def test_evaluation_keeps_ynnpack_for_products_only():
     assert ynn_reductions(evaluate.make_elbo_fn(model, binarization="dynamic")) == 0
 
 
+@pytest.mark.slow
 def test_evaluation_functions_nest_inside_jit():
     model = models.get("mlp", image_shape=(4, 4, 1), latent_dim=2, hidden=(8,))
     x = jax.random.randint(jax.random.key(1), (3, 4, 4, 1), 0, 256).astype(jnp.uint8)
     key = jax.random.key(0)
-    params = model.init(key, x.astype(jnp.float32), key)
+    params = initialize(model.init, key, x.astype(jnp.float32), key)
     for fn in (evaluate.make_elbo_fn(model, binarization="dynamic"),
                evaluate.make_log_likelihood_fn(model, binarization="dynamic", num_samples=4,
                                                chunk=2)):

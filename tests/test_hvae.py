@@ -17,6 +17,7 @@ from vae_jax.run import experiment
 from vae_jax import config as config_lib
 from vae_jax.run import build
 from vae_jax.models.hvae import HVAE, precision_weighted, vae_to_hvae_params
+from vae_jax.ops.initialize import initialize
 
 INFERENCES = ("markov", "ladder")
 
@@ -36,8 +37,9 @@ def log_weights(params, x, key, *, model, num_samples):
 
 
 def _init(model, x, seed=0):
+    """jax.jit(model.init)'s values, from one small program (ops.initialize)."""
     k1, k2 = jax.random.split(jax.random.key(seed))
-    return jax.jit(model.init)(k1, x, k2)
+    return jax.tree.map(jnp.asarray, initialize(model.init, k1, x, k2))
 
 
 def _binary_images(key, shape=(6, 6, 6, 1)):
@@ -46,6 +48,7 @@ def _binary_images(key, shape=(6, 6, 6, 1)):
 
 # --------------------------------------------------------------- 1 layer == the plain VAE
 
+@pytest.mark.slow
 @pytest.mark.parametrize("inference", INFERENCES)
 def test_one_layer_hvae_reproduces_the_vae_elbo(inference):
     shape = (6, 6, 1)
@@ -88,6 +91,7 @@ def _model(inference, dims=(6, 4, 3), analytic_kl=True):
                       inference=inference, analytic_kl=analytic_kl)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("inference", INFERENCES)
 def test_per_layer_kl_sum_to_total_and_closed_forms_are_nonnegative(inference):
     model = _model(inference)
@@ -115,6 +119,7 @@ def test_per_layer_kl_sum_to_total_and_closed_forms_are_nonnegative(inference):
         assert np.all(np.asarray(raw[k]) >= -1e-6)
 
 
+@pytest.mark.slow
 def test_markov_mc_terms_tail_sums_are_kls():
     """For the Markov chain a lower-layer term E_q[log q(z_l|z_{l−1}) − log p(z_l|z_{l+1})]
     is no KL (z_{l+1} is drawn from z_l under q), but every tail sum l..T is
@@ -212,6 +217,7 @@ def _closed_form_log_px(x):
                    + 3 * math.log(2 * math.pi))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("inference", INFERENCES)
 def test_importance_sampled_log_likelihood_matches_linear_gaussian_closed_form(inference):
     model = HVAE(image_shape=(1, 1, 3), latent_dims=(2, 1), hidden=((), ()),
@@ -254,6 +260,7 @@ def test_precision_weighting_is_the_gaussian_product():
 
 # ------------------------------------------------------------------ sampling, active units
 
+@pytest.mark.slow
 @pytest.mark.parametrize("inference", INFERENCES)
 def test_sampling_shapes_and_top_down_temperature(inference):
     model = _model(inference)
@@ -271,6 +278,7 @@ def test_sampling_shapes_and_top_down_temperature(inference):
     assert model.apply(params, x, method="encode").mean.shape == (6, 3)
 
 
+@pytest.mark.slow
 def test_active_units_per_layer_against_a_known_linear_encoder():
     """Markov q with linear means: E_q[z_2|x] = M_2 μ_1(x) + c_2 exactly, so its variance over
     x is known; z_1's units 0..2 are driven by x, unit 3 is not; z_2 unit 1 is dead."""
@@ -309,6 +317,7 @@ def test_active_units_per_layer_against_a_known_linear_encoder():
                                          batch_size=100)) == {"z"}
 
 
+@pytest.mark.slow
 def test_the_suites_one_pass_equals_its_elbo_and_active_units_calls():
     """The training loop's evaluation runs the ELBO and the active units' posterior means in
     one program (the encoder once): the same terms and counts as the two separate passes,
@@ -365,6 +374,7 @@ def test_the_suites_eval_figures_give_each_layers_units_beside_its_active_units(
                        for k in suite.run_suite(s, params, images, key))
 
 
+@pytest.mark.slow
 def test_streamed_posterior_means_bound_the_memory_of_a_deep_model():
     """A deep HVAE's every draw of E_q[z_l | x] is a pass through the network: 100 draws of
     a batch at once need 100 batches' activations (1000 Fashion-MNIST test images through

@@ -44,6 +44,7 @@ def _params(model, x, seed=0, scale=0.1):
 
 @pytest.mark.parametrize("backbone, likelihood, data", [
     ("mlp", "bernoulli", _x), ("resnet", "discretized_logistic_mix5", _x8)])
+@pytest.mark.slow
 def test_terms_elbo_and_gradients_continuous(backbone, likelihood, data):
     model = _model(backbone, likelihood=likelihood)
     x, key = data(4), jax.random.key(2)
@@ -80,6 +81,7 @@ def test_terms_elbo_and_gradients_continuous(backbone, likelihood, data):
     assert s.shape == (6, *IMAGE) and 0 <= float(s.min()) and float(s.max()) <= 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone", sorted(BACKBONE))
 def test_trajectory_weights_average_to_the_elbo_and_iwae_tightens_it(backbone):
     """The per-trajectory weights use the sampled z₀ in log p(z|z₀) and the sampled z in
@@ -105,6 +107,7 @@ def test_trajectory_weights_average_to_the_elbo_and_iwae_tightens_it(backbone):
     assert float(jnp.mean(sum(t["kl"].values()))) > 0
 
 
+@pytest.mark.slow
 def test_the_resnet_backbone_is_the_resnet_vaes_encoder_and_decoder():
     """The resnet VAE's parameters, copied into the latent VDM's encoder and decoder, give
     the same q(z|x) and the same log p(x|z) for the same z: the backbone is that VAE's

@@ -165,6 +165,7 @@ def test_stride_one_paddings_outside_the_path_and_other_layouts_stay_with_xla():
         xc, k, (2, 2), "SAME", dimension_numbers=("NCHW", "HWIO", "NCHW")), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_modules_keep_flax_parameters_and_values():
     x = jax.random.uniform(jax.random.key(0), (4, 7, 7, 6))
     key = jax.random.key(1)

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from vae_jax.ops.initialize import initialize  # jit(model.init)'s values
 from vae_jax import losses, models
 from vae_jax.distributions import gaussian_kl_elementwise
 
@@ -16,11 +17,12 @@ from vae_jax.distributions import gaussian_kl_elementwise
 def setup():
     """A small random MLP VAE and synthetic binary images [16, 6, 6, 1]."""
     model = models.get("mlp", image_shape=(6, 6, 1), latent_dim=3, hidden=(16,))
-    params = model.init(jax.random.key(0), jnp.zeros((1, 6, 6, 1)), jax.random.key(1))
+    params = initialize(model.init, jax.random.key(0), jnp.zeros((1, 6, 6, 1)), jax.random.key(1))
     x = (jax.random.uniform(jax.random.key(2), (16, 6, 6, 1)) < 0.4).astype(jnp.float32)
     return model, params, x
 
 
+@pytest.mark.slow
 def test_iwae_k1_equals_single_sample_elbo(setup):
     model, params, x = setup
     key = jax.random.key(7)
@@ -40,6 +42,7 @@ def test_iwae_k1_equals_single_sample_elbo(setup):
     assert np.all(np.abs(mc_kl.mean(0) - terms["kl"]) < 5 * err + 1e-4)
 
 
+@pytest.mark.slow
 def test_iwae_bound_grows_with_k(setup):
     """E[IWAE_k] is non-decreasing in k (Burda et al., Thm 1), strictly here since q ≠ p(z|x)."""
     model, params, x = setup
@@ -54,6 +57,7 @@ def test_iwae_bound_grows_with_k(setup):
         assert means[i + 1] - means[i] > 3 * (errs[i] + errs[i + 1]), (means, errs)
 
 
+@pytest.mark.slow
 def test_iwae_loss_is_negative_mean_bound(setup):
     model, params, x = setup
     key = jax.random.key(4)
@@ -65,6 +69,7 @@ def test_iwae_loss_is_negative_mean_bound(setup):
     assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
 
 
+@pytest.mark.slow
 def test_beta_elbo_weights_the_kl(setup):
     model, params, x = setup
     key = jax.random.key(5)
@@ -84,6 +89,7 @@ def test_kl_warmup_is_linear():
         pytest.approx(0.7)
 
 
+@pytest.mark.slow
 def test_free_bits_floor_per_dimension(setup):
     model, params, x = setup
     key = jax.random.key(6)

@@ -51,8 +51,9 @@ def _loss_and_grads(name, dtype):
     params = train.create_train_state(jax.random.key(0), model, optax.adam(1e-3), SHAPE).params
     # zero-initialised output layers (VDM's score net) would make the loss independent of
     # the rest of the net at initialisation: give them small weights
-    params = jax.tree.map(lambda p: p if p.any() or p.ndim < 2 else 0.1 * jax.random.normal(
-        jax.random.key(p.size), p.shape), params)
+    # (numpy: eager jax.random and any() would compile a program per parameter shape)
+    params = jax.tree.map(lambda p: p if np.any(p) or p.ndim < 2 else jnp.asarray(
+        0.1 * np.random.default_rng(p.size).normal(size=p.shape), jnp.float32), params)
     batch = np.random.default_rng(0).integers(0, 256, (16, *SHAPE)).astype(np.uint8)
     x = data.preprocess(jnp.asarray(batch), jax.random.key(1),
                         binarization=config.data.binarization)

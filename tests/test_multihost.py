@@ -52,7 +52,7 @@ def test_two_processes_match_one_process(tmp_path):
     """Both input pipelines: the training set split over the two processes' devices (each
     process places only its rows) and the stream (each process reads only its half of
     every batch) end bit for bit where one process over two devices does."""
-    cache = str(tmp_path / "xla_cache")
+    cache = _runs.shared_cache()
     single = str(tmp_path / "one_process")
     r = _runs.run(_runs.command(single), _runs.env(cache, devices=2))
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
@@ -98,7 +98,7 @@ def test_a_process_that_never_comes_up_fails_with_a_clear_message(tmp_path):
     r = _runs.run(_runs.command(workdir, f"--coordinator_address=127.0.0.1:{_free_port()}",
                                 "--num_processes=2", "--process_id=0",
                                 "--distributed_timeout=3"),
-                  _runs.env(str(tmp_path / "cache"), devices=1), timeout=120)
+                  _runs.env(_runs.shared_cache(), devices=1), timeout=120)
     assert r.returncode != 0
     out = r.stdout + r.stderr
     assert "Joining process 0 of 2 via coordinator 127.0.0.1:" in out

@@ -82,6 +82,7 @@ def test_files_that_are_not_ours_are_refused_without_unpickling(tmp_path, conten
         params_file.load(path)
 
 
+@pytest.mark.slow
 @requires_fashion_mnist
 def test_export_then_restore_gives_the_checkpoints_evaluation_parameters(tmp_path):
     # smoke keeps an EMA; evaluated with it, the file holds the EMA (the figures' params)

@@ -1,10 +1,12 @@
 """Progress reports: bounded, carriage-return free lines off a terminal; silent when asked."""
 
 import io
+import time
 
 import pytest
 from absl import logging
 
+from conftest import requires_fashion_mnist
 from vae_jax import progress
 from vae_jax.progress import Progress
 
@@ -138,3 +140,53 @@ def test_long_evaluations_report_batches(capsys):
     assert "batch 30/30" in out and "\r" not in out     # captured stdout is not a terminal
     np.testing.assert_array_equal(quiet["s"], expected)
     np.testing.assert_array_equal(loud["s"], expected)
+
+
+def test_waiting_reports_a_long_wait_and_its_total():
+    plain = io.StringIO()
+    with progress.Waiting("compiling x", stream=plain, delay_s=0, log_interval_s=0.05):
+        time.sleep(0.2)
+    lines = plain.getvalue().splitlines()
+    assert len(lines) >= 2 and "\r" not in plain.getvalue()
+    assert all(line.startswith("compiling x ... ") and line.endswith(" s") for line in lines)
+    tty = TTY()
+    with progress.Waiting("compiling x", stream=tty, delay_s=0):
+        pass
+    out = tty.getvalue()
+    assert out.startswith("\rcompiling x ... ") and out.endswith("\n") and out.count("\n") == 1
+    for quiet in (progress.Waiting("compiling x", stream=io.StringIO(), quiet=True, delay_s=0),
+                  progress.Waiting("compiling x", stream=io.StringIO(), delay_s=60)):
+        with quiet:   # asked for silence, or shorter than the delay
+            pass
+        assert quiet.stream.getvalue() == ""
+
+
+@requires_fashion_mnist
+def test_training_says_what_it_compiles_before_the_first_step(tmp_path, monkeypatch, capsys):
+    """The progress line starts before the first call, and the train step's and the
+    evaluation's compilations say so (the delay set to 0: every compilation, however
+    short, prints its line)."""
+    from experiments.configs import smoke
+    from vae_jax.run import experiment
+
+    monkeypatch.setattr(progress, "WAITING_DELAY_S", 0.0)
+    config = smoke.get_config()
+    config.train.num_steps = 10
+    experiment.train_and_evaluate(config, str(tmp_path))
+    out = capsys.readouterr().out
+    first = out.index("step 0/10 epoch 0.00")
+    assert first < out.index("compiling the train step ... ") < out.index("step 10/10")
+    assert out.index("compiling the evaluation ... ") < out.index("eval step 10")
+
+
+def test_announced_functions_say_so_once_per_operand_type(monkeypatch, capsys):
+    import jax
+    import numpy as np
+
+    from vae_jax.ops.compile import announced
+
+    monkeypatch.setattr(progress, "WAITING_DELAY_S", 0.0)
+    f = announced(jax.jit(lambda x: x + 1), "the thing")
+    assert f(1.0) == 2.0 and "compiling the thing ... " in capsys.readouterr().out
+    assert f(2.0) == 3.0 and capsys.readouterr().out == ""         # compiled: silent
+    assert f(np.ones(3)).shape == (3,) and "compiling the thing" in capsys.readouterr().out

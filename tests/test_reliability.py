@@ -80,7 +80,7 @@ def test_kill_and_resume_is_bit_identical(tmp_path):
     """SIGTERM (checkpoints saved synchronously), SIGKILL inside the background write of
     a checkpoint (asynchronous, the default), SIGKILL at a random moment, then a plain
     rerun: the final state and metrics.jsonl equal an uninterrupted run's exactly."""
-    cache, workdir = str(tmp_path / "xla_cache"), str(tmp_path / "killed")
+    cache, workdir = _runs.shared_cache(), str(tmp_path / "killed")
     overrides = ["--config.train.num_steps=40"]
 
     # 1. A real SIGTERM right after step 15's metrics: the handler lets the loop finish the
@@ -142,6 +142,7 @@ def test_kill_and_resume_is_bit_identical(tmp_path):
     assert records(workdir, "eval") == records(reference, "eval")
 
 
+@pytest.mark.slow
 def test_same_seed_is_bit_identical(base, tmp_path):
     """Determinism on CPU: a second run of the same config equals the first bit for bit;
     another seed does not (so the comparison can fail). The second run saves in the
@@ -180,12 +181,15 @@ def test_sigint_saves_and_exits_with_a_message(base, tmp_path, monkeypatch, caps
 
     monkeypatch.setattr(logs.MetricsLog, "write", write_then_interrupt)
     config = smoke_config(train__num_steps=30)
+    # the handler in place before the run: default_int_handler in a terminal, SIG_IGN in a
+    # process started with SIGINT ignored (nohup, `&` in a script, some CI runners)
+    before = signal.getsignal(signal.SIGINT)
     with pytest.raises(SystemExit) as e:
         experiment.train_and_evaluate(config, copy)
     assert isinstance(e.value, errors.TrainingInterrupted) and e.value.code == 130
     assert "Stopped by SIGINT at step 25/30; checkpoint saved" in capsys.readouterr().out
     assert ckpt_steps(copy) == [10, 20, 25]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    assert signal.getsignal(signal.SIGINT) == before  # handler restored
     monkeypatch.undo()
     resumed = experiment.train_and_evaluate(config, copy)
     assert [r["step"] for r in records(copy, "train")] == [5, 10, 15, 20, 25, 30]
@@ -250,6 +254,7 @@ def test_damaged_checkpoint_is_reported_skipped_and_kept(tmp_path, how, capsys):
     mngr.close()
 
 
+@pytest.mark.slow
 def test_training_resumes_past_a_damaged_checkpoint(base, tmp_path):
     """Step 20 corrupted on disk: the run reports it, moves it to checkpoints.damaged (not
     deleted), resumes from step 10 and ends bit-identical to the undamaged run."""
@@ -358,6 +363,7 @@ def test_evaluations_during_training_follow_num_test_images(base, tmp_path, monk
 ABSURD_LR = 1e30  # Adam moves every weight by ~lr at once: the next forward pass overflows
 
 
+@pytest.mark.slow
 def test_nonfinite_loss_stops_naming_step_and_metric_keeping_last_checkpoint(base, tmp_path):
     workdir, state = base
     copy = str(tmp_path / "copy")
@@ -373,6 +379,7 @@ def test_nonfinite_loss_stops_naming_step_and_metric_keeping_last_checkpoint(bas
     _runs.assert_same_state(_runs.final_state(copy, config), state)
 
 
+@pytest.mark.slow
 def test_skip_nonfinite_discards_exactly_the_bad_updates():
     """A beta schedule that is NaN at step 1 only: with skip, step 1 changes nothing but the
     counter and step 0 is the ordinary update; without skip, NaN reaches the weights."""
@@ -407,6 +414,7 @@ def test_skip_nonfinite_discards_exactly_the_bad_updates():
     assert any(np.isnan(np.asarray(x)).any() for x in jax.tree.leaves(poisoned[1][0].params))
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:invalid value encountered in cast")  # images of a wreck
 def test_skip_option_finishes_and_counts(base, tmp_path):
     workdir, _ = base
@@ -521,7 +529,7 @@ def test_one_training_run_per_workdir(base, tmp_path):
     (code 6) naming its pid and writes nothing; --mode=eval reads the workdir meanwhile;
     the first run then ends with each step once, equal to the uninterrupted run. A run
     SIGKILLed while holding the lock leaves no stale lock: its rerun trains."""
-    cache, workdir, pause = str(tmp_path / "cache"), str(tmp_path / "run"), tmp_path / "pause"
+    cache, workdir, pause = _runs.shared_cache(), str(tmp_path / "run"), tmp_path / "pause"
     pause.mkdir()
     first = subprocess.Popen(_runs.command(workdir, driver=True), cwd=_runs.ROOT,
                              env=_runs.env(cache, VAE_JAX_FAULT="pause_after:15",
@@ -596,7 +604,7 @@ def test_full_disk_stops_with_one_paragraph_and_resumes_bit_identical(base, tmp_
     device', the last good checkpoint and the fix; checkpoint 10 stays the latest, no
     partial checkpoint is left, metrics.jsonl ends at step 10. Freeing the space and
     rerunning the same command ends bit-identical to the uninterrupted run."""
-    cache, workdir = str(tmp_path / "cache"), str(small_filesystem / "run")
+    cache, workdir = _runs.shared_cache(), str(small_filesystem / "run")
     filler = small_filesystem / "filler"
     r = _runs.run(_runs.command(workdir, driver=True),
                   _runs.env(cache, VAE_JAX_FAULT="fill_disk_after_checkpoint:10",
@@ -626,7 +634,7 @@ def test_a_background_write_that_fails_is_reported_one_save_late(base, tmp_path)
     stops with exit code 7 and one paragraph naming checkpoint 30's path and step 20 as
     the last good checkpoint; steps 10 and 20 are intact (20 restores to the uninterrupted
     run's state), 30 leaves no folder, metrics.jsonl ends at step 20."""
-    cache, workdir = str(tmp_path / "cache"), str(tmp_path / "run")
+    cache, workdir = _runs.shared_cache(), str(tmp_path / "run")
     shutil.copytree(base[0], workdir)
     r = _runs.run(_runs.command(workdir, "--config.train.num_steps=40", driver=True),
                   _runs.env(cache, VAE_JAX_FAULT="fail_checkpoint_write:30"))
@@ -651,7 +659,7 @@ def test_cli_prints_user_errors_as_one_paragraph_with_their_exit_code(base, tmp_
     """Each kind of user error through the real launcher: one paragraph on stderr, no
     traceback, its documented exit code, and the workdir unchanged; --traceback shows the
     traceback. --mode=eval/sample on a workdir without a checkpoint create nothing."""
-    cache = str(tmp_path / "cache")
+    cache = _runs.shared_cache()
     empty = tmp_path / "empty"
     empty.mkdir()
     tiny = tmp_path / "synthetic_one_test_image.npz"

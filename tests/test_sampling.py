@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 from scipy.stats import norm
 
+from vae_jax.ops.initialize import initialize  # jit(model.init)'s values
 from vae_jax import config as config_lib
 from vae_jax import data, models
 from vae_jax.evaluate import sampling
@@ -19,7 +20,8 @@ SHAPE = (8, 8, 1)
 
 def _model(latent_dim=3, seed=0):
     model = models.get("mlp", image_shape=SHAPE, latent_dim=latent_dim, hidden=(16,))
-    params = model.init(jax.random.key(seed), jnp.zeros((1, *SHAPE)), jax.random.key(1))
+    params = jax.tree.map(jnp.asarray, initialize(model.init, jax.random.key(seed),
+                                                  jnp.zeros((1, *SHAPE)), jax.random.key(1)))
     return model, params
 
 
@@ -73,6 +75,7 @@ def test_slerp_gradient_is_finite_when_parallel():
     assert np.all(np.isfinite(g))
 
 
+@pytest.mark.slow
 def test_interpolation_endpoints_are_the_reconstructions():
     model, params = _model()
     x = _images(2)
@@ -154,6 +157,7 @@ def test_encode_dataset_batches_like_one_call():
 
 # ----------------------------------------------------------------------------- writers
 
+@pytest.mark.slow
 def test_write_sample_images_for_a_2d_model(tmp_path):
     model, params = _model(latent_dim=2)
     images = (np.asarray(_images(40)) * 255).astype(np.uint8)

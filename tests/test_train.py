@@ -162,6 +162,7 @@ def test_steady_state_loop_makes_no_host_transfers():
             fn(state, ds.train_images, perm, keys["train"])
 
 
+@pytest.mark.slow
 def test_a_run_without_an_ema_keeps_none_and_trains_the_same_parameters():
     """ema_decay=0 (the default): the state holds no EMA and the compiled call has no
     output for one (no pass over the parameters spent on it), and the parameters and
@@ -228,6 +229,7 @@ def test_global_norm_is_optax_global_norm():
     assert np.isinf(train.global_norm({"x": jnp.array([1.0, -jnp.inf])}))
 
 
+@pytest.mark.slow
 def test_no_compilation_after_the_first_epoch(tmp_path):
     """Every program the loop needs (train calls, evaluation, images, checkpoints) compiles
     in the first epoch, a handful in all; later epochs compile nothing (each compile costs

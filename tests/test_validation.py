@@ -360,7 +360,7 @@ def test_batch_not_divisible_by_devices_on_the_command_line(tmp_path):
     naming the field and the multiples that work; the workdir is never created."""
     workdir = str(tmp_path / "never_created")
     r = _runs.run(_runs.command(workdir, "--config.train.batch_size=33"),
-                  _runs.env(str(tmp_path / "cache"), devices=2), timeout=180)
+                  _runs.env(_runs.shared_cache(), devices=2), timeout=180)
     assert r.returncode != 0
     assert "config.train.batch_size=33 does not divide evenly over the 2 devices" in r.stderr
     assert "Use a multiple of 2 (e.g. 32 or 34)" in r.stderr

@@ -12,6 +12,7 @@ from test_vdm import (_continuous_closed_form, _discrete_closed_form, _fixed, _g
 from vae_jax import losses
 from vae_jax.models.vdm import bounds, latent
 from vae_jax.models.vdm import model as vdm
+from vae_jax.ops.initialize import initialize
 
 STEPS = (10, 100, 1000, 0)
 
@@ -43,6 +44,7 @@ def test_diffusion_bounds_match_the_closed_forms_and_decrease_with_t():
     assert out[1000].std() / np.sqrt(n) > 0.1 * (_closed(1000) - _closed(0))
 
 
+@pytest.mark.slow
 def test_num_draws_averages_per_example():
     x = _gaussian_data(jax.random.key(3), 64)
     one = bounds.diffusion_bounds(x, jax.random.key(1), gamma_fn=_fixed,
@@ -68,7 +70,7 @@ def test_vdm_bounds_at_the_models_own_t_are_its_bound(timesteps):
               schedule_hidden=8)
     model = vdm.vdm_model(timesteps=timesteps, trajectory=False, **kw)
     x, key = _x8(), jax.random.key(7)
-    params = model.init(_init_key(), x, key)
+    params = initialize(model.init, _init_key(), x, key)   # one program, not op by op
     own = model.apply(params, x, key, 2, method="per_example")
     curve = bounds.bounds_vs_timesteps(vdm.vdm_model(**kw), params, x, key,
                                            timesteps=(timesteps, 16), num_draws=2)
@@ -83,12 +85,13 @@ def test_vdm_bounds_at_the_models_own_t_are_its_bound(timesteps):
                                rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_latent_vdm_bounds_are_its_negative_elbo():
     model = latent.latent_vdm_model(image_shape=(8, 8, 1), latent_dim=4, hidden=(16,),
                                         score_hidden=(16,))
     x = jnp.round(_x8())
     key = jax.random.key(5)
-    params = model.init(_init_key(), x, key)
+    params = initialize(model.init, _init_key(), x, key)
     curve = bounds.bounds_vs_timesteps(model, params, x, key, timesteps=(0, 50))
     elbo = losses.elbo_terms(params, x, key, model=model)["elbo"]
     np.testing.assert_allclose(curve[0]["total"], -elbo, rtol=1e-6)

@@ -3,11 +3,15 @@ killed-and-resumed VDM (continuous time, learned-net schedule) and latent VDM eq
 uninterrupted run bit for bit; 8 forced CPU devices train the VDM as 1 does; the trained
 schedule is still monotone and hits its configured endpoints exactly (read back from the
 checkpoint); ``--mode=eval`` of an 8-bit discrete-time VDM reports bits/dim and a
-k-trajectory log p(x) above the ELBO, a continuous-time one skips log p(x)."""
+k-trajectory log p(x) above the ELBO, a continuous-time one skips log p(x); for each of
+the three models the loop's evaluation, ``--mode=eval`` and ``--mode=sample`` agree and write
+what they should."""
 
 from __future__ import annotations
 
+import json
 import math
+import os
 
 import jax
 import jax.numpy as jnp
@@ -123,11 +127,33 @@ def train_init_schedule(model, image_shape):
     return state.params["params"]["diffusion"]["schedule"]
 
 
+def _trained_evaluated_and_sampled(config, workdir, outdir) -> dict:
+    """The loop's evaluation record and PNG grid, --mode=eval repeating that evaluation and
+    --mode=sample writing pictures, for a finished 4-step run; returns --mode=eval's result."""
+    records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+    evals = [r for r in records if r["kind"] == "eval"]
+    assert len(evals) == 1 and np.isfinite(evals[0]["test_elbo"]) and evals[0]["test_elbo"] < 0
+    assert os.path.isfile(os.path.join(workdir, "images", "samples_00000004.png"))
+    result = experiment.evaluate_checkpoint(config, workdir)
+    assert result["step"] == 4 and result["test_elbo"] == pytest.approx(evals[0]["test_elbo"])
+    if "test_log_px" in result:  # models with exact importance weights
+        assert result["test_log_px"] >= result["test_elbo"] - 5 * result["test_elbo_stderr"]
+    paths = experiment.sample_checkpoint(config, workdir, outdir=outdir)
+    assert paths and all(os.path.getsize(p) > 0 for p in paths.values())
+    return result
+
+
+def test_latent_vdm_trains_evaluates_and_samples(data_path, uninterrupted, tmp_path):
+    workdir, _ = uninterrupted["latent_vdm"]
+    _trained_evaluated_and_sampled(make_config(data_path, "latent_vdm"), workdir,
+                                   str(tmp_path / "samples"))
+
+
 def test_eval_of_an_8bit_discrete_vdm_reports_bpd_and_a_tighter_log_px(data_path, tmp_path):
     config = make_config(data_path, "vdm8")
     workdir = str(tmp_path / "vdm8")
     experiment.train_and_evaluate(config, workdir)
-    result = experiment.evaluate_checkpoint(config, workdir)
+    result = _trained_evaluated_and_sampled(config, workdir, str(tmp_path / "samples"))
     assert result["likelihood"] == "categorical256" and result["log_px_k"] == 4
     # bits/dim is −ELBO / (H W C ln 2)
     assert result["test_elbo_bpd"] == pytest.approx(-result["test_elbo"] / (64 * math.log(2)),
@@ -141,9 +167,10 @@ def test_eval_of_an_8bit_discrete_vdm_reports_bpd_and_a_tighter_log_px(data_path
     assert result["test_log_px_bpd"] < result["test_elbo_bpd"]
 
 
-def test_eval_of_a_continuous_vdm_skips_log_px(data_path, uninterrupted):
+def test_eval_of_a_continuous_vdm_skips_log_px(data_path, uninterrupted, tmp_path):
     workdir, _ = uninterrupted["vdm"]
-    result = experiment.evaluate_checkpoint(make_config(data_path, "vdm"), workdir)
+    result = _trained_evaluated_and_sampled(make_config(data_path, "vdm"), workdir,
+                                            str(tmp_path / "samples"))
     assert "test_log_px" not in result and "exact" in result["log_px_note"]
     assert np.isfinite(result["test_elbo"]) and result["test_elbo"] < 0
 

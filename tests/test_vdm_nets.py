@@ -7,15 +7,19 @@ import pytest
 
 from vae_jax.models.vdm import model as vdm
 from vae_jax.models.vdm.nets import ScoreNet
+from vae_jax.ops.initialize import initialize
 
 
 def _net_and_params(levels: int, shape=(2, 8, 8, 1)):
     net = ScoreNet(channels=8, blocks=1, levels=levels, fourier_exponents=(), embed_dim=8)
-    z = jax.random.normal(jax.random.key(0), shape)
+    z = jnp.asarray(np.random.default_rng(0).normal(size=shape), jnp.float32)
     gamma = jnp.linspace(-10.0, 4.0, shape[0])
-    return net, net.init(jax.random.key(1), z, gamma), z, gamma
+    # one small program (ops.initialize), not Flax's initialisation op by op
+    params = jax.tree.map(jnp.asarray, initialize(net.init, jax.random.key(1), z, gamma))
+    return net, params, z, gamma
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("levels", [0, 2])
 def test_score_net_is_zero_at_init_with_the_input_shape(levels):
     net, params, z, gamma = _net_and_params(levels)
@@ -24,16 +28,16 @@ def test_score_net_is_zero_at_init_with_the_input_shape(levels):
     np.testing.assert_array_equal(np.asarray(eps_hat), 0.0)
 
 
+@pytest.mark.slow
 def test_every_unet_parameter_reaches_the_output():
     """No dead branch: with the zero-initialised layers perturbed, every parameter array of
     the U-Net (both paths, every level's skip merge, the γ embedding) moves ε̂; two levels,
     so both the outer and the inner skip are checked."""
     levels = 2
     net, params, z, gamma = _net_and_params(levels)
-    leaves, tree = jax.tree.flatten(params)
-    keys = jax.random.split(jax.random.key(2), len(leaves))
-    params = jax.tree.unflatten(tree, [p + 0.3 * jax.random.normal(k, p.shape)
-                                       for p, k in zip(leaves, keys)])
+    rng = np.random.default_rng(2)   # numpy: eager draws would compile one per shape
+    params = jax.tree.map(lambda p: p + jnp.asarray(0.3 * rng.normal(size=p.shape),
+                                                    jnp.float32), params)
     grads = jax.jit(jax.grad(lambda p: jnp.sum(jnp.sin(net.apply(p, z, gamma)))))(params)
     names = [f"down_{lvl}" for lvl in range(levels)] + [f"up_{lvl}" for lvl in range(levels)]
     names += [f"merge_{lvl}" for lvl in range(levels)]

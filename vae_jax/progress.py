@@ -1,4 +1,6 @@
-"""A one-line progress report for long commands: done/total, loss, rate, ETA.
+"""A one-line progress report for long commands: done/total, loss, rate, ETA; and
+``Waiting``, a line that says what a long step without progress of its own waits for and
+for how long ("compiling the train step ... 12.3 s").
 
 On a terminal the line is redrawn in place with ``\\r`` (at most ``tty_interval_s`` apart).
 When the stream is not a terminal (CI logs, files, pipes) it prints whole lines, at most one
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from typing import Optional, TextIO
 
@@ -116,3 +119,67 @@ class Progress:
 
     def close(self) -> None:
         self.newline()
+
+
+# A wait shorter than this prints nothing (a program loaded from the compilation cache).
+WAITING_DELAY_S = 0.5
+
+
+class Waiting:
+    """Context manager: while its block runs, a line ``"<what> ... 12.3 s"`` says for how
+    long, once the block has taken ``delay_s``. On a terminal the line is redrawn in place
+    (every ``tty_interval_s``) and ended when the block ends; off a terminal it prints a
+    line when the delay has passed, at most one every ``log_interval_s``, and one with the
+    total when the block ends. Quiet as ``Progress`` is (``enabled()``).
+
+    For steps that report nothing while they run: compiling a program (``ops.compile``).
+    """
+
+    def __init__(self, what: str, *, stream: Optional[TextIO] = None,
+                 quiet: Optional[bool] = None, delay_s: Optional[float] = None,
+                 log_interval_s: float = 10.0, tty_interval_s: float = 0.2):
+        self.what = what
+        self.stream = stream or sys.stdout
+        self.quiet = (not enabled()) if quiet is None else bool(quiet)
+        self.delay = WAITING_DELAY_S if delay_s is None else delay_s
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.interval = tty_interval_s if self.tty else log_interval_s
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        self._printed = False
+        self._thread: Optional[threading.Thread] = None
+        self._start = 0.0
+
+    def _write(self, final: bool) -> None:
+        with self._lock:
+            line = f"{self.what} ... {time.monotonic() - self._start:.1f} s"
+            if self.tty:
+                self.stream.write("\r" + line.ljust(60) + ("\n" if final else ""))
+            else:
+                self.stream.write(line + "\n")
+            self.stream.flush()
+            self._printed = True
+
+    def _tick(self) -> None:
+        if self._done.wait(self.delay):
+            return
+        self._write(final=False)
+        while not self._done.wait(self.interval):
+            self._write(final=False)
+
+    def __enter__(self) -> "Waiting":
+        self._start = time.monotonic()
+        if self.quiet:
+            return self
+        if self.delay <= 0:
+            self._write(final=False)
+        self._thread = threading.Thread(target=self._tick, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join()
+        if self._printed:
+            self._write(final=True)

@@ -22,6 +22,7 @@ from PIL import Image
 
 from vae_jax.data.batches import preprocess
 from vae_jax.errors import ConfigError
+from vae_jax.ops.compile import announced
 
 
 def image_grid(images: np.ndarray, ncols: Optional[int] = None, pad: int = 1) -> np.ndarray:
@@ -375,8 +376,7 @@ def write_training_grids(workdir: str, step: int, params, test_images: np.ndarra
     return paths
 
 
-@functools.partial(jax.jit, static_argnames=("model", "binarization", "num"))
-def _grid_arrays(params, images, key, *, model, binarization, num):
+def _grid_arrays_fn(params, images, key, *, model, binarization, num):
     """(prior samples [num, H, W, C], inputs x [B, H, W, C], their reconstructions), as one
     compiled program: op by op they compiled dozens of small programs that stayed resident."""
     k_sample, k_bin = jax.random.split(key)
@@ -385,3 +385,8 @@ def _grid_arrays(params, images, key, *, model, binarization, num):
     recons = (reconstructions(params, x, model=model, key=k_sample)
               if can_reconstruct(model) else None)
     return samples, x, recons
+
+
+_grid_arrays = announced(jax.jit(_grid_arrays_fn, static_argnames=("model", "binarization",
+                                                                   "num")),
+                         "the sample grids")

@@ -1,8 +1,8 @@
 """The operations the models and evaluation call: random draws (``random``), convolutions
-(``conv``) and compiled evaluation programs (``compile``), each with a CPU fast path
-behind one switch.
+(``conv``), compiled evaluation programs (``compile``) and parameter initialisation
+(``initialize``), each with a CPU fast path behind one switch.
 
-XLA:CPU leaves three things slow that the GPU and TPU compilers do well, and each has a
+XLA:CPU leaves four things slow that the GPU and TPU compilers do well, and each has a
 fast path here that computes the same values (tests check them against the reference):
 
 * ``random``: ``jax.random``'s Threefry draws bit for bit, unrolled so XLA:CPU fuses them
@@ -13,6 +13,11 @@ fast path here that computes the same values (tests check them against the refer
   train step's ``lax.scan``); falls back to ``lax.conv_general_dilated``.
 * ``compile.jit_eval``: evaluation programs compiled with YNNPACK fusions kept for matrix
   products only; falls back to a plain ``jax.jit``.
+* ``initialize``: ``model.init``'s values from one small program (the draws of all
+  parameters of one shape batched, Threefry unrolled) instead of one Threefry loop per
+  parameter, which XLA:CPU compiles one by one; falls back to ``jax.jit(model.init)``.
+
+``compile.announced`` (on every backend) makes a long compilation say so while it runs.
 
 The switch: on by default on the CPU backend and always off on every other backend
 (``active()``); ``VAE_JAX_XLA_CPU=0`` in the environment, or ``set_enabled(False)`` before

@@ -1,4 +1,5 @@
-"""``jit_eval``: evaluation programs compiled with XLA:CPU options that suit them.
+"""``jit_eval``: evaluation programs compiled with XLA:CPU options that suit them; and
+``announced``: a jitted function whose compilations say so while they run.
 
 XLA:CPU hands reductions with elementwise producers (the likelihood's Σ over pixels of
 x·l − softplus(l)) to YNNPACK fusions, which run the test ELBO several times slower than
@@ -17,6 +18,7 @@ import jax
 import numpy as np
 
 from vae_jax import ops
+from vae_jax.progress import Waiting
 
 CPU_EVAL_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"}
 
@@ -37,20 +39,62 @@ def eval_compiler_options() -> dict:
     return dict(_accepted_options(ops.active()))
 
 
-def jit_eval(fn: Callable) -> Callable:
+def jit_eval(fn: Callable, what: str = "the evaluation") -> Callable:
     """``jax.jit(fn)`` for evaluation functions, compiled with ``eval_compiler_options()``
-    when called from Python; traced inside another ``jit`` (where XLA takes no per-function
-    options) it is a plain nested ``jax.jit``. ``.lower`` lowers the top-level version."""
+    when called from Python (``announced`` as compiling ``what``); traced inside another
+    ``jit`` (where XLA takes no per-function options) it is a plain nested ``jax.jit``.
+    ``.lower`` lowers the top-level version."""
     options = eval_compiler_options()
     plain = jax.jit(fn)
     if not options:
-        return plain
+        return announced(plain, what)
     top = jax.jit(fn, compiler_options=options)
+    outer = announced(top, what)
 
     @functools.wraps(fn)
     def call(*args, **kwargs):
         traced = any(isinstance(a, jax.core.Tracer) for a in jax.tree.leaves((args, kwargs)))
-        return (plain if traced else top)(*args, **kwargs)
+        return (plain if traced else outer)(*args, **kwargs)
 
     call.lower = top.lower
     return call
+
+
+def announced(jitted: Callable, what: str) -> Callable:
+    """``jitted`` (a ``jax.jit`` function) whose calls with operands of types not seen
+    before compile it ahead of the call (``.lower(...).compile()``, which the call then
+    reuses) inside ``progress.Waiting(f"compiling {what}")``: a compilation longer than
+    half a second says so, with the time it has taken, instead of sitting silent."""
+    seen: set = set()
+
+    @functools.wraps(jitted)
+    def call(*args, **kwargs):
+        leaves = jax.tree.leaves((args, kwargs))
+        if not any(isinstance(a, jax.core.Tracer) for a in leaves):
+            signature = (jax.tree.structure((args, kwargs)),   # keywords: static arguments
+                         tuple(_operand_type(a) for a in jax.tree.leaves(args)),
+                         tuple(_operand_type(a, static=True) for a in jax.tree.leaves(kwargs)))
+            if signature not in seen:
+                with Waiting(f"compiling {what}"):
+                    jitted.lower(*args, **kwargs).compile()
+                seen.add(signature)
+        return jitted(*args, **kwargs)
+
+    call.lower = jitted.lower   # (and call.__wrapped__ is jitted)
+    return call
+
+
+def _operand_type(x, static: bool = False):
+    """What decides whether a call compiles again: an array's type and placement, a
+    Python number's type (traced), a static argument's value."""
+    if isinstance(x, jax.Array):
+        return x.shape, x.dtype, getattr(x, "sharding", None)
+    if isinstance(x, np.ndarray):
+        return x.shape, x.dtype
+    if not static and isinstance(x, (bool, int, float, complex, np.number)):
+        return type(x)
+    try:
+        hash(x)
+        return x
+    except TypeError:
+        return type(x)

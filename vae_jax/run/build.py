@@ -17,6 +17,7 @@ import ml_collections
 from vae_jax import losses
 from vae_jax.models import registry
 from vae_jax.errors import ConfigError
+from vae_jax.ops.initialize import initialize
 from vae_jax.train import mixed_precision, optim
 from vae_jax.train.trainer import Trainer, root_keys  # noqa: F401 (root_keys: public here too)
 
@@ -39,7 +40,7 @@ def check_model_fits(model: nn.Module, image_shape, config_model_name: str) -> N
     x = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
     key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype)
     try:
-        jax.eval_shape(lambda k, x: model.init(k, x, k), key, x)
+        jax.eval_shape(lambda k, x: initialize(model.init, k, x, k), key, x)  # trace kept
     except Exception as e:
         raise ConfigError(
             f"config.model.name={config_model_name!r} cannot take the data set's images of "

@@ -288,6 +288,8 @@ def _train(s: Setup, workdir: str) -> train.TrainState:
         if restored is not None and (step % eval_every == 0 or step == total_steps) and \
                 not metrics_log.has(step, "eval"):
             evaluate_or_stop(step)
+        if step < total_steps:  # the line starts before the first call (and its compiling)
+            bar.update(step, step / steps_per_epoch, force=True)
         while step < total_steps:
             t0 = time.perf_counter()
             stop_at, run_call = inputs.next(step)

@@ -29,6 +29,8 @@ from vae_jax import parallel
 from vae_jax.data.batches import epoch_permutation, gather_batch, preprocess
 from vae_jax.data.sharded import gather_sharded, put_sharded
 from vae_jax.errors import NonFiniteLossError
+from vae_jax.ops.compile import announced
+from vae_jax.ops.initialize import initialize
 from vae_jax.precision import at_precision
 
 
@@ -55,17 +57,20 @@ def create_train_state(key: jax.Array, model: nn.Module, optimizer: optax.Gradie
     """Initialise parameters from ``key`` with a dummy batch ``[1, *image_shape]``; ``ema``:
     keep an EMA of the parameters (starting at them), else ``ema_params=None``.
 
-    One compiled program: run op by op, Flax's initialisers and the optimizer's zeros
-    compiled dozens of small programs that stayed resident in host memory
-    (benchmarks/README.md); the values are the same.
+    The parameters are ``model.init``'s, computed by ``ops.initialize`` (one vectorised
+    draw per parameter shape: the same values, compiled in seconds rather than one Threefry
+    program per parameter); the rest is one compiled program: run op by op, the
+    optimizer's zeros compiled dozens of small programs that stayed resident in host
+    memory (benchmarks/README.md).
     """
-    def init(key):
-        x = jnp.zeros((1, *image_shape), jnp.float32)
-        params = model.init(key, x, jax.random.fold_in(key, 1))
+    x = jnp.zeros((1, *image_shape), jnp.float32)
+    params = initialize(model.init, key, x, jax.random.fold_in(key, 1))
+
+    def state(params):
         # every output of a jit gets its own buffer, so the EMA can be donated with params
         return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                           opt_state=optimizer.init(params), ema_params=params if ema else None)
-    return jax.jit(init)(key)
+    return jax.jit(state)(params)
 
 
 # ------------------------------------------------------------------------------- the step
@@ -196,22 +201,24 @@ class Trainer:
         return parallel.put_global(images, self.mesh, self.replicated)
 
     def call(self, num_steps: int) -> Callable:
-        """jit(state, images, perm, key) -> (state, metrics [num_steps]); state donated."""
+        """jit(state, images, perm, key) -> (state, metrics [num_steps]); state donated. A
+        compilation says so ("compiling the train step ... 12.3 s", ``ops.compile.announced``)."""
         if num_steps not in self._calls:
             fn = functools.partial(
                 train_steps, step_fn=self.step_fn, num_steps=num_steps,
                 batch_size=self.batch_size, steps_per_epoch=self.steps_per_epoch,
                 batch_sharding=self.batch_sharding,
                 row_mesh=self.mesh if self.shard_data else None)
-            self._calls[num_steps] = jax.jit(fn, donate_argnums=0)
+            self._calls[num_steps] = announced(jax.jit(fn, donate_argnums=0),
+                                               "the train step")
         return self._calls[num_steps]
 
     def call_streamed(self) -> Callable:
         """jit(state, batches [n, B, ...], key) -> (state, metrics [n]); state donated."""
         if "streamed" not in self._calls:
-            self._calls["streamed"] = jax.jit(functools.partial(
+            self._calls["streamed"] = announced(jax.jit(functools.partial(
                 train_steps_streamed, step_fn=self.step_fn,
-                batch_sharding=self.batch_sharding), donate_argnums=0)
+                batch_sharding=self.batch_sharding), donate_argnums=0), "the train step")
         return self._calls["streamed"]
 
 
