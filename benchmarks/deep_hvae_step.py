@@ -40,7 +40,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from experiments.configs import fashion_mnist_deep_hvae
 from vae_jax import config as config_lib, data, ops as xla_cpu, parallel, train

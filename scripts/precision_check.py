@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from vae_jax import config as config_lib, data, evaluate, parallel, precision, train
+from vae_jax import config as config_lib, data, evaluate, parallel, train
 from vae_jax.run import build
 
 

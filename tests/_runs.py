@@ -34,6 +34,17 @@ def env(cache_dir: str, devices: int | None = None, **extra) -> dict:
     return e
 
 
+def smoke_config(**overrides):
+    """The smoke config with ``section__field=value`` overrides."""
+    from experiments.configs import smoke
+
+    config = smoke.get_config()
+    for path, value in overrides.items():
+        section, name = path.split("__")
+        config[section][name] = value
+    return config
+
+
 def command(workdir: str, *overrides: str, driver: bool = False) -> list[str]:
     entry = [os.path.join(ROOT, "tests", "fault_driver.py")] if driver else [
         "-m", "experiments.main"]

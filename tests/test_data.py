@@ -1,7 +1,6 @@
 """Data loading on the real Fashion-MNIST files, tfds mock data, errors and batching."""
 
 import gzip
-import os
 
 import jax
 import jax.numpy as jnp

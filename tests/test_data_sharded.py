@@ -4,7 +4,6 @@ the rows in the real loop, and the default config trains to the same parameters.
 
 import types
 
-import jax
 import numpy as np
 import pytest
 

@@ -50,8 +50,6 @@ def ppca_vae_params(w, b, cov_post, mean_shift=0.0, log_std_shift=0.0):
     perturbed: an imperfect encoder)."""
     model = models.get("mlp", image_shape=(DX, 1, 1), latent_dim=DZ, hidden=(),
                        likelihood="gaussian")
-    params = initialize(model.init, jax.random.key(0), jnp.zeros((1, DX, 1, 1)),
-                        jax.random.key(0))
     a = cov_post @ w.T / SIGMA ** 2               # posterior mean = A (x − b)
     enc_k = np.zeros((DX, 2 * DZ))
     enc_k[:, :DZ] = a.T

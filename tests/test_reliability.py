@@ -27,20 +27,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _runs  # noqa: E402
 from conftest import requires_fashion_mnist  # noqa: E402
-from experiments.configs import smoke  # noqa: E402
-from vae_jax import errors, losses, models, train  # noqa: E402
+from vae_jax import errors, losses, train  # noqa: E402
 from vae_jax.run import build, checkpoint, experiment, logs, runtime
 from vae_jax.train import optim
 
 pytestmark = requires_fashion_mnist
 
 
-def smoke_config(**overrides):
-    config = smoke.get_config()
-    for path, value in overrides.items():
-        section, name = path.split("__")
-        config[section][name] = value
-    return config
+smoke_config = _runs.smoke_config
 
 
 def ckpt_steps(workdir) -> list[int]:

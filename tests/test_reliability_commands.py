@@ -28,7 +28,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _runs  # noqa: E402
 from conftest import FASHION_MNIST_DIR, requires_fashion_mnist  # noqa: E402
-from experiments.configs import smoke  # noqa: E402
 from vae_jax import errors, parallel  # noqa: E402
 from vae_jax.evaluate import sampling  # noqa: E402
 from vae_jax.run import checkpoint, experiment, logs, runtime  # noqa: E402
@@ -36,12 +35,7 @@ from vae_jax.run import checkpoint, experiment, logs, runtime  # noqa: E402
 pytestmark = requires_fashion_mnist
 
 
-def smoke_config(**overrides):
-    config = smoke.get_config()
-    for path, value in overrides.items():
-        section, name = path.split("__")
-        config[section][name] = value
-    return config
+smoke_config = _runs.smoke_config
 
 
 def tree(folder) -> dict:

@@ -13,7 +13,7 @@ from PIL import Image
 
 from conftest import requires_fashion_mnist, run_python
 from experiments.configs import smoke
-from vae_jax import errors, train
+from vae_jax import train
 from vae_jax.run import checkpoint, experiment
 from vae_jax import config as config_lib
 from vae_jax.run import build

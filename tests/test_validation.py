@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import shutil
-import subprocess
 import sys
 
 import numpy as np

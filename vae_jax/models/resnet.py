@@ -13,7 +13,6 @@ from typing import Sequence
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from vae_jax import distributions as dist
 from vae_jax.models import layers
