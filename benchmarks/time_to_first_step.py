@@ -4,6 +4,7 @@ then a warm persistent compilation cache.
 
     python -m benchmarks.time_to_first_step [--configs=default,fashion_mnist_vdm:8bit]
         [--repeats=1] [--workdir=/tmp/ttfs] [--checkout=/path/to/another/checkout]
+        [--cache_reads]
 
 Each run is ``python -m experiments.main --config=... --config.train.num_steps=1
 --config.eval.num_test_images=64`` in a fresh process and a fresh workdir; the first step
@@ -42,6 +43,23 @@ FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 NOT_CONFIGS = {"__init__", "burda", "sweep_beta", "sweep_smoke"}
 STEP = re.compile(r"^step (\d+)/(\d+)")
 COMPILING = re.compile(r"^compiling (.+?) \.\.\. ([\d.]+) s")
+CACHE_READ = re.compile(r"^cache read (\S+) ([\d.]+) s")
+# --cache_reads: the command run with each read of the persistent compilation cache timed
+# (JAX's own function, wrapped before the command installs its damaged-entry hook on it).
+TIMED_READS = """
+import runpy, sys, time
+from jax._src import compilation_cache as cc
+read = cc.get_executable_and_time
+def timed(cache_key, *args, **kwargs):
+    t = time.perf_counter()
+    try:
+        return read(cache_key, *args, **kwargs)
+    finally:
+        print(f"cache read {cache_key.split('-')[0]} {time.perf_counter() - t:.2f} s", flush=True)
+cc.get_executable_and_time = timed
+sys.argv = ["vae-jax", *sys.argv[1:]]
+runpy.run_module("experiments.main", run_name="__main__")
+"""
 
 
 def shipped() -> list[str]:
@@ -101,15 +119,18 @@ def num_parameters(spec: str, flags: list[str]) -> int:
 
 
 def first_step(spec: str, flags: list[str], cache: str, workdir: str,
-               timeout: float, checkout: str = ROOT) -> tuple[float, float]:
+               timeout: float, checkout: str = ROOT,
+               cache_reads: bool = False) -> tuple[float, float]:
     """(seconds from process start to the first step's line, seconds announced as
-    compiling before it) of one run of the command of ``checkout``."""
+    compiling before it) of one run of the command of ``checkout``; with ``cache_reads``,
+    prints the seconds each read of the compilation cache took before that line."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("JAX_COMPILATION_CACHE_DIR", "XLA_FLAGS", "VAE_JAX_PROGRESS")}
     env["PYTHONPATH"] = checkout + os.pathsep + env.get("PYTHONPATH", "")
     name, _, variant = spec.partition(":")
     config = os.path.join(checkout, "experiments", "configs", f"{name}.py")
-    cmd = [sys.executable, "-m", "experiments.main",
+    entry = ["-c", TIMED_READS] if cache_reads else ["-m", "experiments.main"]
+    cmd = [sys.executable, *entry,
            f"--config={config}" + (f":{variant}" if variant else ""),
            f"--workdir={workdir}", "--config.train.num_steps=1",
            "--config.eval.num_test_images=64", f"--compilation_cache={cache}", *flags]
@@ -126,6 +147,8 @@ def first_step(spec: str, flags: list[str], cache: str, workdir: str,
             tail = (tail + [line.rstrip()])[-20:]
             if m := COMPILING.match(line):
                 compiling[m.group(1)] = float(m.group(2))
+            if (m := CACHE_READ.match(line)) and float(m.group(2)) >= 0.05:
+                print(f"  {spec}: cache read of {m.group(1)} took {m.group(2)} s", flush=True)
             if (m := STEP.match(line)) and int(m.group(1)) > 0:
                 return time.perf_counter() - start, sum(compiling.values())
         raise RuntimeError(f"{spec}: exited ({proc.wait()}) before its first step (or "
@@ -145,6 +168,9 @@ def main() -> None:
                         help="cold and warm runs per config (medians are printed)")
     parser.add_argument("--workdir", default="", help="scratch folder (default: a temp one)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per run")
+    parser.add_argument("--cache_reads", action="store_true",
+                        help="print each read of the compilation cache that took 0.05 s or "
+                             "more before the first step (what a warm run spends loading)")
     parser.add_argument("--checkout", default=ROOT,
                         help="the repository whose command is timed (default: this one; "
                              "another checkout, e.g. an older commit, gives a baseline)")
@@ -166,7 +192,7 @@ def main() -> None:
                 workdir = tempfile.mkdtemp(prefix="run_", dir=scratch)
                 try:
                     runs.append(first_step(spec, flags, cache, workdir, args.timeout,
-                                           os.path.abspath(args.checkout)))
+                                           os.path.abspath(args.checkout), args.cache_reads))
                 except RuntimeError as e:
                     print(e, flush=True)
                     runs.append((float("nan"), float("nan")))
