@@ -33,6 +33,7 @@ def test_masses_sum_to_one_and_match_cdf_differences(loc, log_scale):
     np.testing.assert_allclose(np.asarray(lp)[big], np.log(ref[big]), rtol=2e-4, atol=2e-4)
 
 
+@pytest.mark.slow
 def test_mixture_sums_to_one_and_reduces_to_single_component():
     k = 5
     rng = np.random.default_rng(0)

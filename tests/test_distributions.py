@@ -248,6 +248,7 @@ def test_model_clamps_derivatives():
                                               _sigmoid64(2 * a - 2 * b)], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_vdm_schedule_ends_are_exact_and_keep_the_derivative():
     """The learned schedule γ(t) (the monotone network's unit fraction, set to exactly 0 / 1
     at t = 0 / 1 by ``where`` and ``clip`` under a stop-gradient) is exactly γ₀ / γ₁ at the

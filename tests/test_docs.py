@@ -27,6 +27,7 @@ def test_the_block_finder_reads_only_python_blocks():
     assert python_blocks(page) == ["x = 1\n", "y = x\n"]
 
 
+@pytest.mark.slow   # a few trained steps and compilations per page (CI runs it)
 @pytest.mark.parametrize("page", PAGES)
 def test_every_python_block_runs(page):
     blocks = python_blocks(open(os.path.join(ROOT, page)).read())

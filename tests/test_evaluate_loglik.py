@@ -212,6 +212,7 @@ def test_iwae_training_then_eval_mode_writes_eval_json(tmp_path):
 
 @pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian", "discretized_logistic_mix5",
                                         "categorical256"])
+@pytest.mark.slow
 def test_fast_path_equals_direct_log_weight(likelihood):
     """k = 1: the chunked fast path (flattened event) equals log p(x|z) + log p(z) − log q(z|x)
     computed directly with the model's own distributions for the same z."""

@@ -347,6 +347,7 @@ def test_the_suites_one_pass_equals_its_elbo_and_active_units_calls():
             np.testing.assert_allclose(var[layer], var_alone[layer], rtol=1e-5, atol=1e-9)
 
 
+@pytest.mark.slow
 def test_the_suites_eval_figures_give_each_layers_units_beside_its_active_units():
     """--mode=eval's figures (``run_suite(likelihood=True)``, eval.json) hold, per latent
     layer, its KL, its active units and the number of units they are counted out of; the

@@ -99,6 +99,7 @@ def test_initialize_equals_jit_of_init(kind):
     assert all(isinstance(x, np.ndarray) for x in jax.tree.leaves(fast))
 
 
+@pytest.mark.slow
 def test_threefry_without_the_loop_equals_jax_random():
     """fold-in, split and bits of the unrolled hash equal jax.random's, also vectorised
     over keys and for many-dimensional shapes."""

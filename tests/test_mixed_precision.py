@@ -82,6 +82,7 @@ def test_bf16_loss_agrees_with_float32_and_grads_stay_float32(name):
                for line in jaxpr.splitlines()), name
 
 
+@pytest.mark.slow
 def test_bf16_step_keeps_params_optimizer_state_and_ema_float32():
     config = _config("mlp", "bfloat16")
     model = build.build_model(config, SHAPE)

@@ -302,6 +302,7 @@ def test_no_pickle_in_checkpoints(base):
 
 
 @pytest.mark.parametrize("killed_at", [20, 10])
+@pytest.mark.slow
 def test_a_run_killed_in_an_evaluation_keeps_its_state_and_the_rerun_makes_it(
         base, tmp_path, monkeypatch, killed_at):
     """A step is saved before it is evaluated (the last evaluation can take minutes for a

@@ -236,6 +236,7 @@ def test_sigint_during_eval_stops_within_one_call(trained, tmp_path):
     assert tree(trained) == before
 
 
+@pytest.mark.slow
 def test_sigterm_during_the_final_evaluation_saves_and_stops_within_a_batch(copy, capsys,
                                                                            monkeypatch):
     """SIGTERM while training's last evaluation runs (it used to run to its end: minutes for
@@ -312,6 +313,7 @@ def test_sigterm_during_sample_and_export_exits_with_one_line(copy, capsys, monk
 
 # -------------------------------------------------------------- resuming another config
 
+@pytest.mark.slow
 def test_a_changed_config_is_recorded_on_resume_and_another_data_set_refused(copy, capsys):
     """Resuming with loss.beta = 4 and 30 steps: the changes are printed and appended to
     config_history.jsonl with the step they take effect at; config.json holds the latest.
@@ -339,6 +341,7 @@ def test_a_changed_config_is_recorded_on_resume_and_another_data_set_refused(cop
     assert tree(copy) == before
 
 
+@pytest.mark.slow
 def test_the_on_device_path_refuses_another_training_set_on_resume(tmp_path, capsys):
     """The same npz file name with other pixels (same shapes): a run on the on-device input
     pipeline refuses to resume, as the streaming one does (the fingerprint saved with each
@@ -422,6 +425,7 @@ def test_tilde_in_workdir_and_data_dir_is_the_home_folder(copy, tmp_path, capsys
     assert not glob.glob(str(tmp_path / "**" / "~"), recursive=True)
 
 
+@pytest.mark.slow
 def test_a_damaged_compilation_cache_entry_is_replaced_and_said_once(tmp_path):
     """Entries of the persistent cache cut short on disk: the next run removes each,
     says so in one line, compiles it and writes it anew, whole (JAX alone kept it and

@@ -34,6 +34,7 @@ def test_uniform_normal_equal_jax_random(shape):
                                       jax.random.normal(key, shape))
 
 
+@pytest.mark.slow
 def test_bernoulli_equals_jax_random_on_8bit_pixel_probabilities():
     pixels = jax.random.randint(jax.random.key(5), (64, 28, 28, 1), 0, 256).astype(jnp.uint8)
     p = pixels.astype(jnp.float32) / 255.0

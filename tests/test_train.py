@@ -73,6 +73,7 @@ def test_event_file_holds_train_and_test_metrics(uninterrupted):
     assert logs.read_scalars(workdir)["train_loss"][0].tolist() == [5, 10, 15, 20]
 
 
+@pytest.mark.slow
 def test_resumed_run_equals_uninterrupted(uninterrupted, tmp_path):
     _, full = uninterrupted
     workdir = str(tmp_path / "resumed")
@@ -135,6 +136,7 @@ def test_config_validation(field, value, message):
         config_lib.resolve(config)
 
 
+@pytest.mark.slow
 def test_steady_state_loop_makes_no_host_transfers():
     from vae_jax import data, parallel
 
