@@ -45,6 +45,21 @@ def smoke_config(**overrides):
     return config
 
 
+def tree(folder) -> dict:
+    """{relative path: (is_dir, size, mtime_ns, bytes of small files)} of a folder
+    (links not followed)."""
+    out = {}
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            p = os.path.join(root, name)
+            st = os.lstat(p)
+            small = (open(p, "rb").read() if os.path.isfile(p) and not os.path.islink(p)
+                     and st.st_size < 4096 else None)
+            out[os.path.relpath(p, folder)] = (os.path.isdir(p), st.st_size, st.st_mtime_ns,
+                                               small)
+    return out
+
+
 def command(workdir: str, *overrides: str, driver: bool = False) -> list[str]:
     entry = [os.path.join(ROOT, "tests", "fault_driver.py")] if driver else [
         "-m", "experiments.main"]

@@ -444,17 +444,7 @@ def test_grad_clip_scales_by_the_global_norm():
 
 # --------------------------------------------------------------- one run per workdir
 
-def tree(folder) -> dict:
-    """{relative path: (is_dir, size, mtime_ns, bytes of small files)} of a whole folder."""
-    out = {}
-    for root, dirs, files in os.walk(folder):
-        for name in dirs + files:
-            p = os.path.join(root, name)
-            st = os.stat(p)
-            small = open(p, "rb").read() if os.path.isfile(p) and st.st_size < 4096 else None
-            out[os.path.relpath(p, folder)] = (os.path.isdir(p), st.st_size, st.st_mtime_ns,
-                                               small)
-    return out
+tree = _runs.tree
 
 
 def one_paragraph_error(stderr: str, kind: str) -> str:

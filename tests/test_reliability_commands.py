@@ -38,18 +38,7 @@ pytestmark = requires_fashion_mnist
 smoke_config = _runs.smoke_config
 
 
-def tree(folder) -> dict:
-    """{relative path: (is_dir, size, mtime_ns, bytes of small files)} of a folder."""
-    out = {}
-    for root, dirs, files in os.walk(folder):
-        for name in dirs + files:
-            p = os.path.join(root, name)
-            st = os.lstat(p)
-            small = (open(p, "rb").read() if os.path.isfile(p) and not os.path.islink(p)
-                     and st.st_size < 4096 else None)
-            out[os.path.relpath(p, folder)] = (os.path.isdir(p), st.st_size, st.st_mtime_ns,
-                                               small)
-    return out
+tree = _runs.tree
 
 
 def cli(config, workdir, capsys, **flags) -> tuple[int, str, str]:
