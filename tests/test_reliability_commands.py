@@ -15,6 +15,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -442,3 +443,58 @@ def test_a_damaged_compilation_cache_entry_is_replaced_and_said_once(tmp_path):
     assert len(removed) == len(entries), second.stderr
     assert "Error reading persistent compilation cache" not in second.stderr
     assert [os.path.getsize(p) for p in entries] == sizes  # written again, whole
+
+
+# ------------------------------------------------------------ a stop during a compilation
+
+def _stop_while_compiling(workdir: str, cache: str, what: str, sig: int, *flags: str):
+    """Run a small deep HVAE's command (5 stochastic layers; its train step takes seconds
+    to compile with a cold cache), send ``sig`` when it says it is compiling ``what``;
+    return (exit code, output)."""
+    config = os.path.join(_runs.ROOT, "experiments", "configs", "fashion_mnist_deep_hvae.py")
+    cmd = [sys.executable, "-m", "experiments.main", f"--config={config}:binary",
+           f"--workdir={workdir}", "--config.train.num_steps=2",
+           "--config.eval.num_test_images=64", "--config.model.encoder_blocks=1",
+           "--config.model.decoder_blocks=(1, 1, 2, 1)", "--config.model.widths=16",
+           f"--compilation_cache={cache}", *flags]
+    env = _runs.env(cache)
+    env.pop("VAE_JAX_PROGRESS", None)
+    proc = subprocess.Popen(cmd, cwd=_runs.ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    lines, sent = [], False
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if not sent and line.startswith(f"compiling {what} ..."):
+                proc.send_signal(sig)
+                sent = True
+        code = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert sent, "".join(lines)[-3000:]
+    return code, "".join(lines)
+
+
+@pytest.mark.slow
+@requires_fashion_mnist
+def test_a_stop_while_compiling_acts_before_the_compilation_ends(tmp_path):
+    """SIGINT while a deep HVAE's train step compiles (the research configs' take tens of
+    seconds on a CPU with a cold cache) saves step 0 and exits 130 without waiting for the compilation; SIGTERM while
+    --mode=eval compiles the evaluation exits 143 with one line. Either way the compiler,
+    which cannot be stopped, is left behind without aborting the process."""
+    cache, workdir = str(tmp_path / "cache"), str(tmp_path / "run")
+    code, out = _stop_while_compiling(workdir, cache, "the train step", signal.SIGINT)
+    assert code == 130, out[-3000:]
+    assert "Stopped by SIGINT at step 0/2 while compiling the train step; checkpoint saved" \
+        in out, out[-3000:]
+    assert not re.search(r"^step [12]/2", out, re.M), out[-3000:]
+    assert os.listdir(os.path.join(workdir, "checkpoints")) == ["0"]
+    assert "Fatal" not in out and "terminate called" not in out, out[-3000:]
+
+    code, out = _stop_while_compiling(workdir, cache, "the evaluation", signal.SIGTERM,
+                                         "--mode=eval")
+    assert code == 143, out[-3000:]
+    assert "Stopped by SIGTERM during --mode=eval: nothing was written" in out, out[-3000:]
+    assert not os.path.exists(os.path.join(workdir, "eval.json"))
+    assert "Fatal" not in out and "terminate called" not in out, out[-3000:]

@@ -12,6 +12,7 @@ option, ``jit_eval`` is a plain ``jax.jit``.
 from __future__ import annotations
 
 import functools
+import threading
 from typing import Callable
 
 import jax
@@ -64,7 +65,9 @@ def announced(jitted: Callable, what: str) -> Callable:
     """``jitted`` (a ``jax.jit`` function) whose calls with operands of types not seen
     before compile it ahead of the call (``.lower(...).compile()``, which the call then
     reuses) inside ``progress.Waiting(f"compiling {what}")``: a compilation longer than
-    half a second says so, with the time it has taken, instead of sitting silent."""
+    half a second says so, with the time it has taken, instead of sitting silent. While it
+    traces and compiles, ``compiling()`` is true: a stop asked for then (SIGINT / SIGTERM,
+    ``run.runtime.StopSignal``) need not wait for the compilation, nothing having run."""
     seen: set = set()
 
     @functools.wraps(jitted)
@@ -76,12 +79,63 @@ def announced(jitted: Callable, what: str) -> Callable:
                          tuple(_operand_type(a, static=True) for a in jax.tree.leaves(kwargs)))
             if signature not in seen:
                 with Waiting(f"compiling {what}"):
-                    jitted.lower(*args, **kwargs).compile()
+                    _compile(jitted, args, kwargs)
                 seen.add(signature)
         return jitted(*args, **kwargs)
 
     call.lower = jitted.lower   # (and call.__wrapped__ is jitted)
     return call
+
+
+# The main thread is tracing or compiling (``announced``); compilations left running in a
+# helper thread by a stop.
+_state = {"compiling": False, "abandoned": []}
+
+
+def compiling() -> bool:
+    """Whether the main thread of this (single) process is waiting for ``announced`` to
+    trace and compile a program: a stop raised then loses no work."""
+    return _state["compiling"]
+
+
+def abandoned() -> bool:
+    """Whether a compilation is still running in a helper thread that a stop left behind.
+    The process must then end with ``os._exit``: XLA's compiler cannot be stopped, and
+    Python's shutdown beside it aborts the process."""
+    return any(t.is_alive() for t in _state["abandoned"])
+
+
+def _compile(jitted: Callable, args, kwargs) -> None:
+    """Trace and compile ``jitted`` for these operands. In the main thread of a single
+    process, the compilation runs in a helper thread while this one waits in 0.1 s slices,
+    so that a signal handler that raises acts at once; elsewhere (several processes stop
+    together, at a collective check) it runs here."""
+    if jax.process_count() > 1 or threading.current_thread() is not threading.main_thread():
+        jitted.lower(*args, **kwargs).compile()
+        return
+    failed: list[BaseException] = []
+    _state["compiling"] = True
+    try:
+        lowered = jitted.lower(*args, **kwargs)
+
+        def run() -> None:
+            try:
+                lowered.compile()
+            except BaseException as e:  # noqa: BLE001  (raised again in the main thread)
+                failed.append(e)
+
+        worker = threading.Thread(target=run, name="vae_jax-compile", daemon=True)
+        worker.start()
+        try:
+            while worker.is_alive():
+                worker.join(0.1)
+        except BaseException:
+            _state["abandoned"].append(worker)
+            raise
+    finally:
+        _state["compiling"] = False
+    if failed:
+        raise failed[0]
 
 
 def _operand_type(x, static: bool = False):

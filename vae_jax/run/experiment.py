@@ -293,8 +293,11 @@ def _train(s: Setup, workdir: str) -> train.TrainState:
         while step < total_steps:
             t0 = time.perf_counter()
             stop_at, run_call = inputs.next(step)
-            with jax.transfer_guard("disallow"):  # no implicit transfer inside a call
-                state, metrics = run_call(state, train_key)
+            try:
+                with jax.transfer_guard("disallow"):  # no implicit transfer inside a call
+                    state, metrics = run_call(state, train_key)
+            except errors.Interrupted:  # raised while compiling, before the call: state kept
+                stop_now(step, " while compiling the train step")
             metrics = jax.device_get(metrics)  # [num_steps] each: the one host sync per call
             rate = (stop_at - step) / (time.perf_counter() - t0)
             metrics = train.summarize_call(metrics, step, skip_nonfinite=skip_nonfinite,

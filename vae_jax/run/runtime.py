@@ -42,6 +42,7 @@ import jax
 import numpy as np
 
 from vae_jax.errors import ConfigError, Interrupted, WorkdirBusy, WriteError, exit_code
+from vae_jax.ops.compile import compiling
 
 
 # --------------------------------------------------------------------------- workdir
@@ -323,8 +324,10 @@ class StopSignal:
 
     The first signal restores the previous handler, so a second Ctrl-C acts at once.
     ``check()`` (run between device calls) raises ``Interrupted(128 + signum)`` once a
-    signal has come. ``at_once``: the handler raises it itself, wherever the main thread
-    is (a run with nothing to save: an evaluation, pictures, the start of a training run);
+    signal has come; the handler raises it itself while a program compiles
+    (``ops.compile.compiling()``: nothing is running to finish). ``at_once``: the handler
+    always raises it, wherever the main thread is (a run with nothing to save: an
+    evaluation, pictures, the start of a training run);
     a wait inside a device call ends first, so those calls are kept short. ``message``:
     printed when the first signal arrives (None: nothing). Only installs in the main
     thread (Python's rule); elsewhere it is inert.
@@ -345,7 +348,7 @@ class StopSignal:
         signal.signal(signum, self._old.get(signum, signal.SIG_DFL))
         if self.message:
             print(self.message.format(name=signal.Signals(signum).name), flush=True)
-        if self.at_once:
+        if self.at_once or compiling():  # (nothing runs during a compilation)
             raise Interrupted(128 + signum)
 
     def __enter__(self) -> "StopSignal":
