@@ -13,13 +13,9 @@ ends with one paragraph and its exit code (``vae_jax.errors``), not a traceback.
 
 from __future__ import annotations
 
-import os
-import sys
-
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from vae_jax.ops.compile import abandoned
 from vae_jax.run import experiment, runtime
 
 FLAGS = flags.FLAGS
@@ -58,17 +54,6 @@ def _run(argv) -> None:
     del argv
     if not FLAGS["verbosity"].present:  # orbax logs every checkpoint at INFO
         logging.set_verbosity(logging.WARNING)
-    try:
-        _report_errors()
-    except SystemExit as e:
-        if abandoned():  # a stop during a compilation, which cannot be stopped
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(e.code if isinstance(e.code, int) else 1)
-        raise
-
-
-def _report_errors() -> None:
     runtime.report_errors(experiment.run, FLAGS.config, FLAGS.workdir, mode=FLAGS.mode,
                           step=FLAGS.step, show_progress=FLAGS.progress,
                           coordinator_address=FLAGS.coordinator_address,

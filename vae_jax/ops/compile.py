@@ -11,14 +11,17 @@ option, ``jit_eval`` is a plain ``jax.jit``.
 
 from __future__ import annotations
 
+import atexit
 import functools
+import os
+import sys
 import threading
 from typing import Callable
 
 import jax
 import numpy as np
 
-from vae_jax import ops
+from vae_jax import ops, parallel
 from vae_jax.progress import Waiting
 
 CPU_EVAL_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"}
@@ -87,9 +90,9 @@ def announced(jitted: Callable, what: str) -> Callable:
     return call
 
 
-# The main thread is tracing or compiling (``announced``); compilations left running in a
-# helper thread by a stop.
-_state = {"compiling": False, "abandoned": []}
+# The main thread is tracing or compiling (``announced``); compilations a stop left running
+# in a helper thread, and the exit code of that stop.
+_state = {"compiling": False, "abandoned": [], "exit_code": 1}
 
 
 def compiling() -> bool:
@@ -98,17 +101,35 @@ def compiling() -> bool:
     return _state["compiling"]
 
 
-def abandoned() -> bool:
-    """Whether a compilation is still running in a helper thread that a stop left behind.
-    The process must then end with ``os._exit``: XLA's compiler cannot be stopped, and
-    Python's shutdown beside it aborts the process."""
-    return any(t.is_alive() for t in _state["abandoned"])
+def _leave_the_compiler_behind(worker: threading.Thread, stop: BaseException) -> None:
+    """A stop (``stop``) ended the wait for ``worker``'s compilation, which XLA cannot cut
+    short. When the interpreter shuts down, the process then ends at once with the stop's
+    exit code (128 + signal): a compilation returning into a finalised interpreter aborts
+    the process instead."""
+    code = getattr(stop, "code", None)
+    _state["exit_code"] = code if isinstance(code, int) else (
+        130 if isinstance(stop, KeyboardInterrupt) else 1)
+    _state["abandoned"].append(worker)
+
+
+def _exit_beside_the_compiler() -> None:
+    """At exit (registered on import, so after the exit handlers of what imports this
+    module): ``os._exit`` once a compilation was left running, even one that has since
+    ended (its thread's C++ side may still be unwinding)."""
+    if _state["abandoned"]:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_state["exit_code"])
+
+
+atexit.register(_exit_beside_the_compiler)
 
 
 def _compile(jitted: Callable, args, kwargs) -> None:
     """Trace and compile ``jitted`` for these operands. In the main thread of a single
     process, the compilation runs in a helper thread while this one waits in 0.1 s slices,
-    so that a signal handler that raises acts at once; elsewhere (several processes stop
+    so that a signal handler that raises, or a check (``parallel.between_calls``) that
+    does, acts at once; elsewhere (several processes stop
     together, at a collective check) it runs here."""
     if jax.process_count() > 1 or threading.current_thread() is not threading.main_thread():
         jitted.lower(*args, **kwargs).compile()
@@ -129,8 +150,11 @@ def _compile(jitted: Callable, args, kwargs) -> None:
         try:
             while worker.is_alive():
                 worker.join(0.1)
-        except BaseException:
-            _state["abandoned"].append(worker)
+                # (a handler's exception can be lost: Python drops one raised inside a
+                # garbage-collection callback; the stop flag it set is checked here)
+                parallel.between_calls()
+        except BaseException as stop:
+            _leave_the_compiler_behind(worker, stop)
             raise
     finally:
         _state["compiling"] = False
