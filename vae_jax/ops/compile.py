@@ -129,8 +129,8 @@ def _compile(jitted: Callable, args, kwargs) -> None:
     """Trace and compile ``jitted`` for these operands. In the main thread of a single
     process, the compilation runs in a helper thread while this one waits in 0.1 s slices,
     so that a signal handler that raises, or a check (``parallel.between_calls``) that
-    does, acts at once; elsewhere (several processes stop
-    together, at a collective check) it runs here."""
+    does, acts at once; elsewhere (several processes stop together, at a collective check)
+    it runs here."""
     if jax.process_count() > 1 or threading.current_thread() is not threading.main_thread():
         jitted.lower(*args, **kwargs).compile()
         return
