@@ -64,7 +64,7 @@ if os.environ.get("VAE_JAX_SOURCE") or importlib.util.find_spec("vae_jax") is No
     changed = sorted(name for name in before if after.get(name, before[name]) != before[name])
     if changed:
         print("Upgraded", ", ".join(changed), "-> RESTART THE RUNTIME now (Colab: Runtime > "
-              "Restart session), then run the notebook again from the top.")
+              "Restart), then run the notebook again from the top.")
     else:
         print("Installed from", SOURCE, "- no restart needed.")
 import vae_jax

@@ -91,7 +91,7 @@ def announced(jitted: Callable, what: str) -> Callable:
 
 
 # The main thread is tracing or compiling (``announced``); compilations a stop left running
-# in a helper thread, and the exit code of that stop.
+# in a second thread, and the exit code of that stop.
 _state = {"compiling": False, "abandoned": [], "exit_code": 1}
 
 
@@ -127,7 +127,7 @@ atexit.register(_exit_beside_the_compiler)
 
 def _compile(jitted: Callable, args, kwargs) -> None:
     """Trace and compile ``jitted`` for these operands. In the main thread of a single
-    process, the compilation runs in a helper thread while this one waits in 0.1 s slices,
+    process, the compilation runs in a second thread while this one waits in 0.1 s slices,
     so that a signal handler that raises, or a check (``parallel.between_calls``) that
     does, acts at once; elsewhere (several processes stop together, at a collective check)
     it runs here."""
