@@ -256,7 +256,8 @@ def test_posterior_means_feed_active_units(tiny):
 
 @pytest.mark.slow
 def test_zero_init_makes_every_residual_block_the_identity():
-    model = deep_hvae_model(**TINY, residual_init="zero")
+    # One block after the other: the recorder below reads every block's input and output.
+    model = deep_hvae_model(**TINY, residual_init="zero").clone(scan_blocks=False)
     x = _binary_images(jax.random.key(6))
     params = _init(model, x, seed=1)
     kinds = []   # filled while tracing
@@ -527,3 +528,74 @@ def test_a_patch_model_is_the_plain_model_on_squeezed_images(likelihood, channel
     assert pa_mean.shape == x.shape
     np.testing.assert_allclose(space_to_depth(pa_mean, 2), pb_mean, rtol=1e-5, atol=1e-6)
     assert mean.shape == (5, 8, 8, channels)
+
+
+# ------------------------------------------------------- (l) runs of blocks as one scan each
+
+# Top-down: r1 (T, T), then r4 (T, F, F, T, T) at another width: runs of two stochastic
+# blocks (layers 0-1 and 3-4) and of two deterministic blocks, and a single stochastic one.
+RUNS = dict(image_shape=(4, 4, 1), resolutions=(4, 1), encoder_blocks=1,
+            decoder_blocks=(5, 2), widths=(8, 16), bottleneck=0.5, latent_channels=2,
+            stochastic=(True, True, True, False, False, True, True), residual_init="default",
+            log_std_bound=5.0)
+
+
+def _scans(jaxpr) -> int:
+    """Number of ``scan`` equations in a jaxpr, nested ones included."""
+    return sum((e.primitive.name == "scan")
+               + sum(_scans(j) for j in jax.core.jaxprs_in_params(e.params))
+               for e in jaxpr.eqns)
+
+
+def test_runs_of_equal_blocks_become_one_scan_each():
+    """Tracing only: one scan per run of two or more blocks with equal settings (at r1, the
+    deterministic pair and the last two blocks at r4); none at init, which creates every
+    block's parameters."""
+    model = deep_hvae_model(**RUNS)
+    x, key = jnp.zeros((2, 4, 4, 1)), jax.random.key(0)
+    init, params = jax.make_jaxpr(lambda k: model.init(k, x, k), return_shape=True)(key)
+    assert _scans(init.jaxpr) == 0
+    assert {n for n in params["params"] if n.startswith("td_")} == {
+        "td_r1_0", "td_r1_1", "td_r4_0", "td_r4_1", "td_r4_2", "td_r4_3", "td_r4_4",
+        "td_bias_r1", "td_bias_r4", "td_proj_r4"}
+
+    def scans(fn) -> int:
+        return _scans(jax.make_jaxpr(fn)(params).jaxpr)
+
+    assert scans(lambda p: model.apply(p, x, key, 2, method="terms")) == 3
+    assert scans(lambda p: model.apply(p, key, 3, jnp.ones(5), method="sample_prior").mean()) == 3
+
+
+@pytest.mark.slow
+def test_scanned_runs_equal_the_unrolled_blocks():
+    """terms, the ELBO's gradient w.r.t. every parameter and samples at per-layer
+    temperatures: the scanned model's equal the unrolled model's (the same draws). The
+    gradient's program has no scan: the derivative is the unrolled blocks'."""
+    scanned = deep_hvae_model(**RUNS)
+    unrolled = scanned.clone(scan_blocks=False)
+    x = _binary_images(jax.random.key(20), (4, 4, 4, 1))
+    shapes = jax.eval_shape(scanned.init, jax.random.key(0), x, jax.random.key(1))
+    rng = np.random.default_rng(2)   # every block and prior net active (numpy: no compile)
+    params = jax.tree.map(lambda s: 0.3 * rng.normal(size=s.shape).astype(np.float32), shapes)
+    temps = jnp.array([1.0, 0.5, 0.0, 1.2, 0.7])
+    key = jax.random.key(21)
+
+    def grad(m):
+        return jax.grad(lambda p, x, k: -jnp.mean(losses.elbo_terms(p, x, k, model=m)["elbo"]))
+
+    assert _scans(jax.make_jaxpr(grad(scanned))(params, x, key).jaxpr) == 0
+
+    @jax.jit
+    def both(params, x, key):   # one program for both models
+        return [(m.apply(params, x, key, 2, method="terms"), grad(m)(params, x, key),
+                 m.apply(params, key, 3, temps, method="sample_prior").mean())
+                for m in (scanned, unrolled)]
+
+    a, b = both(params, x, key)
+    assert set(a[0]["kl"]) == {"00", "01", "02", "03", "04"}
+    for path, u, v in zip(jax.tree_util.tree_flatten_with_path(a)[0], jax.tree.leaves(a),
+                          jax.tree.leaves(b)):
+        assert np.all(np.isfinite(u)), jax.tree_util.keystr(path[0])
+        np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-5,
+                                   err_msg=jax.tree_util.keystr(path[0]))
+    assert all(float(jnp.min(v)) > 1e-3 for v in a[0]["kl"].values())   # not trivial

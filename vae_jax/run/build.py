@@ -84,7 +84,12 @@ def build_trainer(config: ml_collections.ConfigDict, model: nn.Module, mesh,
 def train_loss(config: ml_collections.ConfigDict, model: nn.Module) -> Callable:
     """The train step's loss: ``build_loss`` computed in ``config.train.compute_dtype``.
     A model with a ``dtype`` field of its own (deep_hvae) is cloned with that dtype; any
-    other has its linear layers cast (``mixed_precision.in_compute_dtype``)."""
+    other has its linear layers cast (``mixed_precision.in_compute_dtype``). A model that
+    scans runs of equal blocks (deep_hvae's ``scan_blocks``) is cloned without: its
+    derivative is the unrolled blocks' anyway, and the unrolled model traces it directly
+    rather than through the scan's derivative rule."""
+    if getattr(model, "scan_blocks", False):
+        model = model.clone(scan_blocks=False)
     dtype = config.train.compute_dtype
     if dtype != "float32" and "dtype" in getattr(model, "__dataclass_fields__", {}):
         return build_loss(config, model.clone(dtype=dtype))

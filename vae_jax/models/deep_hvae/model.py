@@ -21,12 +21,24 @@ log p(x|z) + Σ_i log p(z_i|z_<i) − Σ_i log q(z_i|x, z_<i) is a true log impo
 Layers are named "00", "01", … in top-down order (only the stochastic blocks); layer i draws
 its noise with ``fold_in(key, i)``. Per-resolution settings follow ``resolutions`` (highest
 first); the ``stochastic`` flags follow the blocks in the order they run (top-down).
+
+Consecutive top-down blocks with the same settings (a run: one resolution, one
+``stochastic`` flag) are traced once: a program that does not differentiate the model
+(evaluation, sampling) applies each run as one ``jax.lax.scan`` over the blocks, and
+compiles one block per run instead of one per block. The derivatives are the unrolled
+blocks' (a scan's reverse pass stacks every intermediate and parameter gradient of the
+block, glue that XLA:CPU compiles for longer than the identical unrolled blocks, whose
+kernels it compiles once), so the train step's program is the unrolled network's. The
+parameters stay one entry per block (``td_r14_0``, ``td_r14_1``, …; created unrolled at
+init), and the values are the unrolled network's: the same draws, the same arithmetic.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -170,6 +182,85 @@ def _residual_scales(residual_init: str, num_blocks: int) -> tuple[float, float]
     return 1.0, 1.0
 
 
+def _settings(block: TopDownBlock) -> dict:
+    """A block's attributes but its place (parent, name): equal settings, equal functions of
+    (parameters, inputs)."""
+    return {f.name: getattr(block, f.name) for f in dataclasses.fields(block)
+            if f.name not in ("parent", "name")}
+
+
+def _runs(blocks: Sequence[TopDownBlock]) -> list[list[TopDownBlock]]:
+    """``blocks`` in order, cut into runs of consecutive blocks with equal ``_settings``."""
+    runs: list[list[TopDownBlock]] = []
+    for block in blocks:
+        if runs and _settings(runs[-1][0]) == _settings(block):
+            runs[-1].append(block)
+        else:
+            runs.append([block])
+    return runs
+
+
+def _unrolled(template: TopDownBlock, blocks: Sequence, h: jax.Array,
+              a: Optional[jax.Array], key: jax.Array, layer: int,
+              temps: Optional[jax.Array]):
+    """``blocks`` (n bound TopDownBlocks, or callables like them, all with ``template``'s
+    settings) one after the other on h [N, r, w, width]; a: the bottom-up activation
+    [N, r, w, C] (None: sampling at temps [n]). Stochastic block j is layer ``layer`` + j
+    and draws its noise with ``fold_in(key, layer + j)``.
+
+    Returns (h' [N, r, w, width], [{"q", "p", "z"} per stochastic block])."""
+    stats = []
+    for j, block in enumerate(blocks):
+        if not template.stochastic:
+            h, _ = block(h)
+            continue
+        eps = random.normal(jax.random.fold_in(key, layer + j),
+                            (*h.shape[:3], template.latent_channels))
+        h, s = block(h, a, eps, 1.0 if temps is None else temps[j])
+        stats.append(s)
+    return h, stats
+
+
+def _scanned(template: TopDownBlock, layer: int) -> Callable:
+    """f(params, h, a, key, temps): ``_unrolled`` for the blocks ``template`` applied with
+    each of ``params`` (a tuple of n parameter trees), computed by one ``lax.scan``; the
+    same values. Derivatives (``jax.custom_jvp``) are those of the unrolled blocks.
+
+    Step j of the scan picks block j's parameters with ``lax.switch``: stacking them would
+    copy every parameter of every block, one more kernel each to compile.
+    """
+    def unrolled(params, h, a, key, temps):
+        return _unrolled(template, [functools.partial(template.apply, {"params": p})
+                                    for p in params], h, a, key, layer, temps)
+
+    @jax.custom_jvp
+    def run(params, h, a, key, temps):
+        n, shape = len(params), (*h.shape[:3], template.latent_channels)
+        branches = [lambda j=j: params[j] for j in range(n)]
+
+        def step(h, xs):
+            j, t = xs
+            variables = {"params": jax.lax.switch(j, branches)}
+            if not template.stochastic:
+                return template.apply(variables, h)
+            eps = random.normal(jax.random.fold_in(key, layer + j), shape)
+            return template.apply(variables, h, a, eps, 1.0 if t is None else t)
+
+        h, stats = jax.lax.scan(step, h, (jnp.arange(n), temps))
+        if not template.stochastic:
+            return h, []
+        return h, [jax.tree.map(lambda v: v[j], stats) for j in range(n)]
+
+    @run.defjvp
+    def _(primals, tangents):
+        params, h, a, key, temps = primals
+        d_params, d_h, d_a, _, d_temps = tangents
+        return jax.jvp(lambda p, h, a, t: unrolled(p, h, a, key, t),
+                       (params, h, a, temps), (d_params, d_h, d_a, d_temps))
+
+    return run
+
+
 # ------------------------------------------------------------------------------- model
 
 class DeepHVAE(nn.Module):
@@ -190,6 +281,9 @@ class DeepHVAE(nn.Module):
         init) or "default" (Flax's init everywhere).
       dtype: "float32" or "bfloat16" compute; parameters, log-probs and KLs stay float32.
       patch_size: p; the networks run on p×p patches (resolutions[0] = H / p).
+      scan_blocks: trace each run of top-down blocks with equal settings once, as one
+        ``lax.scan`` where the model is not differentiated (False: one block after the
+        other everywhere; the same values). Not a config field: ``model.clone``.
     """
 
     image_shape: Sequence[int]
@@ -206,6 +300,7 @@ class DeepHVAE(nn.Module):
     residual_init: str = "scaled"
     dtype: str = "float32"
     patch_size: int = 1
+    scan_blocks: bool = True
 
     @property
     def num_layers(self) -> int:
@@ -263,7 +358,7 @@ class DeepHVAE(nn.Module):
         cfg = self._cfg
         res = cfg["resolutions"]
         dt = jnp.dtype(cfg["dtype"])
-        h, stats, blocks = None, [], iter(self.td_blocks)
+        h, stats, first = None, [], 0
         for k, i in enumerate(reversed(range(len(res)))):
             base = jnp.broadcast_to(self.td_bias[k].astype(dt), (num, *self.td_bias[k].shape))
             if h is not None:
@@ -271,22 +366,32 @@ class DeepHVAE(nn.Module):
                 h = base + (self.td_proj[str(i)](h) if str(i) in self.td_proj else h)
             else:
                 h = base
-            for _ in range(cfg["decoder_blocks"][i]):
-                block = next(blocks)
-                if not block.stochastic:
-                    h, _ = block(h)
-                    continue
-                layer = len(stats)
-                eps = random.normal(jax.random.fold_in(key, layer),
-                                 (num, *h.shape[1:3], block.latent_channels))
-                if acts is None:
-                    h, s = block(h, None, eps, temperatures[layer])
-                else:
-                    h, s = block(h, acts[i], eps)
-                stats.append(s)
+            n = cfg["decoder_blocks"][i]
+            for run in _runs(self.td_blocks[first:first + n]):
+                h, s = self._run(run, h, None if acts is None else acts[i], key, len(stats),
+                                 temperatures)
+                stats += s
+            first += n
         out = depth_to_space(self.out(h.astype(jnp.float32)), cfg["patch_size"],
                              self.image_shape[-1])
         return dist.make_likelihood(cfg["likelihood"], out), stats
+
+    def _run(self, run: list[TopDownBlock], h: jax.Array, a: Optional[jax.Array],
+             key: jax.Array, layer: int, temperatures: Optional[jax.Array]):
+        """A run of blocks with equal settings (``_runs``) on h [N, r, w, width]; a: the
+        bottom-up activation [N, r, w, C] (None: sampling at ``temperatures`` [T]). Its
+        stochastic blocks are layers ``layer``, ``layer`` + 1, …
+
+        Returns (h' [N, r, w, width], [{"q", "p", "z"} per stochastic block]).
+        """
+        temps = (None if a is not None or not run[0].stochastic
+                 else temperatures[layer:layer + len(run)])
+        if len(run) == 1 or not self.scan_blocks or self.is_initializing():
+            # The bound blocks (at init: this creates their parameters).
+            return _unrolled(run[0], run, h, a, key, layer, temps)
+        template = TopDownBlock(**_settings(run[0]), parent=None)
+        params = tuple(self.variables["params"][b.name] for b in run)
+        return _scanned(template, layer)(params, h, a, key, temps)
 
     def _infer(self, x: jax.Array, key: jax.Array, num_samples: int):
         """L = num_samples joint draws z ~ q(z|x) for x [B, H, W, C]: the top-down pass on
