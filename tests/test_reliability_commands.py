@@ -455,8 +455,7 @@ def _stop_while_compiling(workdir: str, cache: str, what: str, sig: int, *flags:
     cmd = [sys.executable, "-m", "experiments.main", f"--config={config}:binary",
            f"--workdir={workdir}", "--config.train.num_steps=2",
            "--config.eval.num_test_images=64", "--config.model.encoder_blocks=1",
-           "--config.model.decoder_blocks=(1, 1, 2, 1)", "--config.model.widths=16",
-           f"--compilation_cache={cache}", *flags]
+           "--config.model.decoder_blocks=(1, 1, 2, 1)", "--config.model.widths=16", *flags]
     env = _runs.env(cache)
     env.pop("VAE_JAX_PROGRESS", None)
     proc = subprocess.Popen(cmd, cwd=_runs.ROOT, env=env, stdout=subprocess.PIPE,
@@ -480,9 +479,10 @@ def _stop_while_compiling(workdir: str, cache: str, what: str, sig: int, *flags:
 @requires_fashion_mnist
 def test_a_stop_while_compiling_acts_before_the_compilation_ends(tmp_path):
     """SIGINT while a deep HVAE's train step compiles (the research configs' take tens of
-    seconds on a CPU with a cold cache) saves step 0 and exits 130 without waiting for the compilation; SIGTERM while
-    --mode=eval compiles the evaluation exits 143 with one line. Either way the compiler,
-    which cannot be stopped, is left behind without aborting the process."""
+    seconds on a CPU with a cold cache) saves step 0 and exits 130 without waiting for the
+    compilation; SIGTERM while --mode=eval compiles the evaluation exits 143 with one line.
+    Either way the compiler, which cannot be stopped, is left behind without aborting the
+    process."""
     cache, workdir = str(tmp_path / "cache"), str(tmp_path / "run")
     code, out = _stop_while_compiling(workdir, cache, "the train step", signal.SIGINT)
     assert code == 130, out[-3000:]
@@ -493,7 +493,7 @@ def test_a_stop_while_compiling_acts_before_the_compilation_ends(tmp_path):
     assert "Fatal" not in out and "terminate called" not in out, out[-3000:]
 
     code, out = _stop_while_compiling(workdir, cache, "the evaluation", signal.SIGTERM,
-                                         "--mode=eval")
+                                      "--mode=eval")
     assert code == 143, out[-3000:]
     assert "Stopped by SIGTERM during --mode=eval: nothing was written" in out, out[-3000:]
     assert not os.path.exists(os.path.join(workdir, "eval.json"))
