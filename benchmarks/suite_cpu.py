@@ -1,0 +1,84 @@
+"""Where the test suite's time goes: a pytest plugin that records each test's wall time and
+CPU time (its own process's and its subprocesses', user + system) and prints, after the
+run, the totals, the test files and the tests that cost the most CPU.
+
+    python -m pytest -n 2 -p benchmarks.suite_cpu [-m "not slow"]
+
+On 2 cores the suite's wall time is about its CPU time over two: a test file's CPU time is
+what removing work from it would save. With xdist every worker appends its rows to a file
+in one folder (``VAE_JAX_SUITE_CPU_DIR``, a new temporary folder unless set), which the
+controller reads at the end.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import resource
+import tempfile
+import time
+
+import pytest
+
+FOLDER = "VAE_JAX_SUITE_CPU_DIR"
+TOP = 25
+
+
+def _cpu() -> tuple[float, float]:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
+
+
+def pytest_configure(config):
+    if not hasattr(config, "workerinput"):   # the controller, or a run without xdist
+        os.environ.setdefault(FOLDER, tempfile.mkdtemp(prefix="vae_jax_suite_cpu_"))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    own0, children0 = _cpu()
+    t0 = time.perf_counter()
+    yield
+    own1, children1 = _cpu()
+    row = {"test": item.nodeid, "wall": time.perf_counter() - t0, "own": own1 - own0,
+           "children": children1 - children0}
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    with open(os.path.join(os.environ[FOLDER], f"{worker}.jsonl"), "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def table(rows: list[dict]) -> list[str]:
+    """The report's lines: totals, then the files and the tests with the most CPU time."""
+    files = collections.defaultdict(lambda: [0.0, 0.0, 0.0])
+    for r in rows:
+        f = files[r["test"].split("::")[0]]
+        f[0] += r["own"]
+        f[1] += r["children"]
+        f[2] += r["wall"]
+    own, children = sum(r["own"] for r in rows), sum(r["children"] for r in rows)
+    lines = [f"{len(rows)} tests: CPU {own + children:.0f} s ({own:.0f} s in the test "
+             f"processes, {children:.0f} s in their subprocesses), tests' wall time "
+             f"{sum(r['wall'] for r in rows):.0f} s summed over the workers",
+             "", "|  CPU s | of which subprocesses | wall s | file |", "|---:|---:|---:|---|"]
+    for name, (o, c, w) in sorted(files.items(), key=lambda kv: -(kv[1][0] + kv[1][1]))[:TOP]:
+        lines.append(f"| {o + c:.1f} | {c:.1f} | {w:.1f} | {name} |")
+    lines += ["", "|  CPU s | of which subprocesses | wall s | test |", "|---:|---:|---:|---|"]
+    for r in sorted(rows, key=lambda r: -(r["own"] + r["children"]))[:TOP]:
+        lines.append(f"| {r['own'] + r['children']:.1f} | {r['children']:.1f} | "
+                     f"{r['wall']:.1f} | {r['test']} |")
+    return lines
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if hasattr(config, "workerinput"):
+        return
+    folder = os.environ[FOLDER]
+    rows = []
+    for name in sorted(os.listdir(folder)):
+        with open(os.path.join(folder, name)) as f:
+            rows += [json.loads(line) for line in f]
+    terminalreporter.section("CPU time per test file and test (benchmarks/suite_cpu.py)")
+    for line in table(rows):
+        terminalreporter.write_line(line)
