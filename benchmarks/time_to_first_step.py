@@ -9,9 +9,12 @@ then a warm persistent compilation cache.
 Each run is ``python -m experiments.main --config=... --config.train.num_steps=1
 --config.eval.num_test_images=64`` in a fresh process and a fresh workdir; the first step
 is the progress line ``step 1/1`` (printed when the first call's metrics are back), and the
-process is stopped there. Cold: a new, empty compilation cache; warm: the same command
-again on that cache. "compiling" is the sum of the compilations the process announced up
-to that line (``compiling the initialisation / the train step ... s``; each one longer than
+process is stopped there. The commands run without this process's ``XLA_FLAGS``,
+``JAX_COMPILATION_CACHE_DIR`` and ``VAE_JAX_PROGRESS``: XLA's defaults, the script's own
+caches and plain progress lines (an XLA option is timed on the command itself). Cold: a
+new, empty compilation cache; warm: the same command again on that cache. "compiling" is
+the sum of the compilations the process announced up to that line (``compiling the
+initialisation / the train step ... s``; each one longer than
 ``progress.WAITING_DELAY_S``), so it includes their tracing.
 
 Configs whose data is not on this machine run on stand-ins of the same shape, labelled in
