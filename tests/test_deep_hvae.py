@@ -566,6 +566,24 @@ def test_runs_of_equal_blocks_become_one_scan_each():
     assert scans(lambda p: model.apply(p, key, 3, jnp.ones(5), method="sample_prior").mean()) == 3
 
 
+
+def test_an_eager_call_applies_the_blocks_one_by_one(monkeypatch):
+    """Outside jit the blocks run unrolled, op by op (each op's program cached): a scan
+    built at each call would compile at each call."""
+    from vae_jax.models.deep_hvae import model as module
+
+    model = deep_hvae_model(**RUNS)
+    x, key = jnp.zeros((2, 4, 4, 1)), jax.random.key(0)
+    shapes = jax.eval_shape(model.init, key, x, key)
+    params = jax.tree.map(lambda s: np.zeros(s.shape, np.float32), shapes)
+    original, calls = module._scanned, []
+    monkeypatch.setattr(module, "_scanned", lambda *a: calls.append(a) or original(*a))
+    terms = model.apply(params, x, key, 2, method="terms")
+    assert set(terms["kl"]) == {"00", "01", "02", "03", "04"} and not calls
+    jax.make_jaxpr(lambda p: model.apply(p, x, key, 2, method="terms"))(params)
+    assert len(calls) == 3   # traced: one scan per run
+
+
 @pytest.mark.slow
 def test_scanned_runs_equal_the_unrolled_blocks():
     """terms, the ELBO's gradient w.r.t. every parameter and samples at per-layer

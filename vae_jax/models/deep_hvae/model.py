@@ -200,24 +200,31 @@ def _runs(blocks: Sequence[TopDownBlock]) -> list[list[TopDownBlock]]:
     return runs
 
 
+def _block(apply: Callable, template: TopDownBlock, h: jax.Array, a: Optional[jax.Array],
+           key: jax.Array, layer, t) -> tuple:
+    """One block with ``template``'s settings, ``apply`` (bound, or ``template.apply`` with
+    its parameters), on h [N, r, w, width]: a stochastic one is layer ``layer`` and draws
+    its noise with ``fold_in(key, layer)``; a: the bottom-up activation [N, r, w, C] (None:
+    sampling at temperature t; None: 1). Returns (h', its {"q", "p", "z"} or nothing)."""
+    if not template.stochastic:
+        return apply(h)
+    eps = random.normal(jax.random.fold_in(key, layer), (*h.shape[:3], template.latent_channels))
+    return apply(h, a, eps, 1.0 if t is None else t)
+
+
 def _unrolled(template: TopDownBlock, blocks: Sequence, h: jax.Array,
               a: Optional[jax.Array], key: jax.Array, layer: int,
               temps: Optional[jax.Array]):
     """``blocks`` (n bound TopDownBlocks, or callables like them, all with ``template``'s
     settings) one after the other on h [N, r, w, width]; a: the bottom-up activation
-    [N, r, w, C] (None: sampling at temps [n]). Stochastic block j is layer ``layer`` + j
-    and draws its noise with ``fold_in(key, layer + j)``.
+    [N, r, w, C] (None: sampling at temps [n]). Stochastic block j is layer ``layer`` + j.
 
     Returns (h' [N, r, w, width], [{"q", "p", "z"} per stochastic block])."""
     stats = []
     for j, block in enumerate(blocks):
-        if not template.stochastic:
-            h, _ = block(h)
-            continue
-        eps = random.normal(jax.random.fold_in(key, layer + j),
-                            (*h.shape[:3], template.latent_channels))
-        h, s = block(h, a, eps, 1.0 if temps is None else temps[j])
-        stats.append(s)
+        h, s = _block(block, template, h, a, key, layer + j, None if temps is None else temps[j])
+        if template.stochastic:
+            stats.append(s)
     return h, stats
 
 
@@ -235,16 +242,13 @@ def _scanned(template: TopDownBlock, layer: int) -> Callable:
 
     @jax.custom_jvp
     def run(params, h, a, key, temps):
-        n, shape = len(params), (*h.shape[:3], template.latent_channels)
+        n = len(params)
         branches = [lambda j=j: params[j] for j in range(n)]
 
         def step(h, xs):
             j, t = xs
-            variables = {"params": jax.lax.switch(j, branches)}
-            if not template.stochastic:
-                return template.apply(variables, h)
-            eps = random.normal(jax.random.fold_in(key, layer + j), shape)
-            return template.apply(variables, h, a, eps, 1.0 if t is None else t)
+            apply = functools.partial(template.apply, {"params": jax.lax.switch(j, branches)})
+            return _block(apply, template, h, a, key, layer + j, t)
 
         h, stats = jax.lax.scan(step, h, (jnp.arange(n), temps))
         if not template.stochastic:
@@ -386,8 +390,10 @@ class DeepHVAE(nn.Module):
         """
         temps = (None if a is not None or not run[0].stochastic
                  else temperatures[layer:layer + len(run)])
-        if len(run) == 1 or not self.scan_blocks or self.is_initializing():
-            # The bound blocks (at init: this creates their parameters).
+        if (len(run) == 1 or not self.scan_blocks or self.is_initializing()
+                or not isinstance(h, jax.core.Tracer)):
+            # The bound blocks (at init: this creates their parameters). Called eagerly,
+            # op by op, each op's program is cached; a scan would compile anew each call.
             return _unrolled(run[0], run, h, a, key, layer, temps)
         template = TopDownBlock(**_settings(run[0]), parent=None)
         params = tuple(self.variables["params"][b.name] for b in run)
