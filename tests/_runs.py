@@ -9,6 +9,8 @@ import sys
 import jax
 import numpy as np
 
+import conftest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = os.path.join(ROOT, "experiments", "configs", "smoke.py")
 
@@ -29,7 +31,7 @@ def env(cache_dir: str, devices: int | None = None, **extra) -> dict:
     e["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     e["TF_CPP_MIN_LOG_LEVEL"] = "3"
     if devices is not None:
-        e["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+        e["XLA_FLAGS"] = conftest.xla_flags(devices)
     e.update(extra)
     return e
 

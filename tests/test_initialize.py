@@ -17,6 +17,9 @@ from vae_jax.ops import initialize as init_lib
 from vae_jax.run import build
 from vae_jax.train import optim
 
+# bits of XLA's own code generation: digests, and two programs that agree bit for bit
+pytestmark = pytest.mark.xla_defaults
+
 # sha256 of the default config's initial parameters and Adam state for seed 0 (paths and
 # bytes, ``_digest``), as ``jax.jit`` of ``model.init`` computed them before
 # ``ops.initialize``: every figure quoted for the MLP VAE starts from these values.

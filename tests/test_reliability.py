@@ -375,6 +375,7 @@ def test_nonfinite_loss_stops_naming_step_and_metric_keeping_last_checkpoint(bas
 
 
 @pytest.mark.slow
+@pytest.mark.xla_defaults  # two programs' updates agree bit for bit
 def test_skip_nonfinite_discards_exactly_the_bad_updates():
     """A beta schedule that is NaN at step 1 only: with skip, step 1 changes nothing but the
     counter and step 0 is the ordinary update; without skip, NaN reaches the weights."""

@@ -23,6 +23,7 @@ def test_bits_equal_jax_random_bits(shape):
                                       jax.random.bits(key, shape))
 
 
+@pytest.mark.xla_defaults  # float bits of two programs: how XLA generates each one's code
 @pytest.mark.parametrize("shape", SHAPES)
 def test_uniform_normal_equal_jax_random(shape):
     for key in _keys():
@@ -35,6 +36,7 @@ def test_uniform_normal_equal_jax_random(shape):
 
 
 @pytest.mark.slow
+@pytest.mark.xla_defaults
 def test_bernoulli_equals_jax_random_on_8bit_pixel_probabilities():
     pixels = jax.random.randint(jax.random.key(5), (64, 28, 28, 1), 0, 256).astype(jnp.uint8)
     p = pixels.astype(jnp.float32) / 255.0

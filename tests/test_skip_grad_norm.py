@@ -45,6 +45,7 @@ def _run(steps, beta_fn=lambda s: 1.0, **options):
 
 
 @pytest.mark.slow  # compiles a few small steps: ~20 s on shared cores
+@pytest.mark.xla_defaults  # two programs' updates agree bit for bit
 def test_an_update_above_the_threshold_is_dropped_and_counted():
     beta_fn = lambda s: jnp.where(s == 1, 1e4, 1.0)
     plain = _run(3, beta_fn)
@@ -66,6 +67,7 @@ def test_an_update_above_the_threshold_is_dropped_and_counted():
 
 
 @pytest.mark.slow  # compiles a few small steps: ~20 s on shared cores
+@pytest.mark.xla_defaults  # two programs' updates agree bit for bit
 def test_a_threshold_of_zero_is_off_and_one_never_reached_changes_nothing():
     """0 traces today's step (no skip metrics); an active threshold that no update reaches
     selects the plain update bit for bit."""
