@@ -15,6 +15,8 @@ def get_config():
     # an EMA kept (not the default), so the loop tests cover it: resume, devices, skips
     config.train.ema_decay = 0.999
     config.eval.batch_size = 1000
+    # the first 1000 test images: each evaluation a tenth of the full set's work
+    config.eval.num_test_images = 1000
     # --mode=eval (and sweeps) estimate log p(x) with few samples: seconds, not minutes.
     config.eval.num_importance_samples = 20
     config.eval.iwae_k = 5
