@@ -5,7 +5,8 @@ The suite's programs are tiny and most are compiled once or twice, so XLA:CPU's
 compilation, not their execution, is most of the suite's time. The test processes and the
 commands, interpreters and notebook kernels they start therefore compile with
 ``FAST_COMPILE_FLAGS`` (LLVM's optimisation level 0, XLA's loop emitters in place of its
-MLIR fusion emitters): the same HLO compiles two to three times faster. They change how
+MLIR fusion emitters, each program's code generated in one piece rather than split for
+threads that two busy cores do not have): the same HLO compiles about three times faster. They change how
 each fusion's loops are generated, not what the program computes, so every test that
 compares with a closed form or an outside reference within a tolerance, and every pair of
 runs compared bit for bit (compiled alike), checks the same property under them. Tests
@@ -24,7 +25,8 @@ import tempfile
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-FAST_COMPILE_FLAGS = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
+FAST_COMPILE_FLAGS = ("--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false "
+                      "--xla_cpu_parallel_codegen_split_count=1")
 FAST_COMPILE = os.environ.get("VAE_JAX_TEST_XLA_DEFAULTS") != "1"
 # the caller's own flags, without this session's
 CALLER_XLA_FLAGS = os.environ.get("XLA_FLAGS", "").replace(FAST_COMPILE_FLAGS, "").strip()
