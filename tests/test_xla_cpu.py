@@ -3,11 +3,16 @@ every path is plain JAX: jax.random's draws, lax's convolutions, a plain jit."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import conftest
 from vae_jax import ops
 from vae_jax.ops import compile as xla_compile
 from vae_jax.ops import conv, random
@@ -59,3 +64,30 @@ def test_off_evaluation_compiles_with_no_options(switched_off):
     fn = xla_compile.jit_eval(lambda x: x * 2)
     # the plain jax.jit itself, only announced (ops.compile.announced) when it compiles
     assert isinstance(fn.__wrapped__, type(jax.jit(lambda x: x)))
+
+
+EXIT_AT_SHUTDOWN = """
+import atexit, sys
+from vae_jax.ops import compile as xla_compile
+atexit.register(print, "a later exit handler ran", file=sys.stderr, flush=True)
+
+class Kept:
+    def __del__(self):   # the interpreter's finalisation would call this
+        print("finalised", file=sys.stderr, flush=True)
+
+kept = Kept()
+xla_compile.exit_at_shutdown(143)
+print("stopped", end="")   # unflushed: the exit flushes it
+sys.exit(0)
+"""
+
+
+def test_exit_at_shutdown_skips_finalisation_after_the_other_exit_handlers():
+    """What the command does once a signal stopped it: the exit handlers registered after
+    vae_jax's run, stdout is flushed, the process ends with the stop's code and the
+    interpreter is not finalised (where XLA's or orbax's threads could abort it)."""
+    proc = subprocess.run([sys.executable, "-c", EXIT_AT_SHUTDOWN], cwd=conftest.REPO,
+                          env=dict(os.environ, PYTHONPATH=conftest.REPO), capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 143, proc.stderr[-2000:]
+    assert proc.stderr == "a later exit handler ran\n" and proc.stdout == "stopped", proc

@@ -16,6 +16,8 @@ from __future__ import annotations
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from vae_jax import errors
+from vae_jax.ops import compile as xla_compile
 from vae_jax.run import experiment, runtime
 
 FLAGS = flags.FLAGS
@@ -54,14 +56,18 @@ def _run(argv) -> None:
     del argv
     if not FLAGS["verbosity"].present:  # orbax logs every checkpoint at INFO
         logging.set_verbosity(logging.WARNING)
-    runtime.report_errors(experiment.run, FLAGS.config, FLAGS.workdir, mode=FLAGS.mode,
-                          step=FLAGS.step, show_progress=FLAGS.progress,
-                          coordinator_address=FLAGS.coordinator_address,
-                          num_processes=FLAGS.num_processes, process_id=FLAGS.process_id,
-                          auto_distributed=FLAGS.distributed,
-                          distributed_timeout=FLAGS.distributed_timeout,
-                          compilation_cache=FLAGS.compilation_cache,
-                          show_traceback=FLAGS.traceback or FLAGS.verbosity >= 1)
+    try:
+        runtime.report_errors(experiment.run, FLAGS.config, FLAGS.workdir, mode=FLAGS.mode,
+                              step=FLAGS.step, show_progress=FLAGS.progress,
+                              coordinator_address=FLAGS.coordinator_address,
+                              num_processes=FLAGS.num_processes, process_id=FLAGS.process_id,
+                              auto_distributed=FLAGS.distributed,
+                              distributed_timeout=FLAGS.distributed_timeout,
+                              compilation_cache=FLAGS.compilation_cache,
+                              show_traceback=FLAGS.traceback or FLAGS.verbosity >= 1)
+    except errors.Interrupted as stop:   # saved and said so: end with 128 + signal
+        xla_compile.exit_at_shutdown(stop.code)
+        raise
 
 
 USAGE = """Train, evaluate, sample or export one run of a config.

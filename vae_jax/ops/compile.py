@@ -92,7 +92,7 @@ def announced(jitted: Callable, what: str) -> Callable:
 
 # The main thread is tracing or compiling (``announced``); compilations a stop left running
 # in a second thread, and the exit code of that stop.
-_state = {"compiling": False, "abandoned": [], "exit_code": 1}
+_state = {"compiling": False, "abandoned": [], "exit_code": 1, "exit_at_shutdown": False}
 
 
 def compiling() -> bool:
@@ -112,11 +112,20 @@ def _leave_the_compiler_behind(worker: threading.Thread, stop: BaseException) ->
     _state["abandoned"].append(worker)
 
 
+def exit_at_shutdown(code: int) -> None:
+    """End this process with ``code`` when the interpreter shuts down, after the other exit
+    handlers, without finalising it: for a command that a signal stopped once its work was
+    kept. A thread of XLA's or of the checkpoint library's that calls into a finalised
+    interpreter aborts the process instead ("FATAL: exception not rethrown", exit -6)."""
+    _state["exit_code"] = code
+    _state["exit_at_shutdown"] = True
+
+
 def _exit_beside_the_compiler() -> None:
     """At exit (registered on import, so after the exit handlers of what imports this
     module): ``os._exit`` once a compilation was left running, even one that has since
-    ended (its thread's C++ side may still be unwinding)."""
-    if _state["abandoned"]:
+    ended (its thread's C++ side may still be unwinding), or ``exit_at_shutdown`` asked."""
+    if _state["abandoned"] or _state["exit_at_shutdown"]:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(_state["exit_code"])
