@@ -10,7 +10,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -234,7 +234,7 @@ for T in T_list:
 # Gaussian p(z_s | z_t) is exact only in the limit of small steps.
 
 # %%
-z1 = jax.random.normal(jax.random.key(2), (20000, D))
+z1 = jax.random.normal(jax.random.key(2), (2000 if SMOKE else 20000, D))
 alpha_0 = float(jnp.sqrt(jax.nn.sigmoid(-gamma(0.0))))
 for steps in (50, 200, 1000):
     z0 = vdm.ancestral_sample(z1, jax.random.key(3), gamma_fn=gamma, eps_fn=best_eps,
