@@ -1,21 +1,21 @@
 """Shared test helpers. In-process tests see one CPU device; multi-device checks run in a
 subprocess with XLA_FLAGS=--xla_force_host_platform_device_count=8 (set before jax imports).
 
-The suite's programs are tiny and most are compiled once or twice, so XLA:CPU's
-compilation, not their execution, is most of the suite's time. The test processes and the
-commands, interpreters and notebook kernels they start therefore compile with
-``FAST_COMPILE_FLAGS`` (LLVM's optimisation level 0; XLA's loop emitters in place of its
-MLIR fusion emitters; each program's code generated in one piece, not split for threads
-that two busy cores do not have): the same HLO compiles about three times faster
-(benchmarks/README.md, "The suite's compile options"). They change how each fusion's code
-is generated, and with it some float bits (no fused multiply-adds; a less accurate tanh
-near ±1), not what the program computes: every test that compares with a closed form or an
-outside reference within a tolerance, and every pair of runs compared bit for bit
-(compiled alike), checks the same property under them. Tests whose bits depend on XLA's
-own code generation (committed digests of initial parameters, two different programs that
-agree bit for bit, float accuracy at the extremes) carry the
-``xla_defaults`` mark and run, a file's marked tests together, in a pytest subprocess with
-XLA's default options. ``VAE_JAX_TEST_XLA_DEFAULTS=1`` runs the whole suite with them.
+The suite's programs are tiny and most are compiled once or twice, so XLA:CPU's compilation,
+not their execution, is most of the suite's time. The test processes and the commands,
+interpreters and notebook kernels they start therefore compile with ``FAST_COMPILE_FLAGS``
+(LLVM's optimisation level 0; XLA's loop emitters in place of its MLIR fusion emitters; each
+program's code generated in one piece, not split for threads that two busy cores do not
+have): the same HLO compiles about three times faster (benchmarks/README.md, "The suite's
+compile options"). They change how each fusion's code is generated, and with it some float
+bits (digests of initial parameters, a tanh-based derivative far out), not what the program
+computes: every test that compares with a closed form or an outside reference within a
+tolerance, and every pair of runs compared bit for bit (compiled alike), checks the same
+property under them. Tests whose bits depend on XLA's own code generation (committed digests
+of initial parameters, two different programs that agree bit for bit, float accuracy at the
+extremes) carry the ``xla_defaults`` mark and run, a file's marked tests together, in a
+pytest subprocess with XLA's default options. ``VAE_JAX_TEST_XLA_DEFAULTS=1`` runs the whole
+suite with them.
 """
 
 import json
