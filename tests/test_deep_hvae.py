@@ -566,7 +566,6 @@ def test_runs_of_equal_blocks_become_one_scan_each():
     assert scans(lambda p: model.apply(p, key, 3, jnp.ones(5), method="sample_prior").mean()) == 3
 
 
-
 def test_an_eager_call_compiles_nothing_the_second_time():
     """Outside jit the blocks run unrolled, op by op, each op's program cached: a scan
     built at each call would compile at each call."""

@@ -9,10 +9,13 @@ import pytest
 import conftest
 
 
-def test_the_session_compiles_with_the_fast_options():
-    if not conftest.FAST_COMPILE:
-        pytest.skip("VAE_JAX_TEST_XLA_DEFAULTS=1: this session keeps XLA's default options")
-    assert os.environ["XLA_FLAGS"].startswith(conftest.FAST_COMPILE_FLAGS)
+def test_the_session_compiles_with_the_fast_options_unless_asked_not_to():
+    flags = os.environ.get("XLA_FLAGS", "")
+    if conftest.FAST_COMPILE:
+        assert flags.startswith(conftest.FAST_COMPILE_FLAGS)
+    else:   # VAE_JAX_TEST_XLA_DEFAULTS=1: XLA's own options throughout
+        assert os.environ["VAE_JAX_TEST_XLA_DEFAULTS"] == "1"
+        assert conftest.FAST_COMPILE_FLAGS not in flags
 
 
 @pytest.mark.xla_defaults
@@ -20,3 +23,11 @@ def test_a_marked_test_runs_with_xla_defaults():
     assert os.environ["VAE_JAX_TEST_XLA_DEFAULTS"] == "1"
     assert conftest.FAST_COMPILE_FLAGS not in os.environ.get("XLA_FLAGS", "")
     assert not conftest.FAST_COMPILE
+
+
+def test_the_subprocess_gives_each_outcome_and_a_missing_one_is_a_failure():
+    marked = "tests/test_suite_options.py::test_a_marked_test_runs_with_xla_defaults"
+    assert conftest.run_with_xla_defaults([marked]) == {marked: ("passed", "")}
+    missing = "tests/test_suite_options.py::test_that_does_not_exist"
+    outcome, report = conftest.run_with_xla_defaults([missing])[missing]
+    assert outcome == "failed" and "no outcome from the subprocess (exit 4)" in report

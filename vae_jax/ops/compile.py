@@ -90,9 +90,9 @@ def announced(jitted: Callable, what: str) -> Callable:
     return call
 
 
-# The main thread is tracing or compiling (``announced``); compilations a stop left running
-# in a second thread, and the exit code of that stop.
-_state = {"compiling": False, "abandoned": [], "exit_code": 1, "exit_at_shutdown": False}
+# The main thread is tracing or compiling (``announced``); the code the process ends with,
+# without being finalised, when the interpreter shuts down (None: an ordinary shutdown).
+_state = {"compiling": False, "exit_code": None}
 
 
 def compiling() -> bool:
@@ -101,31 +101,29 @@ def compiling() -> bool:
     return _state["compiling"]
 
 
-def _leave_the_compiler_behind(worker: threading.Thread, stop: BaseException) -> None:
-    """A stop (``stop``) ended the wait for ``worker``'s compilation, which XLA cannot cut
-    short. When the interpreter shuts down, the process then ends at once with the stop's
-    exit code (128 + signal): a compilation returning into a finalised interpreter aborts
-    the process instead."""
-    code = getattr(stop, "code", None)
-    _state["exit_code"] = code if isinstance(code, int) else (
-        130 if isinstance(stop, KeyboardInterrupt) else 1)
-    _state["abandoned"].append(worker)
-
-
 def exit_at_shutdown(code: int) -> None:
     """End this process with ``code`` when the interpreter shuts down, after the other exit
     handlers, without finalising it: for a command that a signal stopped once its work was
     kept. A thread of XLA's or of the checkpoint library's that calls into a finalised
     interpreter aborts the process instead ("FATAL: exception not rethrown", exit -6)."""
     _state["exit_code"] = code
-    _state["exit_at_shutdown"] = True
+
+
+def _leave_the_compiler_behind(stop: BaseException) -> None:
+    """A stop (``stop``) ended the wait for a compilation, which XLA cannot cut short: the
+    process ends at shutdown with the stop's exit code (128 + signal), a compilation
+    returning into a finalised interpreter aborting it otherwise."""
+    code = getattr(stop, "code", None)
+    exit_at_shutdown(code if isinstance(code, int) else
+                     130 if isinstance(stop, KeyboardInterrupt) else 1)
 
 
 def _exit_beside_the_compiler() -> None:
     """At exit (registered on import, so after the exit handlers of what imports this
-    module): ``os._exit`` once a compilation was left running, even one that has since
-    ended (its thread's C++ side may still be unwinding), or ``exit_at_shutdown`` asked."""
-    if _state["abandoned"] or _state["exit_at_shutdown"]:
+    module): ``os._exit`` once ``exit_at_shutdown`` asked, for instance after a compilation
+    was left running, even one that has since ended (its thread's C++ side may still be
+    unwinding)."""
+    if _state["exit_code"] is not None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(_state["exit_code"])
@@ -163,7 +161,7 @@ def _compile(jitted: Callable, args, kwargs) -> None:
                 # garbage-collection callback; the stop flag it set is checked here)
                 parallel.between_calls()
         except BaseException as stop:
-            _leave_the_compiler_behind(worker, stop)
+            _leave_the_compiler_behind(stop)
             raise
     finally:
         _state["compiling"] = False
