@@ -13,16 +13,18 @@ computes: every test that compares with a closed form or an outside reference wi
 tolerance, and every pair of runs compared bit for bit (compiled alike), checks the same
 property under them. Tests whose bits depend on XLA's own code generation (committed digests
 of initial parameters, two different programs that agree bit for bit, float accuracy at the
-extremes) carry the ``xla_defaults`` mark and run, a file's marked tests together, in a
-pytest subprocess with XLA's default options. ``VAE_JAX_TEST_XLA_DEFAULTS=1`` runs the whole
-suite with them.
+extremes) carry the ``xla_defaults`` mark and run, all of a session's together, in one
+pytest subprocess with XLA's default options, started after collection and running while the
+other tests do. ``VAE_JAX_TEST_XLA_DEFAULTS=1`` runs the whole suite with them.
 """
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 
 import pytest
 
@@ -78,36 +80,89 @@ requires_fashion_mnist = pytest.mark.skipif(
 RESULTS = "VAE_JAX_TEST_RESULTS"   # where a subprocess session writes its outcomes
 _with_defaults: dict[str, tuple[str, str]] = {}   # node id -> (outcome, report) from one
 _outcomes: dict[str, tuple[str, str]] = {}        # ... as that subprocess records them
+_relay: dict[str, subprocess.Popen] = {}          # the subprocess this process started
+# Runs the command in its argv[2:], then writes its exit status to the file argv[1] names.
+_EXIT_STATUS = ("import os, subprocess, sys; status = subprocess.run(sys.argv[2:]).returncode; "
+                "open(sys.argv[1] + '.part', 'w').write(str(status)); "
+                "os.replace(sys.argv[1] + '.part', sys.argv[1])")
+
+
+def start_with_xla_defaults(node_ids: list[str], directory: str) -> subprocess.Popen:
+    """Start one pytest subprocess that runs ``node_ids`` with XLA's default options; it
+    writes their outcomes to ``directory``/outcomes.json, then its exit status to
+    ``directory``/exit (its output goes to ``directory``/log)."""
+    env = dict(os.environ, VAE_JAX_TEST_XLA_DEFAULTS="1", XLA_FLAGS=CALLER_XLA_FLAGS,
+               **{RESULTS: os.path.join(directory, "outcomes.json")})
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+               f"--basetemp={os.path.join(directory, 'tmp')}", *node_ids]
+    with open(os.path.join(directory, "log"), "w") as log:
+        return subprocess.Popen([sys.executable, "-c", _EXIT_STATUS,
+                                 os.path.join(directory, "exit"), *command],
+                                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
+def outcomes_with_xla_defaults(node_ids: list[str], directory: str,
+                               timeout: float = 900) -> dict[str, tuple[str, str]]:
+    """Wait for the subprocess ``start_with_xla_defaults`` started in ``directory``; each
+    node id's (outcome, report), a failure for any it gave no outcome."""
+    if not os.path.isdir(directory):
+        return {i: ("failed", f"no subprocess started in {directory}") for i in node_ids}
+    exit_file, deadline = os.path.join(directory, "exit"), time.monotonic() + timeout
+    while not os.path.exists(exit_file) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    status = f"none in {timeout} s"
+    if os.path.exists(exit_file):
+        with open(exit_file) as f:
+            status = f.read()
+    results = {}
+    if os.path.exists(os.path.join(directory, "outcomes.json")):
+        with open(os.path.join(directory, "outcomes.json")) as f:
+            results = {k: tuple(v) for k, v in json.load(f).items()}
+    with open(os.path.join(directory, "log")) as f:
+        missing = f"no outcome from the subprocess (exit {status}):\n{f.read()[-4000:]}"
+    return {i: results.get(i, ("failed", missing)) for i in node_ids}
 
 
 def run_with_xla_defaults(node_ids: list[str]) -> dict[str, tuple[str, str]]:
     """Run ``node_ids`` in one pytest subprocess with XLA's default options."""
-    fd, path = tempfile.mkstemp(prefix="vae_jax_xla_defaults_", suffix=".json")
-    os.close(fd)
-    env = dict(os.environ, VAE_JAX_TEST_XLA_DEFAULTS="1", XLA_FLAGS=CALLER_XLA_FLAGS,
-               **{RESULTS: path})
+    with tempfile.TemporaryDirectory(prefix="vae_jax_xla_defaults_") as directory:
+        start_with_xla_defaults(node_ids, directory).wait()
+        return outcomes_with_xla_defaults(node_ids, directory)
+
+
+def marked_with_xla_defaults(session) -> list[str]:
+    return [i.nodeid for i in session.items if i.get_closest_marker("xla_defaults")]
+
+
+def relay_directory(config) -> str:
+    """The session's directory for that subprocess, one for all pytest-xdist workers."""
+    base = config._tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):   # each worker's is a folder of the session's
+        base = base.parent
+    return os.path.join(base, "xla_defaults")
+
+
+def pytest_collection_finish(session):
+    """The session's marked tests, all of them, in one subprocess that runs while the other
+    tests do, started by the first worker that gets here."""
+    marked = marked_with_xla_defaults(session)
+    if not FAST_COMPILE or not marked or session.config.option.collectonly:
+        return
     try:
-        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                               *node_ids], cwd=REPO, env=env, capture_output=True, text=True,
-                              timeout=900)
-        with open(path) as f:
-            text = f.read()
-        results = {k: tuple(v) for k, v in json.loads(text).items()} if text else {}
-    finally:
-        os.remove(path)
-    missing = f"no outcome from the subprocess (exit {proc.returncode}):\n{proc.stdout[-4000:]}"
-    return {i: results.get(i, ("failed", missing)) for i in node_ids}
+        os.makedirs(relay_directory(session.config))
+    except FileExistsError:   # another worker started it
+        return
+    _relay["process"] = start_with_xla_defaults(marked, relay_directory(session.config))
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_pyfunc_call(pyfuncitem):
     if not FAST_COMPILE or pyfuncitem.get_closest_marker("xla_defaults") is None:
         return None
-    if pyfuncitem.nodeid not in _with_defaults:   # this file's marked tests, in one process
-        module = pyfuncitem.nodeid.split("::")[0]
-        _with_defaults.update(run_with_xla_defaults([
-            i.nodeid for i in pyfuncitem.session.items
-            if i.nodeid.split("::")[0] == module and i.get_closest_marker("xla_defaults")]))
+    if pyfuncitem.nodeid not in _with_defaults:
+        _with_defaults.update(outcomes_with_xla_defaults(
+            marked_with_xla_defaults(pyfuncitem.session), relay_directory(pyfuncitem.config)))
     outcome, report = _with_defaults[pyfuncitem.nodeid]
     if outcome != "passed":   # a skip there (that did not skip here) proves nothing either
         pytest.fail(f"{outcome} with XLA's default options:\n{report}", pytrace=False)
@@ -121,7 +176,13 @@ def pytest_runtest_logreport(report):
             _outcomes[report.nodeid] = (report.outcome, report.longreprtext)
 
 
-def pytest_sessionfinish(session):
+def pytest_sessionfinish(session, exitstatus):
     if RESULTS in os.environ:
         with open(os.environ[RESULTS], "w") as f:
             json.dump(_outcomes, f)
+    process = _relay.get("process")
+    if process is None:
+        return
+    if exitstatus == pytest.ExitCode.INTERRUPTED and process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)   # a stopped session stops it too
+    process.wait()   # ended by now: every marked test waited for it

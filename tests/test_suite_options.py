@@ -2,7 +2,9 @@
 ``FAST_COMPILE_FLAGS``; a test marked ``xla_defaults`` runs in a subprocess with XLA's
 default options, and its outcome is the test's."""
 
+import json
 import os
+import re
 
 import pytest
 
@@ -23,6 +25,23 @@ def test_a_marked_test_runs_with_xla_defaults():
     assert os.environ["VAE_JAX_TEST_XLA_DEFAULTS"] == "1"
     assert conftest.FAST_COMPILE_FLAGS not in os.environ.get("XLA_FLAGS", "")
     assert not conftest.FAST_COMPILE
+
+
+def test_the_sessions_marked_tests_run_in_one_subprocess(request):
+    """All of the session's marked tests (this file's among them), each once, in the one
+    subprocess the first worker started, whichever worker runs them."""
+    directory = conftest.relay_directory(request.config)
+    marked = conftest.marked_with_xla_defaults(request.session)
+    assert request.node.nodeid not in marked
+    assert "tests/test_suite_options.py::test_a_marked_test_runs_with_xla_defaults" in marked
+    if not conftest.FAST_COMPILE:   # VAE_JAX_TEST_XLA_DEFAULTS=1: every test runs right here
+        assert not os.path.exists(directory)
+        return
+    conftest.outcomes_with_xla_defaults(marked, directory)   # waits for it to end
+    with open(os.path.join(directory, "outcomes.json")) as f:
+        assert sorted(json.load(f)) == sorted(marked)
+    with open(os.path.join(directory, "log")) as f:   # one session: one summary line
+        assert len(re.findall(r"^=* ?\d+ (?:passed|failed).* in [\d.]+s", f.read(), re.M)) == 1
 
 
 def test_the_subprocess_gives_each_outcome_and_a_missing_one_is_a_failure():
