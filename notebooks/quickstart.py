@@ -104,6 +104,7 @@ if SMOKE:
     config.train.steps_per_call = 50
     config.train.eval_every_steps = 100
     config.train.checkpoint_every_steps = 100
+    config.eval.num_test_images = 1000  # evaluate the first 1000 test images
 print(config.model)
 
 # %% [markdown]
@@ -273,6 +274,7 @@ config2d.train.steps_per_call = config.train.steps_per_call
 if SMOKE:
     config2d.train.num_steps = 50
     config2d.sample.scatter_points = 1000
+    config2d.eval.num_test_images = 1000
 vae_jax.train_and_evaluate(config2d, WORKDIR + "_2d")
 paths2d = vae_jax.sample_checkpoint(config2d, WORKDIR + "_2d")
 show(paths2d, ["manifold", "latent_scatter"], width=12)
