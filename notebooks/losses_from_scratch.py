@@ -10,7 +10,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -98,7 +98,7 @@ from vae_jax import losses
 import vae_jax.data
 
 SMOKE = os.environ.get("VAE_JAX_NOTEBOOK_SMOKE") == "1"
-STEPS = 150 if SMOKE else 3000
+STEPS = 50 if SMOKE else 3000
 BATCH = 128
 
 folder = vae_jax.data.FASHION_MNIST_DIR   # Colab: download=True fetches it with tfds

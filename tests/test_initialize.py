@@ -17,8 +17,8 @@ from vae_jax.ops import initialize as init_lib
 from vae_jax.run import build
 from vae_jax.train import optim
 
-# bits of XLA's own code generation: digests, and two programs that agree bit for bit
-pytestmark = pytest.mark.xla_defaults
+# Bits of XLA's own code generation (digests; two programs that agree bit for bit) carry
+# the xla_defaults mark; the integer hash's bits do not depend on it.
 
 # sha256 of the default config's initial parameters and Adam state for seed 0 (paths and
 # bytes, ``_digest``), as ``jax.jit`` of ``model.init`` computed them before
@@ -48,6 +48,7 @@ def _assert_identical(a, b):
         np.testing.assert_array_equal(x, y)
 
 
+@pytest.mark.xla_defaults
 def test_default_mlp_initial_state_is_unchanged():
     config = config_lib.resolve(default.get_config())
     model = build.build_model(config, (28, 28, 1))
@@ -64,6 +65,7 @@ def _small_deep_hvae():
                            latent_channels=2, log_std_bound=5.0)
 
 
+@pytest.mark.xla_defaults
 @pytest.mark.slow
 def test_deep_hvae_initial_params_are_unchanged():
     """Many parameters of few shapes (batched by shape): jax.jit(model.init)'s values."""
@@ -74,6 +76,7 @@ def test_deep_hvae_initial_params_are_unchanged():
     assert _digest(params) == SMALL_DEEP_HVAE_SHA256
 
 
+@pytest.mark.xla_defaults
 @pytest.mark.slow
 def test_cpu_patch_initial_params_are_unchanged():
     config = config_lib.resolve(fashion_mnist_deep_hvae.get_config("cpu_patch"))
@@ -84,6 +87,7 @@ def test_cpu_patch_initial_params_are_unchanged():
     assert _digest(state.params) == CPU_PATCH_PARAMS_SHA256
 
 
+@pytest.mark.xla_defaults
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["vdm", "mlp"])
 def test_initialize_equals_jit_of_init(kind):
@@ -122,6 +126,7 @@ def test_threefry_without_the_loop_equals_jax_random():
     _assert_identical(jax.jit(jax.vmap(ours))(keys), jax.jit(jax.vmap(theirs))(keys))
 
 
+@pytest.mark.xla_defaults
 def test_unbatchable_operations_and_traced_calls():
     """A value computed through a matrix product (a data-dependent initialisation) is
     evaluated as traced; inside jax.eval_shape the function is traced, not run, and its
