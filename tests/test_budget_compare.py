@@ -4,17 +4,23 @@ deep HVAE's full-test-set figure is computed (scripts/deep_hvae_cpu_2h.sh)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
+from absl import app
+from absl.testing import flagsaver
 
 import _runs  # noqa: E402
 from conftest import requires_fashion_mnist  # noqa: E402
 from experiments.configs import smoke  # noqa: E402
+from scripts import budget_compare  # noqa: E402
 from vae_jax.run import experiment  # noqa: E402
 
 pytestmark = requires_fashion_mnist
@@ -22,12 +28,27 @@ pytestmark = requires_fashion_mnist
 SCRIPT = ["-m", "scripts.budget_compare"]
 
 
+def script(*flags: str) -> types.SimpleNamespace:
+    """The script's ``main`` in this process (no interpreter and JAX start-up per call), its
+    flags parsed from ``flags`` and restored afterwards: returncode 0, or 1 with the usage
+    error's message on stderr, as ``app.run`` exits (test_merge_refuses_ranges_with_a_gap_
+    or_an_overlap runs the command itself)."""
+    stdout, stderr, returncode = io.StringIO(), "", 0
+    with flagsaver.flagsaver(), contextlib.redirect_stdout(stdout), \
+            contextlib.chdir(_runs.ROOT):
+        budget_compare.FLAGS.unparse_flags()
+        budget_compare.FLAGS(["budget_compare", *flags])
+        try:
+            budget_compare.main([])
+        except app.UsageError as e:
+            stderr, returncode = str(e), 1
+    return types.SimpleNamespace(returncode=returncode, stdout=stdout.getvalue(), stderr=stderr)
+
+
 def compare(tmp_path, *flags: str) -> dict:
     out = str(tmp_path / f"out_{abs(hash(flags))}.json")
-    proc = subprocess.run([sys.executable, *SCRIPT, *flags, f"--out={out}"], cwd=_runs.ROOT,
-                          env=_runs.env(os.environ["JAX_COMPILATION_CACHE_DIR"]),
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = script(*flags, f"--out={out}")
+    assert result.returncode == 0, result.stderr
     with open(out) as f:
         return json.load(f)
 
@@ -101,15 +122,13 @@ def test_merge_refuses_ranges_with_a_gap_or_an_overlap(tmp_path):
     assert "test images 0..9" in proc.stderr and "starts at 5" in proc.stderr
 
 
-def merge(tmp_path, files: dict, *flags: str) -> subprocess.CompletedProcess:
+def merge(tmp_path, files: dict, *flags: str) -> types.SimpleNamespace:
     """--merge of npz files written from {name: {array name: value}}."""
     paths = []
     for name, arrays in files.items():
         paths.append(str(tmp_path / f"{name}.npz"))
         np.savez(paths[-1], **arrays)
-    return subprocess.run([sys.executable, *SCRIPT, f"--merge={','.join(paths)}", *flags],
-                          cwd=_runs.ROOT, env=_runs.env(os.environ["JAX_COMPILATION_CACHE_DIR"]),
-                          capture_output=True, text=True, timeout=120)
+    return script(f"--merge={','.join(paths)}", *flags)
 
 
 @pytest.mark.slow
