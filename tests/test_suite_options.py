@@ -33,8 +33,8 @@ def test_the_sessions_marked_tests_run_in_one_subprocess(request):
     directory = conftest.relay_directory(request.config)
     marked = conftest.marked_with_xla_defaults(request.session)
     assert request.node.nodeid not in marked
-    assert "tests/test_suite_options.py::test_a_marked_test_runs_with_xla_defaults" in marked
-    if not conftest.FAST_COMPILE:   # VAE_JAX_TEST_XLA_DEFAULTS=1: every test runs right here
+    # VAE_JAX_TEST_XLA_DEFAULTS=1 (every test runs right here), or none marked selected
+    if not conftest.FAST_COMPILE or not marked:
         assert not os.path.exists(directory)
         return
     conftest.outcomes_with_xla_defaults(marked, directory)   # waits for it to end
