@@ -31,6 +31,8 @@ EVENTS = {"/jax/core/compile/jaxpr_trace_duration": "tracing",
           "/jax/core/compile/jaxpr_to_mlir_module_duration": "lowering",
           "/jax/core/compile/backend_compile_duration": "compiling"}
 _seconds = collections.Counter()   # this process's totals of EVENTS so far
+_last: dict[str, float] = {}       # its subprocesses' CPU time at the end of its last test
+AFTER = "(subprocesses waited for after the last test)"
 
 
 def _record(event: str, duration: float, **_) -> None:
@@ -62,9 +64,23 @@ def pytest_runtest_protocol(item, nextitem):
     row = {"test": item.nodeid, "wall": time.perf_counter() - t0, "own": own1 - own0,
            "children": children1 - children0,
            **{name: _seconds[name] - seconds0.get(name, 0.0) for name in EVENTS.values()}}
+    _write(row)
+    _last["children"] = children1
+
+
+def _write(row: dict) -> None:
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     with open(os.path.join(os.environ[FOLDER], f"{worker}.jsonl"), "a") as f:
         f.write(json.dumps(row) + "\n")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session):
+    """The subprocesses this process waited for after its last test (tests/conftest.py's
+    subprocess for the xla_defaults tests, started after collection): one more row."""
+    if "children" in _last:
+        _write({"test": AFTER, "wall": 0.0, "own": 0.0,
+                "children": _cpu()[1] - _last["children"]})
 
 
 def table(rows: list[dict]) -> list[str]:
@@ -77,10 +93,13 @@ def table(rows: list[dict]) -> list[str]:
         f[2] += r["wall"]
         f[3] += r.get("compiling", 0.0)
     own, children = sum(r["own"] for r in rows), sum(r["children"] for r in rows)
+    after = sum(r["children"] for r in rows if r["test"] == AFTER)
+    tests = sum(r["test"] != AFTER for r in rows)
     jax_seconds = ", ".join(f"{name} {sum(r.get(name, 0.0) for r in rows):.0f} s"
                             for name in EVENTS.values())
-    lines = [f"{len(rows)} tests: CPU {own + children:.0f} s ({own:.0f} s in the test "
-             f"processes, {children:.0f} s in their subprocesses), tests' wall time "
+    lines = [f"{tests} tests: CPU {own + children:.0f} s ({own:.0f} s in the test "
+             f"processes, {children:.0f} s in their subprocesses, {after:.0f} s of it in "
+             f"those waited for after the last test), tests' wall time "
              f"{sum(r['wall'] for r in rows):.0f} s summed over the workers",
              f"In the test processes, as JAX reports them: {jax_seconds}",
              "", "|  CPU s | of which subprocesses | of which compiling in the test process "
