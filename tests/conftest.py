@@ -137,7 +137,7 @@ def marked_with_xla_defaults(session) -> list[str]:
 
 def relay_directory(config) -> str:
     """The session's directory for that subprocess, one for all pytest-xdist workers."""
-    base = config._tmp_path_factory.getbasetemp()
+    base = config._tmp_path_factory.getbasetemp()   # the tmp_path_factory fixture's
     if os.environ.get("PYTEST_XDIST_WORKER"):   # each worker's is a folder of the session's
         base = base.parent
     return os.path.join(base, "xla_defaults")
@@ -185,4 +185,4 @@ def pytest_sessionfinish(session, exitstatus):
         return
     if exitstatus == pytest.ExitCode.INTERRUPTED and process.poll() is None:
         os.killpg(process.pid, signal.SIGKILL)   # a stopped session stops it too
-    process.wait()   # ended by now: every marked test waited for it
+    process.wait()   # (every marked test, on either worker, waits for it anyway)

@@ -31,8 +31,8 @@ SCRIPT = ["-m", "scripts.budget_compare"]
 def script(*flags: str) -> types.SimpleNamespace:
     """The script's ``main`` in this process (no interpreter and JAX start-up per call), its
     flags parsed from ``flags`` and restored afterwards: returncode 0, or 1 with the usage
-    error's message on stderr, as ``app.run`` exits (test_merge_refuses_ranges_with_a_gap_
-    or_an_overlap runs the command itself)."""
+    error's message on stderr, as ``app.run`` exits (the test of refused ranges below runs
+    the command itself)."""
     stdout, stderr, returncode = io.StringIO(), "", 0
     with flagsaver.flagsaver(), contextlib.redirect_stdout(stdout), \
             contextlib.chdir(_runs.ROOT):
