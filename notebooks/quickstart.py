@@ -105,6 +105,7 @@ if SMOKE:
     config.train.eval_every_steps = 100
     config.train.checkpoint_every_steps = 100
     config.eval.num_test_images = 1000  # evaluate the first 1000 test images
+    config.model.hidden = (64,)
 print(config.model)
 
 # %% [markdown]
@@ -275,6 +276,7 @@ if SMOKE:
     config2d.train.num_steps = 50
     config2d.sample.scatter_points = 1000
     config2d.eval.num_test_images = 1000
+    config2d.model.hidden = config.model.hidden
 vae_jax.train_and_evaluate(config2d, WORKDIR + "_2d")
 paths2d = vae_jax.sample_checkpoint(config2d, WORKDIR + "_2d")
 show(paths2d, ["manifold", "latent_scatter"], width=12)
