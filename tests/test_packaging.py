@@ -103,6 +103,12 @@ def test_the_launcher_fills_the_compilation_cache_and_reuses_it(tmp_path):
                                      "--config.train.num_steps=10"), env, timeout=300)
     assert second.returncode == 0, second.stderr[-2000:]
     assert sorted(os.listdir(cache)) == sorted(entries), "the rerun compiled nothing new"
+    # another model (programs in no cache yet) with the cache off: nothing written, neither
+    # there nor in the default folder ($XDG_CACHE_HOME/vae_jax/jax)
+    xdg = tmp_path / "xdg"
     off = _runs.run(_runs.command(str(tmp_path / "c"), "--compilation_cache=",
-                                  "--config.train.num_steps=10"), env, timeout=300)
-    assert off.returncode == 0 and sorted(os.listdir(cache)) == sorted(entries)
+                                  "--config.train.num_steps=10", "--config.model.latent_dim=3"),
+                    dict(env, XDG_CACHE_HOME=str(xdg)), timeout=300)
+    assert off.returncode == 0, off.stderr[-2000:]
+    assert sorted(os.listdir(cache)) == sorted(entries), "--compilation_cache= wrote entries"
+    assert not os.path.exists(xdg / "vae_jax"), "--compilation_cache= used the default folder"
