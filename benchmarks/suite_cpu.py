@@ -75,7 +75,7 @@ def _write(row: dict) -> None:
 
 
 @pytest.hookimpl(trylast=True)
-def pytest_sessionfinish(session):
+def pytest_sessionfinish():
     """The subprocesses this process waited for after its last test (tests/conftest.py's
     subprocess for the xla_defaults tests, started after collection): one more row."""
     if "children" in _last:

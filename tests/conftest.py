@@ -13,7 +13,7 @@ computes: every test that compares with a closed form or an outside reference wi
 tolerance, and every pair of runs compared bit for bit (compiled alike), checks the same
 property under them. Tests whose bits depend on XLA's own code generation (committed digests
 of initial parameters, two different programs that agree bit for bit, float accuracy at the
-extremes) carry the ``xla_defaults`` mark and run, all of a session's together, in one
+extremes) carry the ``xla_defaults`` mark and run, all of a test run's together, in one
 pytest subprocess with XLA's default options, started after collection and running while the
 other tests do. ``VAE_JAX_TEST_XLA_DEFAULTS=1`` runs the whole suite with them.
 """
@@ -32,11 +32,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 FAST_COMPILE_FLAGS = ("--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false "
                       "--xla_cpu_parallel_codegen_split_count=1")
 FAST_COMPILE = os.environ.get("VAE_JAX_TEST_XLA_DEFAULTS") != "1"
-# the caller's own flags, without this session's
+# the caller's own flags, without this test run's
 CALLER_XLA_FLAGS = os.environ.get("XLA_FLAGS", "").replace(FAST_COMPILE_FLAGS, "").strip()
 if FAST_COMPILE:  # before any backend starts; the caller's flags come after, so theirs win
     os.environ["XLA_FLAGS"] = " ".join(filter(None, [FAST_COMPILE_FLAGS, CALLER_XLA_FLAGS]))
-# One persistent XLA compilation cache for the whole session, shared with every subprocess
+# One persistent XLA compilation cache for the whole test run, shared with every subprocess
 # test through the environment: the same smoke-sized programs compile once, not per test.
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="vae_jax_xla_cache_")
@@ -46,7 +46,7 @@ FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 
 
 def xla_flags(devices: int) -> str:
-    """This session's ``XLA_FLAGS`` with ``devices`` forced CPU devices."""
+    """This test run's ``XLA_FLAGS`` with ``devices`` forced CPU devices."""
     return " ".join(filter(None, [os.environ.get("XLA_FLAGS"),
                                   f"--xla_force_host_platform_device_count={devices}"]))
 
@@ -77,7 +77,7 @@ requires_fashion_mnist = pytest.mark.skipif(
 
 
 # -- tests that run with XLA's default options -------------------------------------------
-RESULTS = "VAE_JAX_TEST_RESULTS"   # where a subprocess session writes its outcomes
+RESULTS = "VAE_JAX_TEST_RESULTS"   # where that subprocess's pytest writes its outcomes
 _with_defaults: dict[str, tuple[str, str]] = {}   # node id -> (outcome, report) from one
 _outcomes: dict[str, tuple[str, str]] = {}        # ... as that subprocess records them
 _relay: dict[str, subprocess.Popen] = {}          # the subprocess this process started
@@ -136,15 +136,15 @@ def marked_with_xla_defaults(session) -> list[str]:
 
 
 def relay_directory(config) -> str:
-    """The session's directory for that subprocess, one for all pytest-xdist workers."""
+    """The test run's directory for that subprocess, one for all pytest-xdist workers."""
     base = config._tmp_path_factory.getbasetemp()   # the tmp_path_factory fixture's
-    if os.environ.get("PYTEST_XDIST_WORKER"):   # each worker's is a folder of the session's
+    if os.environ.get("PYTEST_XDIST_WORKER"):   # each worker's is a folder of the run's
         base = base.parent
     return os.path.join(base, "xla_defaults")
 
 
 def pytest_collection_finish(session):
-    """The session's marked tests, all of them, in one subprocess that runs while the other
+    """The run's marked tests, all of them, in one subprocess that runs while the other
     tests do, started by the first worker that gets here."""
     marked = marked_with_xla_defaults(session)
     if not FAST_COMPILE or not marked or session.config.option.collectonly:
@@ -176,7 +176,7 @@ def pytest_runtest_logreport(report):
             _outcomes[report.nodeid] = (report.outcome, report.longreprtext)
 
 
-def pytest_sessionfinish(session, exitstatus):
+def pytest_sessionfinish(exitstatus):
     if RESULTS in os.environ:
         with open(os.environ[RESULTS], "w") as f:
             json.dump(_outcomes, f)
@@ -184,5 +184,5 @@ def pytest_sessionfinish(session, exitstatus):
     if process is None:
         return
     if exitstatus == pytest.ExitCode.INTERRUPTED and process.poll() is None:
-        os.killpg(process.pid, signal.SIGKILL)   # a stopped session stops it too
+        os.killpg(process.pid, signal.SIGKILL)   # a stopped test run stops it too
     process.wait()   # (every marked test, on either worker, waits for it anyway)

@@ -11,7 +11,7 @@ import pytest
 import conftest
 
 
-def test_the_session_compiles_with_the_fast_options_unless_asked_not_to():
+def test_the_suite_compiles_with_the_fast_options_unless_asked_not_to():
     flags = os.environ.get("XLA_FLAGS", "")
     if conftest.FAST_COMPILE:
         assert flags.startswith(conftest.FAST_COMPILE_FLAGS)
@@ -27,8 +27,8 @@ def test_a_marked_test_runs_with_xla_defaults():
     assert not conftest.FAST_COMPILE
 
 
-def test_the_sessions_marked_tests_run_in_one_subprocess(request):
-    """All of the session's marked tests (this file's among them), each once, in the one
+def test_every_marked_test_runs_once_in_one_subprocess(request):
+    """All of this run's marked tests (this file's among them), each once, in the one
     subprocess the first worker started, whichever worker runs them."""
     directory = conftest.relay_directory(request.config)
     marked = conftest.marked_with_xla_defaults(request.session)
@@ -40,7 +40,7 @@ def test_the_sessions_marked_tests_run_in_one_subprocess(request):
     conftest.outcomes_with_xla_defaults(marked, directory)   # waits for it to end
     with open(os.path.join(directory, "outcomes.json")) as f:
         assert sorted(json.load(f)) == sorted(marked)
-    with open(os.path.join(directory, "log")) as f:   # one session: one summary line
+    with open(os.path.join(directory, "log")) as f:   # one pytest run: one summary line
         assert len(re.findall(r"^=* ?\d+ (?:passed|failed).* in [\d.]+s", f.read(), re.M)) == 1
 
 
