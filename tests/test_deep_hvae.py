@@ -256,8 +256,10 @@ def test_posterior_means_feed_active_units(tiny):
 
 @pytest.mark.slow
 def test_zero_init_makes_every_residual_block_the_identity():
-    # One block after the other: the recorder below reads every block's input and output.
-    model = deep_hvae_model(**TINY, residual_init="zero").clone(scan_blocks=False)
+    # The bound blocks one after the other: the recorder below reads every block's input
+    # and output.
+    model = deep_hvae_model(**TINY, residual_init="zero").clone(scan_blocks=False,
+                                                                jit_blocks=False)
     x = _binary_images(jax.random.key(6))
     params = _init(model, x, seed=1)
     kinds = []   # filled while tracing
@@ -566,6 +568,26 @@ def test_runs_of_equal_blocks_become_one_scan_each():
     assert scans(lambda p: model.apply(p, key, 3, jnp.ones(5), method="sample_prior").mean()) == 3
 
 
+def test_blocks_one_by_one_share_one_trace_per_block_settings():
+    """Tracing only: without the scan, the 7 top-down blocks of RUNS are 7 calls of 3
+    traced functions, one per block settings (r1 stochastic, r4 stochastic, r4
+    deterministic); with the scan, the one block outside a run is one such call; with
+    ``jit_blocks`` off, the bound blocks are traced inline."""
+    model = deep_hvae_model(**RUNS)
+    x, key = jnp.zeros((2, 4, 4, 1)), jax.random.key(0)
+    params = jax.eval_shape(model.init, key, x, key)
+
+    def calls(m) -> list:
+        jaxpr = jax.make_jaxpr(lambda p: m.apply(p, x, key, 2, method="terms"))(params)
+        return [e.params["jaxpr"] for e in jaxpr.eqns
+                if e.primitive.name in ("jit", "pjit") and e.params["name"] == "top_down_block"]
+
+    one_by_one = calls(model.clone(scan_blocks=False))
+    assert len(one_by_one) == 7 and len({id(j) for j in one_by_one}) == 3
+    assert len(calls(model)) == 1
+    assert calls(model.clone(scan_blocks=False, jit_blocks=False)) == []
+
+
 def test_an_eager_call_compiles_nothing_the_second_time():
     """Outside jit the blocks run unrolled, op by op, each op's program cached: a scan
     built at each call would compile at each call."""
@@ -593,10 +615,12 @@ def test_an_eager_call_compiles_nothing_the_second_time():
 @pytest.mark.slow
 def test_scanned_runs_equal_the_unrolled_blocks():
     """terms, the ELBO's gradient w.r.t. every parameter and samples at per-layer
-    temperatures: the scanned model's equal the unrolled model's (the same draws). The
-    gradient's program has no scan: the derivative is the unrolled blocks'."""
+    temperatures: the scanned model's equal the unrolled model's (the same draws), and the
+    unrolled blocks through ``jax.jit`` equal the bound blocks bit for bit. The gradient's
+    program has no scan: the derivative is the unrolled blocks'."""
     scanned = deep_hvae_model(**RUNS)
     unrolled = scanned.clone(scan_blocks=False)
+    bound = unrolled.clone(jit_blocks=False)
     x = _binary_images(jax.random.key(20), (4, 4, 4, 1))
     shapes = jax.eval_shape(scanned.init, jax.random.key(0), x, jax.random.key(1))
     rng = np.random.default_rng(2)   # every block and prior net active (numpy: no compile)
@@ -610,12 +634,17 @@ def test_scanned_runs_equal_the_unrolled_blocks():
     assert _scans(jax.make_jaxpr(grad(scanned))(params, x, key).jaxpr) == 0
 
     @jax.jit
-    def both(params, x, key):   # one program for both models
+    def all_three(params, x, key):   # one program for the three models
         return [(m.apply(params, x, key, 2, method="terms"), grad(m)(params, x, key),
                  m.apply(params, key, 3, temps, method="sample_prior").mean())
-                for m in (scanned, unrolled)]
+                for m in (scanned, unrolled, bound)]
 
-    a, b = both(params, x, key)
+    a, b, c = all_three(params, x, key)
+    # the blocks through jax.jit (one trace per block settings) and the bound blocks: the
+    # same program once XLA has inlined the calls, the same bits
+    for path, u, v in zip(jax.tree_util.tree_flatten_with_path(b)[0], jax.tree.leaves(b),
+                          jax.tree.leaves(c)):
+        np.testing.assert_array_equal(u, v, err_msg=jax.tree_util.keystr(path[0]))
     assert set(a[0]["kl"]) == {"00", "01", "02", "03", "04"}
     for path, u, v in zip(jax.tree_util.tree_flatten_with_path(a)[0], jax.tree.leaves(a),
                           jax.tree.leaves(b)):

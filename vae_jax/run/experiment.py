@@ -115,16 +115,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
     s = setup(config, workdir)
     # another model's or data set's checkpoint is refused before anything is written: the
     # data set's fields against config.json, the training set's contents (either pipeline)
-    # against the fingerprint saved with the checkpoint
+    # against the fingerprint saved with the checkpoint (the state's shapes are traced only
+    # when there is a checkpoint: a deep model's trace takes seconds)
     ckpt_dir = os.path.join(workdir, "checkpoints")
     if checkpoint.has_steps(ckpt_dir):
         _check_same_data_set(workdir, s.config)
-    optimizer = optim.make_optimizer(s.config.optim, s.steps_per_epoch)
-    checkpoint.check_latest_compatible(ckpt_dir, jax.eval_shape(
-        lambda k: train.create_train_state(k, s.model, optimizer, s.ds.image_shape,
-                                           ema=config_lib.keeps_ema(s.config)),
-        build.root_keys(s.config.seed)["init"]), data_check=data.resume_check(
-            s.ds.train_images, s.config.train.batch_size, s.steps_per_epoch))
+        optimizer = optim.make_optimizer(s.config.optim, s.steps_per_epoch)
+        checkpoint.check_latest_compatible(ckpt_dir, jax.eval_shape(
+            lambda k: train.create_train_state(k, s.model, optimizer, s.ds.image_shape,
+                                               ema=config_lib.keeps_ema(s.config)),
+            build.root_keys(s.config.seed)["init"]), data_check=data.resume_check(
+                s.ds.train_images, s.config.train.batch_size, s.steps_per_epoch))
     # One training run per workdir; creating it and its lock file is the first write.
     with runtime.WorkdirLock(workdir, enabled=is_main):
         return _train(s, workdir)

@@ -212,6 +212,19 @@ def _block(apply: Callable, template: TopDownBlock, h: jax.Array, a: Optional[ja
     return apply(h, a, eps, 1.0 if t is None else t)
 
 
+@functools.cache
+def _traced_once(settings: tuple) -> Callable:
+    """jit(params, *args): a TopDownBlock's apply with ``settings`` (the sorted items of
+    ``_settings``). Called inside a traced program, every block with these settings shares
+    one trace, one derivative and one lowering; XLA inlines the calls, so the compiled
+    program and its values are those of the blocks applied one by one."""
+    block = TopDownBlock(**dict(settings), parent=None)
+
+    def top_down_block(params, *args):
+        return block.apply({"params": params}, *args)
+    return jax.jit(top_down_block)
+
+
 def _unrolled(template: TopDownBlock, blocks: Sequence, h: jax.Array,
               a: Optional[jax.Array], key: jax.Array, layer: int,
               temps: Optional[jax.Array]):
@@ -288,6 +301,12 @@ class DeepHVAE(nn.Module):
       scan_blocks: trace each run of top-down blocks with equal settings once, as one
         ``lax.scan`` where the model is not differentiated (False: one block after the
         other everywhere; the same values). Not a config field: ``model.clone``.
+      jit_blocks: apply blocks one after the other (``scan_blocks`` False, or a run of
+        one) through one ``jax.jit`` per block settings, so that equal blocks share their
+        trace and derivative (the train step's tracing: 3.8 s -> 2.3 s for
+        ``fashion_mnist_deep_hvae.py:binary``); the same program and values. Flax method
+        interceptors (``nn.intercept_methods``) do not see inside such a block: False
+        applies the bound blocks. Not a config field: ``model.clone``.
     """
 
     image_shape: Sequence[int]
@@ -305,6 +324,7 @@ class DeepHVAE(nn.Module):
     dtype: str = "float32"
     patch_size: int = 1
     scan_blocks: bool = True
+    jit_blocks: bool = True
 
     @property
     def num_layers(self) -> int:
@@ -390,14 +410,19 @@ class DeepHVAE(nn.Module):
         """
         temps = (None if a is not None or not run[0].stochastic
                  else temperatures[layer:layer + len(run)])
-        if (len(run) == 1 or not self.scan_blocks or self.is_initializing()
-                or not isinstance(h, jax.core.Tracer)):
+        if self.is_initializing() or not isinstance(h, jax.core.Tracer):
             # The bound blocks (at init: this creates their parameters). Called eagerly,
             # op by op, each op's program is cached; a scan would compile anew each call.
             return _unrolled(run[0], run, h, a, key, layer, temps)
-        template = TopDownBlock(**_settings(run[0]), parent=None)
         params = tuple(self.variables["params"][b.name] for b in run)
-        return _scanned(template, layer)(params, h, a, key, temps)
+        if len(run) > 1 and self.scan_blocks:
+            template = TopDownBlock(**_settings(run[0]), parent=None)
+            return _scanned(template, layer)(params, h, a, key, temps)
+        if not self.jit_blocks:
+            return _unrolled(run[0], run, h, a, key, layer, temps)
+        apply = _traced_once(tuple(sorted(_settings(run[0]).items())))
+        return _unrolled(run[0], [functools.partial(apply, p) for p in params], h, a, key,
+                         layer, temps)
 
     def _infer(self, x: jax.Array, key: jax.Array, num_samples: int):
         """L = num_samples joint draws z ~ q(z|x) for x [B, H, W, C]: the top-down pass on
