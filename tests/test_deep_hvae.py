@@ -616,8 +616,8 @@ def test_an_eager_call_compiles_nothing_the_second_time():
 def test_scanned_runs_equal_the_unrolled_blocks():
     """terms, the ELBO's gradient w.r.t. every parameter and samples at per-layer
     temperatures: the scanned model's equal the unrolled model's (the same draws), and the
-    gradient through the blocks' ``jax.jit`` equals the bound blocks' bit for bit. The gradient's
-    program has no scan: the derivative is the unrolled blocks'."""
+    gradient through the blocks' ``jax.jit`` equals the bound blocks' bit for bit. The
+    gradient's program has no scan: the derivative is the unrolled blocks'."""
     scanned = deep_hvae_model(**RUNS)
     unrolled = scanned.clone(scan_blocks=False)
     bound = unrolled.clone(jit_blocks=False)

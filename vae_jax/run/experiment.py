@@ -115,8 +115,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
     s = setup(config, workdir)
     # another model's or data set's checkpoint is refused before anything is written: the
     # data set's fields against config.json, the training set's contents (either pipeline)
-    # against the fingerprint saved with the checkpoint (the state's shapes are traced only
-    # when there is a checkpoint: a deep model's trace takes seconds)
+    # against the fingerprint saved with the checkpoint (only then are the train state's
+    # shapes traced: tracing a deep model is not free)
     ckpt_dir = os.path.join(workdir, "checkpoints")
     if checkpoint.has_steps(ckpt_dir):
         _check_same_data_set(workdir, s.config)

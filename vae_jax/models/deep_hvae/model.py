@@ -28,9 +28,11 @@ Consecutive top-down blocks with the same settings (a run: one resolution, one
 compiles one block per run instead of one per block. The derivatives are the unrolled
 blocks' (a scan's reverse pass stacks every intermediate and parameter gradient of the
 block, glue that XLA:CPU compiles for longer than the identical unrolled blocks, whose
-kernels it compiles once), so the train step's program is the unrolled network's. The
-parameters stay one entry per block (``td_r14_0``, ``td_r14_1``, …; created unrolled at
-init), and the values are the unrolled network's: the same draws, the same arithmetic.
+kernels it compiles once), so the train step's program is the unrolled network's. There
+each block goes through one ``jax.jit`` per block settings: equal blocks share one trace
+and one derivative, and XLA inlines the calls. The parameters stay one entry per block
+(``td_r14_0``, ``td_r14_1``, …; created unrolled at init), and the values are the unrolled
+network's: the same draws, the same arithmetic.
 """
 
 from __future__ import annotations
@@ -301,12 +303,12 @@ class DeepHVAE(nn.Module):
       scan_blocks: trace each run of top-down blocks with equal settings once, as one
         ``lax.scan`` where the model is not differentiated (False: one block after the
         other everywhere; the same values). Not a config field: ``model.clone``.
-      jit_blocks: apply blocks one after the other (``scan_blocks`` False, or a run of
-        one) through one ``jax.jit`` per block settings, so that equal blocks share their
-        trace and derivative (the train step's tracing: 3.8 s -> 2.3 s for
-        ``fashion_mnist_deep_hvae.py:binary``); the same program and values. Flax method
-        interceptors (``nn.intercept_methods``) do not see inside such a block: False
-        applies the bound blocks. Not a config field: ``model.clone``.
+      jit_blocks: inside a traced program, apply blocks one after the other
+        (``scan_blocks`` False, or a run of one) through one ``jax.jit`` per block
+        settings, so that equal blocks share their trace and derivative
+        (benchmarks/README.md); the same program and values. Flax method interceptors
+        (``nn.intercept_methods``) do not see inside such a block: False applies the bound
+        blocks. Not a config field: ``model.clone``.
     """
 
     image_shape: Sequence[int]
