@@ -33,6 +33,9 @@ def test_every_marked_test_runs_once_in_one_subprocess(request):
     directory = conftest.relay_directory(request.config)
     marked = conftest.marked_with_xla_defaults(request.session)
     assert request.node.nodeid not in marked
+    known = "tests/test_suite_options.py::test_a_marked_test_runs_with_xla_defaults"
+    if known in {item.nodeid for item in request.session.items}:   # selected (not -k'd out)
+        assert known in marked
     # VAE_JAX_TEST_XLA_DEFAULTS=1 (every test runs right here), or none marked selected
     if not conftest.FAST_COMPILE or not marked:
         assert not os.path.exists(directory)
