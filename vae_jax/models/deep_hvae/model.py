@@ -214,12 +214,16 @@ def _block(apply: Callable, template: TopDownBlock, h: jax.Array, a: Optional[ja
     return apply(h, a, eps, 1.0 if t is None else t)
 
 
+def _traced_once(block: TopDownBlock) -> Callable:
+    """jit(params, *args): the apply of a TopDownBlock with ``block``'s settings. Called
+    inside a traced program, every block with these settings shares one trace, one
+    derivative and one lowering; XLA inlines the calls, so the compiled program and its
+    values are those of the blocks applied one by one."""
+    return _jitted_apply(tuple(sorted(_settings(block).items())))
+
+
 @functools.cache
-def _traced_once(settings: tuple) -> Callable:
-    """jit(params, *args): a TopDownBlock's apply with ``settings`` (the sorted items of
-    ``_settings``). Called inside a traced program, every block with these settings shares
-    one trace, one derivative and one lowering; XLA inlines the calls, so the compiled
-    program and its values are those of the blocks applied one by one."""
+def _jitted_apply(settings: tuple) -> Callable:
     block = TopDownBlock(**dict(settings), parent=None)
 
     def top_down_block(params, *args):
@@ -246,14 +250,16 @@ def _unrolled(template: TopDownBlock, blocks: Sequence, h: jax.Array,
 def _scanned(template: TopDownBlock, layer: int) -> Callable:
     """f(params, h, a, key, temps): ``_unrolled`` for the blocks ``template`` applied with
     each of ``params`` (a tuple of n parameter trees), computed by one ``lax.scan``; the
-    same values. Derivatives (``jax.custom_jvp``) are those of the unrolled blocks.
+    same values. Derivatives (``jax.custom_jvp``) are those of the unrolled blocks
+    (``_traced_once``, as in the train step).
 
     Step j of the scan picks block j's parameters with ``lax.switch``: stacking them would
     copy every parameter of every block, one more kernel each to compile.
     """
     def unrolled(params, h, a, key, temps):
-        return _unrolled(template, [functools.partial(template.apply, {"params": p})
-                                    for p in params], h, a, key, layer, temps)
+        apply = _traced_once(template)
+        return _unrolled(template, [functools.partial(apply, p) for p in params], h, a, key,
+                         layer, temps)
 
     @jax.custom_jvp
     def run(params, h, a, key, temps):
@@ -422,7 +428,7 @@ class DeepHVAE(nn.Module):
             return _scanned(template, layer)(params, h, a, key, temps)
         if not self.jit_blocks:
             return _unrolled(run[0], run, h, a, key, layer, temps)
-        apply = _traced_once(tuple(sorted(_settings(run[0]).items())))
+        apply = _traced_once(run[0])
         return _unrolled(run[0], [functools.partial(apply, p) for p in params], h, a, key,
                          layer, temps)
 
